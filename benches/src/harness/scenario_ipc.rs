@@ -1,0 +1,309 @@
+//! `bench ipc`: ping round trip against a real model server, and the server's overhead over
+//! a raw `session.run` on the same frame's tensor with the same threads, measured in the
+//! same run (rounds alternate between the two so drift hits both alike).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use proto_schema::message::{FrameMeta, FrameRef, InferenceRequest};
+use proto_schema::pixel::{FrameGeometry, PixelFormat};
+use proto_schema::ring::{monotonic_ns, RingWriter};
+use proto_schema::PROTOCOL_VERSION;
+use serde::Serialize;
+
+use super::assets::{self, ModelAsset};
+use super::client::{Client, ClientError, ServerProcess};
+use super::interrupt;
+use super::ort_raw::{self, RawError, SessionSettings};
+use super::report::{num, Table};
+use super::stats::Summary;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IpcParams {
+    pub pings: usize,
+    /// Alternating rounds of raw runs and server requests.
+    pub rounds: usize,
+    /// Length of one raw or one server round.
+    pub round_s: f64,
+    /// Fewest raw runs and fewest server requests per round.
+    pub min_runs: usize,
+    pub frame_index: u32,
+    /// Intra-op thread counts to compare (instances = 1).
+    pub threads: Vec<usize>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PingResult {
+    pub model: String,
+    pub rtt_us: Summary,
+}
+
+/// Server versus raw for one model and thread count, milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct OverheadResult {
+    pub model: String,
+    pub threads: usize,
+    pub raw_ms: Summary,
+    pub server_e2e_ms: Summary,
+    /// Server-reported stages, p50 ms.
+    pub server_queue_p50_ms: f64,
+    pub server_preprocess_p50_ms: f64,
+    pub server_inference_p50_ms: f64,
+    pub server_postprocess_p50_ms: f64,
+    pub server_total_p50_ms: f64,
+    pub overhead_p50_ms: f64,
+    pub overhead_p99_ms: f64,
+    /// overhead p50 / raw p50, percent.
+    pub overhead_p50_pct: f64,
+    pub detections: usize,
+    pub errors: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IpcData {
+    pub ping: Vec<PingResult>,
+    pub overhead: Vec<OverheadResult>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IpcError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Raw(#[from] RawError),
+    #[error(transparent)]
+    Asset(#[from] assets::AssetError),
+    #[error("ring: {0}")]
+    Ring(String),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Interrupted(#[from] interrupt::Interrupted),
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Runs the scenario for each model: a ring holding one real NV12 frame, a model server
+/// per (model, threads), pings, then alternating raw/server rounds.
+pub fn run(
+    bin_dir: &Path,
+    video: &Path,
+    models: &[ModelAsset],
+    p: &IpcParams,
+) -> Result<(IpcData, Vec<Table>, Vec<String>), IpcError> {
+    let ring_dir = tempfile::Builder::new()
+        .prefix("fb-bench-ipc-")
+        .tempdir_in("/dev/shm")?;
+    let work = tempfile::Builder::new().prefix("fb-bench-ipc-").tempdir()?;
+    let (w, h) = assets::video_size(video)?;
+    let nv12 = assets::decode_frame(video, p.frame_index, "nv12")?;
+    let g = FrameGeometry::packed(w, h, PixelFormat::Nv12)
+        .map_err(|e| IpcError::Ring(e.to_string()))?;
+    let mut ring = RingWriter::builder("cam0")
+        .dir(ring_dir.path())
+        .slots(4)
+        .geometry(g)
+        .create()
+        .map_err(|e| IpcError::Ring(e.to_string()))?;
+    let mut slot = ring.begin_write();
+    if slot.data_mut().len() != nv12.len() {
+        return Err(IpcError::Ring(format!(
+            "decoded frame has {} bytes, ring slot {}",
+            nv12.len(),
+            g.frame_size
+        )));
+    }
+    slot.data_mut().copy_from_slice(&nv12);
+    let info = slot.publish(0, monotonic_ns());
+
+    let mut data = IpcData {
+        ping: Vec::new(),
+        overhead: Vec::new(),
+    };
+    for m in models {
+        let prepared = ort_raw::prepare(&m.path, video, p.frame_index)?;
+        for &threads in &p.threads {
+            interrupt::check()?;
+            let socket = work.path().join(format!("{}-{threads}.sock", m.id));
+            let server = ServerProcess::start(
+                bin_dir,
+                &m.path,
+                &m.id,
+                &socket,
+                ring_dir.path(),
+                threads,
+                1,
+                &work.path().join(format!("{}-{threads}.log", m.id)),
+                Duration::from_secs(60),
+            )?;
+            let mut client = Client::connect(&socket)?;
+            // Ping once per model (the first thread count).
+            if threads == p.threads[0] {
+                for _ in 0..p.pings / 10 {
+                    client.ping()?;
+                }
+                let mut rtt = Vec::with_capacity(p.pings);
+                for _ in 0..p.pings {
+                    rtt.push(client.ping()?.as_secs_f64() * 1e6);
+                }
+                if let Some(s) = Summary::of(&mut rtt) {
+                    data.ping.push(PingResult {
+                        model: m.id.clone(),
+                        rtt_us: s,
+                    });
+                }
+            }
+            let req = InferenceRequest {
+                v: PROTOCOL_VERSION,
+                id: 0,
+                camera_id: "cam0".into(),
+                model_id: m.id.clone(),
+                frame: FrameRef {
+                    ring: "cam0".into(),
+                    generation: ring.generation(),
+                    slot: info.slot,
+                    seq: info.seq,
+                },
+                meta: FrameMeta::from_geometry(info.frame_id, &g, info.capture_ts_ns),
+                sent_ts_ns: 0,
+                deadline_ts_ns: None,
+            };
+            // Warm both sides.
+            for _ in 0..3 {
+                client.infer(req.clone())?;
+            }
+            let settings = SessionSettings {
+                threads,
+                instances: 1,
+                spinning: true,
+            };
+            let round = Duration::from_secs_f64(p.round_s);
+            let mut raw = Vec::new();
+            let mut e2e = Vec::new();
+            let (mut q, mut pre, mut inf, mut post, mut tot) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let mut detections = 0;
+            let mut errors = 0;
+            for _ in 0..p.rounds {
+                interrupt::check()?;
+                let r = ort_raw::measure_samples(&prepared, settings, 2, round, p.min_runs)?;
+                raw.extend(r);
+                let start = Instant::now();
+                let mut n = 0;
+                while start.elapsed() < round || n < p.min_runs {
+                    n += 1;
+                    let (resp, rtt) = client.infer(req.clone())?;
+                    if resp.error.is_some() {
+                        errors += 1;
+                        continue;
+                    }
+                    detections = resp.detections.len();
+                    e2e.push(ms(rtt));
+                    let t = resp.timings;
+                    q.push(t.queue_us as f64 / 1e3);
+                    pre.push(t.preprocess_us as f64 / 1e3);
+                    inf.push(t.inference_us as f64 / 1e3);
+                    post.push(t.postprocess_us as f64 / 1e3);
+                    tot.push(t.total_us as f64 / 1e3);
+                }
+            }
+            drop(client);
+            drop(server);
+            let (Some(raw_s), Some(e2e_s)) = (Summary::of(&mut raw), Summary::of(&mut e2e)) else {
+                continue;
+            };
+            let p50 = |v: &mut Vec<f64>| Summary::of(v).map_or(f64::NAN, |s| s.p50);
+            data.overhead.push(OverheadResult {
+                model: m.id.clone(),
+                threads,
+                overhead_p50_ms: e2e_s.p50 - raw_s.p50,
+                overhead_p99_ms: e2e_s.p99 - raw_s.p99,
+                overhead_p50_pct: 100.0 * (e2e_s.p50 - raw_s.p50) / raw_s.p50,
+                raw_ms: raw_s,
+                server_e2e_ms: e2e_s,
+                server_queue_p50_ms: p50(&mut q),
+                server_preprocess_p50_ms: p50(&mut pre),
+                server_inference_p50_ms: p50(&mut inf),
+                server_postprocess_p50_ms: p50(&mut post),
+                server_total_p50_ms: p50(&mut tot),
+                detections,
+                errors,
+            });
+        }
+    }
+    drop(ring);
+
+    let mut t1 = Table::new(
+        "Ping round trip over the model server's Unix socket (µs)",
+        &["model server", "pings", "p50", "p90", "p99", "max"],
+    );
+    for r in &data.ping {
+        t1.row(vec![
+            r.model.clone(),
+            r.rtt_us.count.to_string(),
+            format!("{:.1}", r.rtt_us.p50),
+            format!("{:.1}", r.rtt_us.p90),
+            format!("{:.1}", r.rtt_us.p99),
+            format!("{:.1}", r.rtt_us.max),
+        ]);
+    }
+    let mut t2 = Table::new(
+        "Request through the server vs raw session.run, same frame, same threads (ms)",
+        &[
+            "model",
+            "threads",
+            "raw p50",
+            "raw p99",
+            "server e2e p50",
+            "e2e p99",
+            "overhead p50",
+            "overhead p99",
+            "overhead p50 %",
+            "server: preprocess / inference / postprocess p50",
+            "requests",
+        ],
+    );
+    for r in &data.overhead {
+        t2.row(vec![
+            r.model.clone(),
+            r.threads.to_string(),
+            format!("{:.2}", r.raw_ms.p50),
+            format!("{:.2}", r.raw_ms.p99),
+            format!("{:.2}", r.server_e2e_ms.p50),
+            format!("{:.2}", r.server_e2e_ms.p99),
+            format!("{:.2}", r.overhead_p50_ms),
+            format!("{:.2}", r.overhead_p99_ms),
+            format!("{:.1}%", r.overhead_p50_pct),
+            format!(
+                "{} / {} / {}",
+                num(Some(r.server_preprocess_p50_ms), 2),
+                num(Some(r.server_inference_p50_ms), 2),
+                num(Some(r.server_postprocess_p50_ms), 2)
+            ),
+            r.server_e2e_ms.count.to_string(),
+        ]);
+    }
+    let mut summary = Vec::new();
+    for r in &data.ping {
+        summary.push(format!(
+            "ping RTT ({}): p50 {:.1} µs, p99 {:.1} µs (goal ≤15 / ≤60 µs)",
+            r.model, r.rtt_us.p50, r.rtt_us.p99
+        ));
+    }
+    for r in &data.overhead {
+        summary.push(format!(
+            "server overhead {} @{} thread(s): p50 {:.2} ms = {:.1}% of raw session.run {:.2} ms \
+             (p99 {:.2} ms); of it preprocess {:.2} ms (goal ≤0.5 ms and ≤3% at p50)",
+            r.model,
+            r.threads,
+            r.overhead_p50_ms,
+            r.overhead_p50_pct,
+            r.raw_ms.p50,
+            r.overhead_p99_ms,
+            r.server_preprocess_p50_ms
+        ));
+    }
+    Ok((data, vec![t1, t2], summary))
+}

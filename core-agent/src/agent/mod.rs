@@ -1,0 +1,502 @@
+//! Stream agents: one per camera. An agent waits for its kernel's ring, wakes on the
+//! ring's publish notification, passes each new frame through every subscription's FPS
+//! gate, sends due frames (by reference: ring, generation, slot, sequence) to the model
+//! servers over persistent Unix-socket connections, and turns the answers into result
+//! records.
+//!
+//! Freshest-frame policy: at most `max_in_flight` requests per (camera, model); a due
+//! frame that finds the limit reached, the server not ready or the connection down is
+//! skipped (a missed slot), never queued. `stale_frame`, `overloaded`, timeouts and dead
+//! connections are counted and the agent goes on with the next frame.
+
+pub mod gate;
+pub mod link;
+pub mod waiter;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use proto_schema::message::{FrameMeta, FrameRef, InferenceRequest, Request, Response};
+use proto_schema::ring::RingReader;
+use proto_schema::PROTOCOL_VERSION;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::clock::{capture_age_ns, monotonic_now_ns, unix_now_ns};
+use crate::metrics::{locked, CameraMetrics, Metrics, ModelMetrics, RingView, SubMetrics};
+use crate::results::{Latencies, ResultQueue, ResultRecord};
+use crate::supervisor::{ProcState, ProcStatus};
+use gate::{FpsGate, Verdict};
+use link::{Link, LinkEvent, Pending};
+use waiter::{RingWaiter, Wake};
+
+/// One subscription as the agent runs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubSpec {
+    /// Model id.
+    pub model: String,
+    /// The model server's socket.
+    pub socket: PathBuf,
+    /// Target rate.
+    pub fps: f64,
+    /// Class names kept (empty: all).
+    pub classes: Vec<String>,
+    /// Requests in flight at most.
+    pub max_in_flight: u32,
+}
+
+/// What an agent needs to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentSpec {
+    /// Camera id.
+    pub camera: String,
+    /// Ring directory.
+    pub ring_dir: PathBuf,
+    /// Ring name.
+    pub ring: String,
+    /// Subscriptions of this camera.
+    pub subs: Vec<SubSpec>,
+    /// A request without an answer after this long is given up.
+    pub request_timeout: Duration,
+    /// At stop, how long answers already asked for are awaited.
+    pub drain_timeout: Duration,
+    /// Largest message accepted from a server.
+    pub max_message: usize,
+}
+
+/// The owner's side of a running agent.
+#[derive(Debug)]
+pub struct AgentHandle {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl AgentHandle {
+    /// Starts the agent. `models[i]` is the status of `spec.subs[i].model`'s server.
+    pub fn spawn(
+        spec: AgentSpec,
+        kernel: watch::Receiver<ProcStatus>,
+        models: Vec<watch::Receiver<ProcStatus>>,
+        metrics: &Metrics,
+        results: Arc<ResultQueue>,
+    ) -> Self {
+        let (stop, stop_rx) = watch::channel(false);
+        let cam = metrics.camera(&spec.camera);
+        let (events_tx, events_rx) = mpsc::channel(64 * spec.subs.len().max(1));
+        let subs = spec
+            .subs
+            .iter()
+            .zip(models)
+            .enumerate()
+            .map(|(i, (s, status))| Sub {
+                gate: FpsGate::new(s.fps),
+                link: Link::new(i, s.socket.clone(), spec.max_message),
+                metrics: cam.sub(&s.model),
+                model: metrics.model(&s.model),
+                seen_epoch: 0,
+                status,
+                spec: s.clone(),
+            })
+            .collect();
+        let agent = Agent {
+            spec,
+            kernel,
+            subs,
+            cam,
+            results,
+            events_tx,
+            events_rx,
+            stop: stop_rx,
+            next_id: 1,
+            stopping: false,
+            last_frame: None,
+            sampled: None,
+        };
+        Self {
+            stop,
+            task: tokio::spawn(agent.run()),
+        }
+    }
+
+    /// Stops sending, waits for answers in flight (up to the drain timeout), and ends.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+struct Sub {
+    spec: SubSpec,
+    gate: FpsGate,
+    link: Link,
+    metrics: Arc<SubMetrics>,
+    model: Arc<ModelMetrics>,
+    status: watch::Receiver<ProcStatus>,
+    seen_epoch: u64,
+}
+
+struct Agent {
+    spec: AgentSpec,
+    kernel: watch::Receiver<ProcStatus>,
+    subs: Vec<Sub>,
+    cam: Arc<CameraMetrics>,
+    results: Arc<ResultQueue>,
+    events_tx: mpsc::Sender<LinkEvent>,
+    events_rx: mpsc::Receiver<LinkEvent>,
+    stop: watch::Receiver<bool>,
+    next_id: u64,
+    stopping: bool,
+    last_frame: Option<(u64, u64)>,
+    sampled: Option<(Instant, u64, u64)>,
+}
+
+enum RingEnd {
+    Stop,
+    Reopen,
+}
+
+const SEND_TIMEOUT: Duration = Duration::from_millis(500);
+const TICK: Duration = Duration::from_millis(100);
+const SAMPLE_EVERY: u32 = 10;
+
+impl Agent {
+    fn stop_requested(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    async fn run(mut self) {
+        let mut opened = 0u64;
+        loop {
+            let Some(epoch) = self.wait_kernel_ready().await else {
+                break;
+            };
+            let reader = match RingReader::open(&self.spec.ring_dir, &self.spec.ring) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(camera = %self.spec.camera, "ring not open yet: {e}");
+                    if self.pause(Duration::from_millis(100)).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let (waiter, wake) = match RingWaiter::start(&self.spec.ring_dir, &self.spec.ring, reader.generation()) {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::error!(camera = %self.spec.camera, "cannot start the ring waiter: {e}");
+                    if self.pause(Duration::from_secs(1)).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            opened += 1;
+            if opened > 1 {
+                self.cam.ring_reopens.fetch_add(1, Ordering::Relaxed);
+            }
+            tracing::info!(camera = %self.spec.camera, generation = reader.generation(), "ring open");
+            self.sampled = None;
+            let end = self.serve(&reader, wake, epoch).await;
+            drop(waiter);
+            locked(&self.cam.ring).state = "absent".into();
+            if matches!(end, RingEnd::Stop) {
+                break;
+            }
+        }
+        self.drain().await;
+        for sub in &mut self.subs {
+            sub.link.disconnect();
+        }
+    }
+
+    /// Sleeps unless asked to stop; `true` if asked.
+    async fn pause(&mut self, d: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => self.stop_requested(),
+            _ = self.stop.changed() => true,
+        }
+    }
+
+    /// Waits for the kernel to be ready; its ready epoch, or `None` when stopping.
+    async fn wait_kernel_ready(&mut self) -> Option<u64> {
+        loop {
+            if self.stop_requested() {
+                return None;
+            }
+            {
+                let st = self.kernel.borrow_and_update();
+                if st.state == ProcState::Ready {
+                    return Some(st.ready_epoch);
+                }
+            }
+            tokio::select! {
+                r = self.kernel.changed() => if r.is_err() { return None },
+                r = self.stop.changed() => if r.is_err() || self.stop_requested() { return None },
+            }
+        }
+    }
+
+    async fn serve(&mut self, reader: &RingReader, mut wake: watch::Receiver<Wake>, epoch: u64) -> RingEnd {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks = 0u32;
+        let mut ring_gone = false;
+        self.sample(reader);
+        loop {
+            tokio::select! {
+                biased;
+                r = self.stop.changed() => {
+                    if r.is_err() || self.stop_requested() {
+                        return RingEnd::Stop;
+                    }
+                }
+                r = self.kernel.changed() => {
+                    if r.is_err() {
+                        return RingEnd::Stop;
+                    }
+                    if self.kernel.borrow_and_update().ready_epoch != epoch {
+                        return RingEnd::Reopen;
+                    }
+                }
+                Some(event) = self.events_rx.recv() => self.on_event(event),
+                r = wake.changed(), if !ring_gone => {
+                    let w = *wake.borrow_and_update();
+                    if r.is_err() || w.closed {
+                        // Wait for the kernel's next ready epoch (a new ring).
+                        tracing::info!(camera = %self.spec.camera, "ring closed by its writer");
+                        ring_gone = true;
+                    } else {
+                        self.on_frame(reader).await;
+                    }
+                }
+                _ = tick.tick() => {
+                    self.expire();
+                    ticks += 1;
+                    if ticks % SAMPLE_EVERY == 0 {
+                        self.sample(reader);
+                    }
+                }
+            }
+        }
+    }
+
+    fn sample(&mut self, reader: &RingReader) {
+        let h = reader.header();
+        let c = &h.counters;
+        let now = Instant::now();
+        let fps = match self.sampled {
+            Some((t, frames, generation)) if generation == reader.generation() && now > t => {
+                c.frames_decoded.saturating_sub(frames) as f64 / now.duration_since(t).as_secs_f64()
+            }
+            _ => f64::from(c.fps_milli) / 1000.0,
+        };
+        self.sampled = Some((now, c.frames_decoded, reader.generation()));
+        *locked(&self.cam.ring) = RingView {
+            state: format!("{:?}", h.state).to_ascii_lowercase(),
+            generation: reader.generation(),
+            frames_decoded: c.frames_decoded,
+            decode_errors: c.decode_errors,
+            reconnects: c.reconnects,
+            fps_decoded: if c.fps_milli > 0 { f64::from(c.fps_milli) / 1000.0 } else { fps },
+        };
+    }
+
+    fn expire(&mut self) {
+        for sub in &mut self.subs {
+            let n = sub.link.expire(self.spec.request_timeout) as u64;
+            if n > 0 {
+                sub.metrics.timeouts.fetch_add(n, Ordering::Relaxed);
+                sub.model.failures.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+
+    async fn on_frame(&mut self, reader: &RingReader) {
+        let Some(info) = reader.latest() else {
+            return;
+        };
+        let key = (reader.generation(), info.frame_id);
+        if self.last_frame == Some(key) {
+            return;
+        }
+        self.last_frame = Some(key);
+        self.cam.frames_seen.fetch_add(1, Ordering::Relaxed);
+        if self.stopping {
+            return;
+        }
+        let geometry = reader.geometry();
+        for i in 0..self.subs.len() {
+            let sub = &mut self.subs[i];
+            if !sub.gate.is_due(info.capture_ts_ns) {
+                continue;
+            }
+            let ready = {
+                let st = sub.status.borrow();
+                if st.ready_epoch != sub.seen_epoch {
+                    // A new server process: any connection is to the old, dead one.
+                    sub.seen_epoch = st.ready_epoch;
+                    let lost = sub.link.disconnect() as u64;
+                    sub.metrics.disconnects.fetch_add(lost, Ordering::Relaxed);
+                    sub.link.reset_retry();
+                }
+                st.state == ProcState::Ready
+            };
+            let mut can_send = ready && sub.link.in_flight.len() < sub.spec.max_in_flight as usize;
+            if can_send {
+                if let Err(e) = sub.link.ensure_connected(&self.events_tx).await {
+                    tracing::debug!(camera = %self.spec.camera, model = %sub.spec.model, "{e}");
+                    can_send = false;
+                }
+            }
+            let verdict = sub.gate.offer(info.capture_ts_ns, can_send);
+            sub.metrics.missed.store(sub.gate.missed(), Ordering::Relaxed);
+            if verdict != Verdict::Send {
+                continue;
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            let sent_ts_ns = monotonic_now_ns();
+            let request = Request::Infer(InferenceRequest {
+                v: PROTOCOL_VERSION,
+                id,
+                camera_id: self.spec.camera.clone(),
+                model_id: sub.spec.model.clone(),
+                frame: FrameRef {
+                    ring: self.spec.ring.clone(),
+                    generation: reader.generation(),
+                    slot: info.slot,
+                    seq: info.seq,
+                },
+                meta: FrameMeta::from_geometry(info.frame_id, &geometry, info.capture_ts_ns),
+                sent_ts_ns,
+                deadline_ts_ns: Some(sent_ts_ns + self.spec.request_timeout.as_nanos() as u64),
+            });
+            match sub.link.send(&request, SEND_TIMEOUT).await {
+                Ok(()) => {
+                    sub.link.in_flight.insert(
+                        id,
+                        Pending {
+                            frame_id: info.frame_id,
+                            capture_ts_ns: info.capture_ts_ns,
+                            sent_at: Instant::now(),
+                        },
+                    );
+                    sub.metrics.sent.fetch_add(1, Ordering::Relaxed);
+                    sub.model.requests.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    let lost = sub.link.disconnect() as u64 + 1;
+                    sub.metrics.disconnects.fetch_add(lost, Ordering::Relaxed);
+                    sub.model.failures.fetch_add(lost, Ordering::Relaxed);
+                    tracing::debug!(camera = %self.spec.camera, model = %sub.spec.model, "{e}");
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: LinkEvent) {
+        match event {
+            LinkEvent::Closed { sub, conn, reason } => {
+                let Some(s) = self.subs.get_mut(sub) else { return };
+                if conn == s.link.conn() && s.link.is_connected() {
+                    let lost = s.link.disconnect() as u64;
+                    s.metrics.disconnects.fetch_add(lost, Ordering::Relaxed);
+                    s.model.failures.fetch_add(lost, Ordering::Relaxed);
+                    tracing::info!(camera = %self.spec.camera, model = %s.spec.model, lost, "connection closed: {reason}");
+                }
+            }
+            LinkEvent::Answer { sub, conn, response } => {
+                let camera = self.spec.camera.clone();
+                let Some(s) = self.subs.get_mut(sub) else { return };
+                if conn != s.link.conn() {
+                    return;
+                }
+                match response {
+                    Response::InferResult(r) => {
+                        // Unknown ids were already given up (timeout): ignore the late answer.
+                        let Some(p) = s.link.in_flight.remove(&r.id) else { return };
+                        if let Some(err) = r.error {
+                            s.metrics.count_error(err.code);
+                            s.model.failures.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(camera = %camera, model = %s.spec.model, frame = p.frame_id, "{err}");
+                            return;
+                        }
+                        let record = make_record(&camera, &s.spec, p, r.frame_id, r.timings, r.detections);
+                        let now = Instant::now();
+                        let m = &s.metrics;
+                        m.results.fetch_add(1, Ordering::Relaxed);
+                        m.people.store(record.count_of("person") as u64, Ordering::Relaxed);
+                        m.detections.store(record.detections.len() as u64, Ordering::Relaxed);
+                        locked(&m.latency).record(record.latency_ms.capture_to_result);
+                        locked(&m.rate).mark(now);
+                        s.model.results.fetch_add(1, Ordering::Relaxed);
+                        locked(&s.model.round_trip).record(record.latency_ms.request_to_result);
+                        locked(&s.model.server).record(record.latency_ms.server_total);
+                        locked(&s.model.inference).record(record.latency_ms.inference);
+                        self.results.push(record);
+                    }
+                    Response::Error { id, error, .. } => {
+                        if let Some(id) = id {
+                            s.link.in_flight.remove(&id);
+                        }
+                        s.metrics.count_error(error.code);
+                        s.model.failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(camera = %camera, model = %s.spec.model, "server refused a request: {error}");
+                        if error.code.closes_connection() {
+                            let lost = s.link.disconnect() as u64;
+                            s.metrics.disconnects.fetch_add(lost, Ordering::Relaxed);
+                        }
+                    }
+                    other => tracing::debug!(camera = %camera, "unexpected {} answer", other.type_name()),
+                }
+            }
+        }
+    }
+
+    async fn drain(&mut self) {
+        self.stopping = true;
+        let deadline = tokio::time::Instant::now() + self.spec.drain_timeout;
+        while self.subs.iter().any(|s| !s.link.in_flight.is_empty()) {
+            tokio::select! {
+                Some(event) = self.events_rx.recv() => self.on_event(event),
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        let left: usize = self.subs.iter().map(|s| s.link.in_flight.len()).sum();
+        if left > 0 {
+            tracing::warn!(camera = %self.spec.camera, left, "stopped with answers outstanding");
+        }
+    }
+}
+
+fn make_record(
+    camera: &str,
+    spec: &SubSpec,
+    p: Pending,
+    frame_id: u64,
+    t: proto_schema::message::Timings,
+    mut detections: Vec<proto_schema::message::Detection>,
+) -> ResultRecord {
+    if !spec.classes.is_empty() {
+        detections.retain(|d| spec.classes.iter().any(|c| *c == d.class_name));
+    }
+    let age_ns = capture_age_ns(p.capture_ts_ns);
+    let unix_ns = unix_now_ns();
+    ResultRecord {
+        camera: camera.to_owned(),
+        model: spec.model.clone(),
+        frame_id,
+        capture_ts_ns: p.capture_ts_ns,
+        capture_unix_ms: unix_ns.saturating_sub(age_ns) / 1_000_000,
+        result_unix_ms: unix_ns / 1_000_000,
+        latency_ms: Latencies {
+            capture_to_result: age_ns as f64 / 1e6,
+            request_to_result: p.sent_at.elapsed().as_secs_f64() * 1e3,
+            server_total: t.total_us as f64 / 1e3,
+            inference: t.inference_us as f64 / 1e3,
+        },
+        detections,
+    }
+}

@@ -1,0 +1,228 @@
+//! The HTTP status and control API (axum), bound to loopback.
+//!
+//! | method and path | answer |
+//! | --- | --- |
+//! | `GET /health` | 200 while the process runs |
+//! | `GET /ready` | 200 when every running kernel and every model server is ready, else 503 with the list |
+//! | `GET /cameras`, `GET /cameras/{id}` | state, fps decoded and inferred, missed, stale, latency per subscription |
+//! | `POST /cameras` | add a camera: `{"camera": {...}, "subscriptions": [{"model", "fps", "classes"}]}`, validated like the config file; 201, 400 with every problem, 409 if the id exists |
+//! | `POST /cameras/{id}/start`, `POST /cameras/{id}/stop` | start or stop its kernel and agent |
+//! | `DELETE /cameras/{id}` | stop and forget it |
+//! | `GET /models`, `GET /models/{id}` | state, restarts, last error, latency percentiles |
+//! | `GET /metrics` | Prometheus text format |
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::{CameraConfig, SubscriptionConfig};
+use crate::status;
+use crate::system::{Command, ControlError, Shared};
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+
+#[derive(Clone)]
+struct AppState {
+    shared: Arc<Shared>,
+    commands: mpsc::Sender<Command>,
+}
+
+/// Body of `POST /cameras`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddCamera {
+    /// The camera, with the same fields as a `[[cameras]]` entry.
+    pub camera: CameraConfig,
+    /// Its subscriptions.
+    #[serde(default)]
+    pub subscriptions: Vec<NewSubscription>,
+}
+
+/// A subscription of a camera added through the API.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSubscription {
+    /// Model id.
+    pub model: String,
+    /// Target rate.
+    pub fps: f64,
+    /// Class filter.
+    #[serde(default)]
+    pub classes: Vec<String>,
+    /// In-flight limit.
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
+}
+
+/// The API's routes.
+pub fn router(shared: Arc<Shared>, commands: mpsc::Sender<Command>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/cameras", get(list_cameras).post(add_camera))
+        .route("/cameras/{id}", get(get_camera).delete(remove_camera))
+        .route("/cameras/{id}/start", post(start_camera))
+        .route("/cameras/{id}/stop", post(stop_camera))
+        .route("/models", get(list_models))
+        .route("/models/{id}", get(get_model))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(AppState { shared, commands })
+}
+
+/// Serves `router` on `listener` until `shutdown` turns true.
+pub async fn serve(listener: tokio::net::TcpListener, router: Router, mut shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            while !*shutdown.borrow_and_update() {
+                if shutdown.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+async fn health(State(st): State<AppState>) -> Response {
+    let stopping = st.shared.shutting_down.load(Ordering::Relaxed);
+    Json(json!({
+        "status": if stopping { "stopping" } else { "ok" },
+        "uptime_s": st.shared.metrics.uptime().as_secs(),
+    }))
+    .into_response()
+}
+
+async fn ready(State(st): State<AppState>) -> Response {
+    let (ok, waiting) = status::readiness(&st.shared);
+    let ok = ok && !st.shared.shutting_down.load(Ordering::Relaxed);
+    let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(json!({ "ready": ok, "waiting": waiting }))).into_response()
+}
+
+async fn list_cameras(State(st): State<AppState>) -> Response {
+    Json(status::cameras(&st.shared)).into_response()
+}
+
+async fn get_camera(State(st): State<AppState>, Path(id): Path<String>) -> Response {
+    match status::cameras(&st.shared).into_iter().find(|c| c.id == id) {
+        Some(c) => Json(c).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no camera {id:?}")),
+    }
+}
+
+async fn list_models(State(st): State<AppState>) -> Response {
+    Json(status::models(&st.shared)).into_response()
+}
+
+async fn get_model(State(st): State<AppState>, Path(id): Path<String>) -> Response {
+    match status::models(&st.shared).into_iter().find(|m| m.id == id) {
+        Some(m) => Json(m).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no model {id:?}")),
+    }
+}
+
+async fn metrics(State(st): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        status::prometheus(&st.shared),
+    )
+        .into_response()
+}
+
+async fn send(st: &AppState, make: impl FnOnce(oneshot::Sender<Result<(), ControlError>>) -> Command) -> Result<(), ControlError> {
+    if st.shared.shutting_down.load(Ordering::Relaxed) {
+        return Err(ControlError::ShuttingDown);
+    }
+    let (tx, rx) = oneshot::channel();
+    st.commands.send(make(tx)).await.map_err(|_| ControlError::ShuttingDown)?;
+    rx.await.map_err(|_| ControlError::ShuttingDown)?
+}
+
+fn control_error(e: ControlError) -> Response {
+    match e {
+        ControlError::NotFound(_) => error(StatusCode::NOT_FOUND, e.to_string()),
+        ControlError::Exists(_) => error(StatusCode::CONFLICT, e.to_string()),
+        ControlError::ShuttingDown => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        ControlError::Invalid(errs) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({
+                "error": errs.to_string(),
+                "problems": errs.0.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+            })),
+        )
+            .into_response(),
+    }
+}
+
+async fn add_camera(State(st): State<AppState>, body: Bytes) -> Response {
+    let req: AddCamera = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid body: {e}")),
+    };
+    let mut camera = req.camera;
+    if !camera.is_url() && !camera.source.is_empty() {
+        if let Ok(abs) = std::path::absolute(&camera.source) {
+            camera.source = abs.to_string_lossy().into_owned();
+        }
+    }
+    let id = camera.id.clone();
+    let subscriptions = req
+        .subscriptions
+        .into_iter()
+        .map(|s| SubscriptionConfig {
+            camera: id.clone(),
+            model: s.model,
+            fps: s.fps,
+            classes: s.classes,
+            max_in_flight: s.max_in_flight,
+        })
+        .collect();
+    match send(&st, |reply| Command::AddCamera {
+        camera,
+        subscriptions,
+        reply,
+    })
+    .await
+    {
+        Ok(()) => {
+            let cam = status::cameras(&st.shared).into_iter().find(|c| c.id == id);
+            (StatusCode::CREATED, Json(cam)).into_response()
+        }
+        Err(e) => control_error(e),
+    }
+}
+
+async fn start_camera(State(st): State<AppState>, Path(id): Path<String>) -> Response {
+    match send(&st, |reply| Command::StartCamera { id: id.clone(), reply }).await {
+        Ok(()) => Json(json!({ "camera": id, "running": true })).into_response(),
+        Err(e) => control_error(e),
+    }
+}
+
+async fn stop_camera(State(st): State<AppState>, Path(id): Path<String>) -> Response {
+    match send(&st, |reply| Command::StopCamera { id: id.clone(), reply }).await {
+        Ok(()) => Json(json!({ "camera": id, "running": false })).into_response(),
+        Err(e) => control_error(e),
+    }
+}
+
+async fn remove_camera(State(st): State<AppState>, Path(id): Path<String>) -> Response {
+    match send(&st, |reply| Command::RemoveCamera { id: id.clone(), reply }).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => control_error(e),
+    }
+}

@@ -1,0 +1,177 @@
+//! Wiring of one run: directories, sinks, the API, signals, the live table and the
+//! [`System`]; then the ordered shutdown.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::clock::SystemClock;
+use crate::config::{Config, OutputConfig};
+use crate::metrics::Metrics;
+use crate::results::{Dispatcher, JsonlSink, ResultQueue, Sink, SinkError, StdoutSink};
+use crate::supervisor::child::kill_all_groups;
+use crate::system::{ensure_dir, remove_files, Binaries, Shared, StartError, System};
+use crate::{api, status, table};
+
+/// Why a run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Binaries or directories missing.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// An output could not be opened.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// The API address is taken or not allowed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// A thread could not be started.
+    #[error("cannot start the result thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Result records written to the sinks.
+    pub written: u64,
+    /// Records dropped by the full queue.
+    pub dropped: u64,
+    /// The final camera reports.
+    pub cameras: Vec<status::CameraStatus>,
+    /// The final model reports.
+    pub models: Vec<status::ModelStatus>,
+}
+
+fn open_sinks(outputs: &[OutputConfig]) -> Result<Vec<Box<dyn Sink>>, SinkError> {
+    outputs
+        .iter()
+        .map(|o| -> Result<Box<dyn Sink>, SinkError> {
+            Ok(match o {
+                OutputConfig::Jsonl { path } => Box::new(JsonlSink::create(path)?),
+                OutputConfig::Stdout => Box::new(StdoutSink),
+            })
+        })
+        .collect()
+}
+
+/// First SIGTERM/SIGINT: ordered shutdown. Second: kill every child group, remove
+/// rings and sockets, exit at once.
+fn install_signals(shutdown: watch::Sender<bool>, shared: Arc<Shared>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("shutting down (a second signal exits at once)");
+        let _ = shutdown.send(true);
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        eprintln!("core-agent: second signal, exiting now");
+        kill_all_groups();
+        remove_files(&shared.view().owned_files);
+        std::process::exit(130);
+    });
+}
+
+fn spawn_table(shared: Arc<Shared>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let tty = std::io::stdout().is_terminal();
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let text = table::render(
+                &status::cameras(&shared),
+                &status::models(&shared),
+                shared.metrics.uptime().as_secs(),
+                shared.results.pushed(),
+                shared.results.dropped(),
+            );
+            let mut out = std::io::stdout().lock();
+            let _ = if tty {
+                write!(out, "\x1b[2J\x1b[H{text}")
+            } else {
+                writeln!(out, "{text}")
+            };
+            let _ = out.flush();
+        }
+    });
+}
+
+/// Runs the system described by `config` (already validated) until a signal or
+/// `duration`.
+pub async fn run(config: Config, config_path: Option<PathBuf>, duration: Option<Duration>) -> Result<Summary, RunError> {
+    let bins = Binaries::locate(config.agent.bin_dir.as_deref())?;
+    ensure_dir(&config.agent.ring_dir)?;
+    ensure_dir(&config.agent.socket_dir)?;
+    let queue = ResultQueue::new(config.limits.result_queue);
+    let dispatcher = Dispatcher::start(queue.clone(), open_sinks(&config.outputs)?).map_err(RunError::Thread)?;
+    let listener = tokio::net::TcpListener::bind(config.agent.api_addr)
+        .await
+        .map_err(|source| RunError::Bind {
+            addr: config.agent.api_addr,
+            source,
+        })?;
+    let api_addr = listener.local_addr().unwrap_or(config.agent.api_addr);
+    let shared = Arc::new(Shared {
+        metrics: Arc::new(Metrics::default()),
+        results: queue,
+        view: Default::default(),
+        shutting_down: AtomicBool::new(false),
+        api_addr,
+    });
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    install_signals(shutdown_tx.clone(), shared.clone());
+    if let Some(d) = duration {
+        let tx = shutdown_tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            tracing::info!("--duration reached");
+            let _ = tx.send(true);
+        });
+    }
+    let (cmd_tx, cmd_rx) = mpsc::channel(16);
+    let api_task = tokio::spawn(api::serve(listener, api::router(shared.clone(), cmd_tx), shutdown_rx.clone()));
+    eprintln!("core-agent: status API on http://{api_addr}");
+    if config.agent.live_table {
+        spawn_table(shared.clone(), Duration::from_secs(config.agent.table_interval_s), shutdown_rx.clone());
+    }
+
+    let mut system = System::new(config, config_path, bins, Arc::new(SystemClock), shared.clone());
+    system.start();
+    system.run(cmd_rx, shutdown_rx).await;
+
+    match tokio::time::timeout(Duration::from_secs(2), api_task).await {
+        Ok(Ok(Err(e))) => tracing::warn!("status API: {e}"),
+        Err(_) => tracing::warn!("status API did not stop in 2 s"),
+        _ => {}
+    }
+    // Closing the queue lets the dispatcher write what is left and flush.
+    let written = tokio::task::spawn_blocking(move || dispatcher.finish()).await.unwrap_or(0);
+    Ok(Summary {
+        written,
+        dropped: shared.results.dropped(),
+        cameras: status::cameras(&shared),
+        models: status::models(&shared),
+    })
+}

@@ -1,0 +1,594 @@
+//! Validation of a parsed [`Config`] as a whole. Every check runs; the result lists
+//! every problem, so one edit-run cycle fixes them all.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::PathBuf;
+
+use proto_schema::pixel::FrameGeometry;
+use proto_schema::ring::validate_ring_name;
+
+use super::{CameraConfig, Config, OutputConfig};
+
+/// One problem found in a config.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    /// An id (camera, model, ring) breaks the name rule `^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`.
+    #[error("{kind} id {id:?} is not a valid name: {reason}")]
+    InvalidId {
+        /// `camera`, `model` or `ring`.
+        kind: &'static str,
+        /// The id.
+        id: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Two entries of one kind share an id.
+    #[error("duplicate {kind} id {id:?}")]
+    DuplicateId {
+        /// `camera` or `model`.
+        kind: &'static str,
+        /// The id.
+        id: String,
+    },
+    /// A subscription names a camera that is not configured.
+    #[error("subscription #{index} names unknown camera {camera:?}")]
+    UnknownCamera {
+        /// Position of the subscription (1-based).
+        index: usize,
+        /// The camera id it names.
+        camera: String,
+    },
+    /// A subscription names a model that is not configured.
+    #[error("subscription #{index} ({camera} -> {model}) names unknown model {model:?}")]
+    UnknownModel {
+        /// Position of the subscription (1-based).
+        index: usize,
+        /// Its camera.
+        camera: String,
+        /// The model id it names.
+        model: String,
+    },
+    /// The same (camera, model) pair is subscribed twice.
+    #[error("camera {camera:?} subscribes to model {model:?} twice")]
+    DuplicateSubscription {
+        /// Camera id.
+        camera: String,
+        /// Model id.
+        model: String,
+    },
+    /// A subscription rate that is not a positive finite number.
+    #[error("subscription {camera} -> {model}: fps {fps} must be a positive number")]
+    InvalidFps {
+        /// Camera id.
+        camera: String,
+        /// Model id.
+        model: String,
+        /// The rate given.
+        fps: f64,
+    },
+    /// A subscription asks for more frames than the camera delivers.
+    #[error("subscription {camera} -> {model}: fps {fps} is above the camera's {camera_fps} fps")]
+    FpsAboveCamera {
+        /// Camera id.
+        camera: String,
+        /// Model id.
+        model: String,
+        /// The rate asked for.
+        fps: f64,
+        /// The camera's rate.
+        camera_fps: f64,
+    },
+    /// Two processes would listen on one socket.
+    #[error("models {first:?} and {second:?} both claim socket {path}")]
+    SharedSocket {
+        /// The socket path.
+        path: PathBuf,
+        /// First model.
+        first: String,
+        /// Second model.
+        second: String,
+    },
+    /// Two cameras' kernels would write one ring.
+    #[error("cameras {first:?} and {second:?} both claim ring {ring:?}")]
+    SharedRing {
+        /// Ring name.
+        ring: String,
+        /// First camera.
+        first: String,
+        /// Second camera.
+        second: String,
+    },
+    /// The camera's output size or format cannot be laid out in a ring.
+    #[error("camera {camera:?}: {reason}")]
+    InvalidGeometry {
+        /// Camera id.
+        camera: String,
+        /// Why.
+        reason: String,
+    },
+    /// A camera without a source.
+    #[error("camera {camera:?}: source is empty")]
+    EmptySource {
+        /// Camera id.
+        camera: String,
+    },
+    /// A camera's source file does not exist.
+    #[error("camera {camera:?}: source file {path} does not exist")]
+    MissingSourceFile {
+        /// Camera id.
+        camera: String,
+        /// The file.
+        path: PathBuf,
+    },
+    /// A model file does not exist.
+    #[error("model {model:?}: file {path} does not exist")]
+    MissingModelFile {
+        /// Model id.
+        model: String,
+        /// The file.
+        path: PathBuf,
+    },
+    /// A numeric setting outside its range.
+    #[error("{field}: {value} is out of range ({expected})")]
+    OutOfRange {
+        /// Dotted path of the setting, e.g. `models.det.threads`.
+        field: String,
+        /// The value given.
+        value: String,
+        /// The accepted range.
+        expected: &'static str,
+    },
+    /// The API would listen on a non-loopback address.
+    #[error("agent.api_addr {addr} is not a loopback address (only loopback is allowed)")]
+    NonLoopbackApi {
+        /// The address.
+        addr: std::net::SocketAddr,
+    },
+    /// More cameras or models than the limits allow.
+    #[error("{count} {kind} configured, limit is {max}")]
+    TooMany {
+        /// `cameras` or `models`.
+        kind: &'static str,
+        /// How many are configured.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Two outputs write one file.
+    #[error("two outputs write the same file {path}")]
+    SharedOutput {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A CPU affinity list that is empty or names a CPU the host lacks.
+    #[error("{owner}: cpu_affinity {cpus:?} is empty or names a CPU >= {max}")]
+    InvalidAffinity {
+        /// `camera X` or `model Y`.
+        owner: String,
+        /// The list.
+        cpus: Vec<usize>,
+        /// Number of CPUs the mask can hold.
+        max: usize,
+    },
+}
+
+/// Every problem of one config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidationErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        write!(f, "invalid config: {n} problem{}", if n == 1 { "" } else { "s" })?;
+        for e in &self.0 {
+            write!(f, "\n  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ValidationErrors {}
+
+/// Checks `config` and returns every problem found. `check_files` also checks that
+/// model and source files exist (off when re-validating at run time, where a file may
+/// be in the middle of being replaced).
+pub fn validate(config: &Config, check_files: bool) -> Result<(), ValidationErrors> {
+    let mut errs = Vec::new();
+    check_agent(config, &mut errs);
+    let cameras = check_cameras(config, check_files, &mut errs);
+    let models = check_models(config, check_files, &mut errs);
+    check_subscriptions(config, &cameras, &models, &mut errs);
+    check_outputs(config, &mut errs);
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(ValidationErrors(errs))
+    }
+}
+
+fn range(errs: &mut Vec<ConfigError>, ok: bool, field: String, value: impl fmt::Display, expected: &'static str) {
+    if !ok {
+        errs.push(ConfigError::OutOfRange {
+            field,
+            value: value.to_string(),
+            expected,
+        });
+    }
+}
+
+fn check_agent(c: &Config, errs: &mut Vec<ConfigError>) {
+    if !c.agent.api_addr.ip().is_loopback() {
+        errs.push(ConfigError::NonLoopbackApi {
+            addr: c.agent.api_addr,
+        });
+    }
+    let l = &c.limits;
+    range(errs, l.max_in_flight >= 1 && l.max_in_flight <= 64, "limits.max_in_flight".into(), l.max_in_flight, "1..=64");
+    range(errs, l.result_queue >= 1 && l.result_queue <= 1 << 20, "limits.result_queue".into(), l.result_queue, "1..=1048576");
+    range(errs, l.max_cameras >= 1, "limits.max_cameras".into(), l.max_cameras, ">= 1");
+    range(errs, l.max_models >= 1, "limits.max_models".into(), l.max_models, ">= 1");
+    range(errs, l.request_timeout_ms >= 10, "limits.request_timeout_ms".into(), l.request_timeout_ms, ">= 10");
+    range(errs, l.max_message_bytes >= 4096, "limits.max_message_bytes".into(), l.max_message_bytes, ">= 4096");
+    let s = &c.supervisor;
+    range(errs, s.backoff_initial_ms >= 1, "supervisor.backoff_initial_ms".into(), s.backoff_initial_ms, ">= 1");
+    range(errs, s.backoff_max_ms >= s.backoff_initial_ms, "supervisor.backoff_max_ms".into(), s.backoff_max_ms, ">= backoff_initial_ms");
+    range(errs, s.restart_limit >= 1, "supervisor.restart_limit".into(), s.restart_limit, ">= 1");
+    range(errs, s.restart_window_s >= 1, "supervisor.restart_window_s".into(), s.restart_window_s, ">= 1");
+    range(errs, s.health_interval_ms >= 10, "supervisor.health_interval_ms".into(), s.health_interval_ms, ">= 10");
+    range(errs, s.ping_timeout_ms >= 10, "supervisor.ping_timeout_ms".into(), s.ping_timeout_ms, ">= 10");
+    range(errs, s.unhealthy_after >= 1, "supervisor.unhealthy_after".into(), s.unhealthy_after, ">= 1");
+    range(errs, s.heartbeat_timeout_ms >= 100, "supervisor.heartbeat_timeout_ms".into(), s.heartbeat_timeout_ms, ">= 100");
+    range(errs, s.ready_timeout_s >= 1, "supervisor.ready_timeout_s".into(), s.ready_timeout_s, ">= 1");
+    range(errs, c.agent.table_interval_s >= 1, "agent.table_interval_s".into(), c.agent.table_interval_s, ">= 1");
+}
+
+fn check_id(kind: &'static str, id: &str, errs: &mut Vec<ConfigError>) -> bool {
+    match validate_ring_name(id) {
+        Ok(()) => true,
+        Err(e) => {
+            errs.push(ConfigError::InvalidId {
+                kind,
+                id: id.to_owned(),
+                reason: e.to_string(),
+            });
+            false
+        }
+    }
+}
+
+fn check_affinity(owner: String, cpus: &Option<Vec<usize>>, errs: &mut Vec<ConfigError>) {
+    if let Some(cpus) = cpus {
+        let max = crate::supervisor::child::MAX_CPUS;
+        if cpus.is_empty() || cpus.iter().any(|&c| c >= max) {
+            errs.push(ConfigError::InvalidAffinity {
+                owner,
+                cpus: cpus.clone(),
+                max,
+            });
+        }
+    }
+}
+
+/// Checks one camera on its own (shared by the config and the `POST /cameras` API).
+pub fn check_camera(cam: &CameraConfig, check_files: bool, errs: &mut Vec<ConfigError>) {
+    check_id("camera", &cam.id, errs);
+    if let Some(ring) = &cam.ring {
+        check_id("ring", ring, errs);
+    }
+    if cam.source.trim().is_empty() {
+        errs.push(ConfigError::EmptySource {
+            camera: cam.id.clone(),
+        });
+    } else if check_files && !cam.is_url() && !std::path::Path::new(&cam.source).is_file() {
+        errs.push(ConfigError::MissingSourceFile {
+            camera: cam.id.clone(),
+            path: PathBuf::from(&cam.source),
+        });
+    }
+    match (cam.width, cam.height) {
+        (Some(w), Some(h)) => {
+            if let Err(e) = FrameGeometry::packed(w, h, cam.format) {
+                errs.push(ConfigError::InvalidGeometry {
+                    camera: cam.id.clone(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+        (None, None) => {}
+        _ => errs.push(ConfigError::InvalidGeometry {
+            camera: cam.id.clone(),
+            reason: "width and height must be given together".to_owned(),
+        }),
+    }
+    if let Some(fps) = cam.fps {
+        range(errs, fps.is_finite() && fps > 0.0 && fps <= 1000.0, format!("cameras.{}.fps", cam.id), fps, "0 < fps <= 1000");
+    }
+    if let Some(mb) = cam.rss_limit_mb {
+        range(errs, mb >= 16, format!("cameras.{}.rss_limit_mb", cam.id), mb, ">= 16");
+    }
+    if let Some(n) = cam.ring_slots {
+        use proto_schema::ring::layout::{MAX_SLOTS, MIN_SLOTS};
+        range(errs, (MIN_SLOTS..=MAX_SLOTS).contains(&n), format!("cameras.{}.ring_slots", cam.id), n, "2..=1024");
+    }
+    check_affinity(format!("camera {}", cam.id), &cam.cpu_affinity, errs);
+}
+
+/// Returns the ids of the cameras, for the subscription checks.
+fn check_cameras(c: &Config, check_files: bool, errs: &mut Vec<ConfigError>) -> BTreeMap<String, Option<f64>> {
+    let mut ids = BTreeMap::new();
+    let mut rings: BTreeMap<&str, &str> = BTreeMap::new();
+    if c.cameras.len() > c.limits.max_cameras {
+        errs.push(ConfigError::TooMany {
+            kind: "cameras",
+            count: c.cameras.len(),
+            max: c.limits.max_cameras,
+        });
+    }
+    for cam in &c.cameras {
+        check_camera(cam, check_files, errs);
+        if ids.contains_key(&cam.id) {
+            errs.push(ConfigError::DuplicateId {
+                kind: "camera",
+                id: cam.id.clone(),
+            });
+            continue;
+        }
+        ids.insert(cam.id.clone(), cam.fps);
+        if let Some(first) = rings.insert(cam.ring_name(), &cam.id) {
+            errs.push(ConfigError::SharedRing {
+                ring: cam.ring_name().to_owned(),
+                first: first.to_owned(),
+                second: cam.id.clone(),
+            });
+        }
+    }
+    ids
+}
+
+fn check_models(c: &Config, check_files: bool, errs: &mut Vec<ConfigError>) -> BTreeSet<String> {
+    let mut ids = BTreeSet::new();
+    let mut sockets: BTreeMap<PathBuf, &str> = BTreeMap::new();
+    if c.models.len() > c.limits.max_models {
+        errs.push(ConfigError::TooMany {
+            kind: "models",
+            count: c.models.len(),
+            max: c.limits.max_models,
+        });
+    }
+    for m in &c.models {
+        check_id("model", &m.id, errs);
+        if !ids.insert(m.id.clone()) {
+            errs.push(ConfigError::DuplicateId {
+                kind: "model",
+                id: m.id.clone(),
+            });
+            continue;
+        }
+        if check_files && !m.path.is_file() {
+            errs.push(ConfigError::MissingModelFile {
+                model: m.id.clone(),
+                path: m.path.clone(),
+            });
+        }
+        let f = |name: &str| format!("models.{}.{name}", m.id);
+        range(errs, (1..=256).contains(&m.threads), f("threads"), m.threads, "1..=256");
+        range(errs, (1..=64).contains(&m.instances), f("instances"), m.instances, "1..=64");
+        range(errs, (1..=64).contains(&m.max_batch), f("max_batch"), m.max_batch, "1..=64");
+        range(errs, m.batch_delay_us <= 1_000_000, f("batch_delay_us"), m.batch_delay_us, "0..=1000000");
+        range(errs, (0.0..=1.0).contains(&m.score_threshold), f("score_threshold"), m.score_threshold, "0..=1");
+        range(errs, (0.0..=1.0).contains(&m.iou_threshold), f("iou_threshold"), m.iou_threshold, "0..=1");
+        if let Some(mb) = m.rss_limit_mb {
+            range(errs, mb >= 16, f("rss_limit_mb"), mb, ">= 16");
+        }
+        check_affinity(format!("model {}", m.id), &m.cpu_affinity, errs);
+        let socket = m.socket_path(&c.agent.socket_dir);
+        if let Some(first) = sockets.insert(socket.clone(), &m.id) {
+            errs.push(ConfigError::SharedSocket {
+                path: socket,
+                first: first.to_owned(),
+                second: m.id.clone(),
+            });
+        }
+    }
+    ids
+}
+
+fn check_subscriptions(
+    c: &Config,
+    cameras: &BTreeMap<String, Option<f64>>,
+    models: &BTreeSet<String>,
+    errs: &mut Vec<ConfigError>,
+) {
+    let mut pairs = BTreeSet::new();
+    for (i, s) in c.subscriptions.iter().enumerate() {
+        let camera_fps = match cameras.get(&s.camera) {
+            Some(fps) => *fps,
+            None => {
+                errs.push(ConfigError::UnknownCamera {
+                    index: i + 1,
+                    camera: s.camera.clone(),
+                });
+                None
+            }
+        };
+        if !models.contains(&s.model) {
+            errs.push(ConfigError::UnknownModel {
+                index: i + 1,
+                camera: s.camera.clone(),
+                model: s.model.clone(),
+            });
+        }
+        if !pairs.insert((s.camera.as_str(), s.model.as_str())) {
+            errs.push(ConfigError::DuplicateSubscription {
+                camera: s.camera.clone(),
+                model: s.model.clone(),
+            });
+        }
+        if !(s.fps.is_finite() && s.fps > 0.0) {
+            errs.push(ConfigError::InvalidFps {
+                camera: s.camera.clone(),
+                model: s.model.clone(),
+                fps: s.fps,
+            });
+        } else if let Some(camera_fps) = camera_fps.filter(|&cf| s.fps > cf) {
+            errs.push(ConfigError::FpsAboveCamera {
+                camera: s.camera.clone(),
+                model: s.model.clone(),
+                fps: s.fps,
+                camera_fps,
+            });
+        }
+        if let Some(n) = s.max_in_flight {
+            range(errs, (1..=64).contains(&n), format!("subscriptions.{}->{}.max_in_flight", s.camera, s.model), n, "1..=64");
+        }
+    }
+}
+
+fn check_outputs(c: &Config, errs: &mut Vec<ConfigError>) {
+    let mut paths = BTreeSet::new();
+    for out in &c.outputs {
+        if let OutputConfig::Jsonl { path } = out {
+            if !paths.insert(path.clone()) {
+                errs.push(ConfigError::SharedOutput { path: path.clone() });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn parse(text: &str) -> Config {
+        Config::from_toml(text, Path::new("t.toml"), Path::new("/cfg")).unwrap()
+    }
+
+    const GOOD: &str = r#"
+        [[cameras]]
+        id = "cam1"
+        source = "rtsp://127.0.0.1:8554/a"
+        fps = 25
+        [[cameras]]
+        id = "cam2"
+        source = "rtsp://127.0.0.1:8554/b"
+        [[models]]
+        id = "yolov8n"
+        path = "/m/a.onnx"
+        [[models]]
+        id = "yolox"
+        path = "/m/b.onnx"
+        [[subscriptions]]
+        camera = "cam1"
+        model = "yolov8n"
+        fps = 5
+        [[subscriptions]]
+        camera = "cam2"
+        model = "yolox"
+        fps = 30
+        classes = ["person"]
+    "#;
+
+    #[test]
+    fn a_good_config_passes() {
+        validate(&parse(GOOD), false).unwrap();
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let bad = r#"
+            [agent]
+            api_addr = "0.0.0.0:80"
+            [[cameras]]
+            id = "cam1"
+            source = "rtsp://h/a"
+            fps = 25
+            [[cameras]]
+            id = "cam1"
+            source = "rtsp://h/b"
+            [[cameras]]
+            id = "bad id!"
+            source = ""
+            width = 641
+            height = 480
+            [[cameras]]
+            id = "cam3"
+            source = "rtsp://h/c"
+            ring = "cam1"
+            [[models]]
+            id = "m1"
+            path = "/m/a.onnx"
+            socket = "/s/x.sock"
+            threads = 0
+            [[models]]
+            id = "m2"
+            path = "/m/b.onnx"
+            socket = "/s/x.sock"
+            score_threshold = 1.5
+            [[subscriptions]]
+            camera = "cam1"
+            model = "nope"
+            fps = 5
+            [[subscriptions]]
+            camera = "cam1"
+            model = "m1"
+            fps = 30
+            [[subscriptions]]
+            camera = "cam1"
+            model = "m1"
+            fps = 1
+            [[subscriptions]]
+            camera = "ghost"
+            model = "m2"
+            fps = 0
+        "#;
+        let errs = validate(&parse(bad), false).unwrap_err().0;
+        let has = |f: &dyn Fn(&ConfigError) -> bool| errs.iter().any(f);
+        assert!(has(&|e| matches!(e, ConfigError::NonLoopbackApi { .. })));
+        assert!(has(&|e| matches!(e, ConfigError::DuplicateId { kind: "camera", id } if id == "cam1")));
+        assert!(has(&|e| matches!(e, ConfigError::InvalidId { id, .. } if id == "bad id!")));
+        assert!(has(&|e| matches!(e, ConfigError::EmptySource { .. })));
+        assert!(has(&|e| matches!(e, ConfigError::InvalidGeometry { .. })));
+        assert!(has(&|e| matches!(e, ConfigError::SharedRing { ring, first, second } if ring == "cam1" && first == "cam1" && second == "cam3")));
+        assert!(has(&|e| matches!(e, ConfigError::SharedSocket { first, second, .. } if first == "m1" && second == "m2")));
+        assert!(has(&|e| matches!(e, ConfigError::OutOfRange { field, .. } if field == "models.m1.threads")));
+        assert!(has(&|e| matches!(e, ConfigError::OutOfRange { field, .. } if field == "models.m2.score_threshold")));
+        assert!(has(&|e| matches!(e, ConfigError::UnknownModel { model, .. } if model == "nope")));
+        assert!(has(&|e| matches!(e, ConfigError::FpsAboveCamera { fps, camera_fps, .. } if *fps == 30.0 && *camera_fps == 25.0)));
+        assert!(has(&|e| matches!(e, ConfigError::DuplicateSubscription { .. })));
+        assert!(has(&|e| matches!(e, ConfigError::UnknownCamera { camera, .. } if camera == "ghost")));
+        assert!(has(&|e| matches!(e, ConfigError::InvalidFps { .. })));
+        assert_eq!(errs.len(), 14, "{errs:#?}");
+        let text = ValidationErrors(errs).to_string();
+        assert!(text.starts_with("invalid config: 14 problems"), "{text}");
+        assert_eq!(text.lines().count(), 15);
+    }
+
+    #[test]
+    fn missing_files_are_checked_only_when_asked() {
+        let c = parse(
+            r#"
+            [[cameras]]
+            id = "c"
+            source = "/definitely/not/here.mp4"
+            [[models]]
+            id = "m"
+            path = "/definitely/not/here.onnx"
+        "#,
+        );
+        validate(&c, false).unwrap();
+        let errs = validate(&c, true).unwrap_err().0;
+        assert!(matches!(errs[0], ConfigError::MissingSourceFile { .. }));
+        assert!(matches!(errs[1], ConfigError::MissingModelFile { .. }));
+    }
+
+    #[test]
+    fn default_sockets_of_distinct_models_do_not_clash() {
+        let mut c = parse(GOOD);
+        c.models[1].socket = Some(c.agent.socket_dir.join("yolov8n.sock"));
+        let errs = validate(&c, false).unwrap_err().0;
+        assert!(matches!(&errs[0], ConfigError::SharedSocket { .. }), "{errs:?}");
+    }
+}

@@ -1,0 +1,25 @@
+//! `core-agent`: the control plane of the frame bus.
+//!
+//! One TOML file ([`config`]) describes cameras, models and which camera feeds which
+//! model at what rate. The agent starts one `frame-kernel` per camera and one
+//! `model-server` per model under [`supervisor`] (readiness, health checks, restarts
+//! with backoff, hot reload), runs one stream [`agent`] per camera (ring notification →
+//! FPS gate → inference request by frame reference → result record), sends the records
+//! to the [`results`] sinks, and reports everything through the HTTP [`api`].
+//!
+//! `unsafe` lives in two places only: [`supervisor::child`] (the `pre_exec` hook that
+//! sets the parent-death signal and CPU affinity, and `kill(2)` on process groups) and
+//! [`clock::monotonic_now_ns`] (`clock_gettime`).
+
+pub mod agent;
+pub mod api;
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod metrics;
+pub mod results;
+pub mod status;
+pub mod supervisor;
+pub mod system;
+pub mod table;

@@ -1,0 +1,286 @@
+//! Result records and where they go.
+//!
+//! Stream agents turn each answer into a [`ResultRecord`] and push it into the bounded
+//! [`ResultQueue`]; one dispatcher thread hands records to every [`Sink`]. Overflow
+//! policy: when the queue is full the **oldest** record is dropped and counted (fresh
+//! results matter more than old ones; agents never wait on slow sinks).
+
+mod sink;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use proto_schema::message::Detection;
+use serde::{Deserialize, Serialize};
+
+pub use sink::{JsonlSink, Sink, SinkError, StdoutSink};
+
+/// One inference result of one frame, as written by the sinks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultRecord {
+    /// Camera id.
+    pub camera: String,
+    /// Model id.
+    pub model: String,
+    /// Frame id assigned by the camera's ring.
+    pub frame_id: u64,
+    /// Capture time, CLOCK_MONOTONIC nanoseconds (the ring's clock).
+    pub capture_ts_ns: u64,
+    /// Capture time as wall-clock milliseconds since the Unix epoch.
+    pub capture_unix_ms: u64,
+    /// When the result arrived, wall-clock milliseconds since the Unix epoch.
+    pub result_unix_ms: u64,
+    /// Where the time went.
+    pub latency_ms: Latencies,
+    /// Detections (after the subscription's class filter).
+    pub detections: Vec<Detection>,
+}
+
+/// Latencies of one result, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Latencies {
+    /// From capture (frame published in the ring) to the result at the agent.
+    pub capture_to_result: f64,
+    /// From sending the request to the result at the agent.
+    pub request_to_result: f64,
+    /// Inside the model server, receipt to answer.
+    pub server_total: f64,
+    /// The model run itself.
+    pub inference: f64,
+}
+
+impl ResultRecord {
+    /// Number of detections of class `name`.
+    pub fn count_of(&self, name: &str) -> usize {
+        self.detections.iter().filter(|d| d.class_name == name).count()
+    }
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    items: VecDeque<ResultRecord>,
+    closed: bool,
+}
+
+/// Bounded multi-producer queue in front of the sinks; drops the oldest when full.
+#[derive(Debug)]
+pub struct ResultQueue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+    capacity: usize,
+    dropped: AtomicU64,
+    pushed: AtomicU64,
+}
+
+impl ResultQueue {
+    /// A queue holding at most `capacity` records (at least 1).
+    pub fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(QueueState::default()),
+            ready: Condvar::new(),
+            capacity: capacity.max(1),
+            dropped: AtomicU64::new(0),
+            pushed: AtomicU64::new(0),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a record, dropping the oldest one if full. `false` if the queue is closed.
+    pub fn push(&self, record: ResultRecord) -> bool {
+        let mut st = self.lock();
+        if st.closed {
+            return false;
+        }
+        if st.items.len() >= self.capacity {
+            st.items.pop_front();
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        st.items.push_back(record);
+        self.pushed.fetch_add(1, Ordering::Relaxed);
+        drop(st);
+        self.ready.notify_one();
+        true
+    }
+
+    /// Takes everything queued, waiting up to `wait` for the first record. `None` once
+    /// the queue is closed and empty.
+    pub fn pop_all(&self, wait: Duration) -> Option<Vec<ResultRecord>> {
+        let mut st = self.lock();
+        if st.items.is_empty() && !st.closed {
+            st = self
+                .ready
+                .wait_timeout(st, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        if st.items.is_empty() && st.closed {
+            return None;
+        }
+        Some(st.items.drain(..).collect())
+    }
+
+    /// Refuses further records; what is queued is still delivered.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
+
+    /// Records dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Records accepted.
+    pub fn pushed(&self) -> u64 {
+        self.pushed.load(Ordering::Relaxed)
+    }
+
+    /// Records waiting now.
+    pub fn len(&self) -> usize {
+        self.lock().items.len()
+    }
+
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The queue's capacity.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+/// The thread that drains the queue into the sinks.
+#[derive(Debug)]
+pub struct Dispatcher {
+    queue: Arc<ResultQueue>,
+    written: Arc<AtomicU64>,
+    errors: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Dispatcher {
+    /// Starts draining `queue` into `sinks`.
+    pub fn start(queue: Arc<ResultQueue>, mut sinks: Vec<Box<dyn Sink>>) -> std::io::Result<Self> {
+        let written = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(AtomicU64::new(0));
+        let (q, w, e) = (queue.clone(), written.clone(), errors.clone());
+        let thread = std::thread::Builder::new()
+            .name("result-sinks".into())
+            .spawn(move || {
+                let mut logged = 0u64;
+                while let Some(batch) = q.pop_all(Duration::from_millis(250)) {
+                    for sink in sinks.iter_mut() {
+                        for rec in &batch {
+                            if let Err(err) = sink.write(rec) {
+                                let n = e.fetch_add(1, Ordering::Relaxed);
+                                // Log the first error and then every 1000th, not each one.
+                                if n == logged {
+                                    tracing::warn!(sink = sink.name(), "cannot write result: {err}");
+                                    logged = n + 1000;
+                                }
+                            }
+                        }
+                        if let Err(err) = sink.flush() {
+                            e.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(sink = sink.name(), "flush: {err}");
+                        }
+                    }
+                    w.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                }
+            })?;
+        Ok(Self {
+            queue,
+            written,
+            errors,
+            thread: Some(thread),
+        })
+    }
+
+    /// Records handed to the sinks.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// Sink write errors.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// Closes the queue, writes what is left, flushes and joins the thread; returns
+    /// the number of records written.
+    pub fn finish(mut self) -> u64 {
+        self.queue.close();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.written()
+    }
+}
+
+impl Drop for Dispatcher {
+    fn drop(&mut self) {
+        self.queue.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn record(frame_id: u64) -> ResultRecord {
+        ResultRecord {
+            camera: "cam1".into(),
+            model: "det".into(),
+            frame_id,
+            capture_ts_ns: 1,
+            capture_unix_ms: 2,
+            result_unix_ms: 3,
+            latency_ms: Latencies::default(),
+            detections: vec![Detection {
+                class_id: 0,
+                class_name: "person".into(),
+                confidence: 0.9,
+                bbox: [0.1, 0.1, 0.2, 0.3],
+            }],
+        }
+    }
+
+    #[test]
+    fn full_queue_drops_the_oldest_and_counts() {
+        let q = ResultQueue::new(3);
+        for i in 0..5 {
+            assert!(q.push(record(i)));
+        }
+        assert_eq!(q.dropped(), 2);
+        let ids: Vec<u64> = q.pop_all(Duration::ZERO).unwrap().iter().map(|r| r.frame_id).collect();
+        assert_eq!(ids, vec![2, 3, 4]);
+        q.close();
+        assert!(!q.push(record(9)));
+        assert!(q.pop_all(Duration::ZERO).is_none());
+    }
+
+    #[test]
+    fn dispatcher_delivers_everything_before_finishing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let q = ResultQueue::new(100);
+        let d = Dispatcher::start(q.clone(), vec![Box::new(JsonlSink::create(&path).unwrap())]).unwrap();
+        for i in 0..50 {
+            q.push(record(i));
+        }
+        d.finish();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let recs: Vec<ResultRecord> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(recs.len(), 50);
+        assert_eq!(recs[49], record(49));
+        assert_eq!(recs[0].count_of("person"), 1);
+    }
+}

@@ -1,0 +1,261 @@
+//! Readiness and health probes: a model server answers `ping` / `get_status` on its
+//! socket; a frame kernel's ring exists, belongs to the kernel and has a fresh
+//! heartbeat; a process stays under its RSS limit (`/proc/<pid>/status`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use proto_schema::framing::{read_frame, write_message};
+use proto_schema::message::{decode_response, Request, Response, ServerState, StatusReport};
+use proto_schema::ring::{RingReader, RingState};
+use tokio::net::UnixStream;
+
+/// Why a probe failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The socket could not be reached.
+    #[error("cannot connect to {path}: {source}")]
+    Connect {
+        /// Socket path.
+        path: PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// The exchange did not finish in time.
+    #[error("no answer from {path} within {timeout:?}")]
+    Timeout {
+        /// Socket path.
+        path: PathBuf,
+        /// The limit.
+        timeout: Duration,
+    },
+    /// Reading or writing the socket failed, or the answer was not understood.
+    #[error("{path}: {message}")]
+    Protocol {
+        /// Socket path.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The server answers but is not serving.
+    #[error("model server is {state:?}")]
+    NotServing {
+        /// Its state.
+        state: ServerState,
+    },
+    /// The ring could not be opened.
+    #[error("ring {name}: {message}")]
+    Ring {
+        /// Ring name.
+        name: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The ring is written by another process than the one supervised.
+    #[error("ring {name} belongs to pid {found}, not {expected}")]
+    ForeignRing {
+        /// Ring name.
+        name: String,
+        /// Pid in the ring header.
+        found: u32,
+        /// The supervised pid.
+        expected: u32,
+    },
+    /// The ring's heartbeat has not moved for too long.
+    #[error("ring {name}: heartbeat {age_ms} ms old (limit {limit_ms} ms)")]
+    StaleHeartbeat {
+        /// Ring name.
+        name: String,
+        /// Age of the last heartbeat.
+        age_ms: u64,
+        /// The limit.
+        limit_ms: u64,
+    },
+    /// The writer closed the ring.
+    #[error("ring {name} is closed")]
+    RingClosed {
+        /// Ring name.
+        name: String,
+    },
+    /// `/proc/<pid>/status` could not be read.
+    #[error("cannot read memory use of pid {pid}: {message}")]
+    Proc {
+        /// The pid.
+        pid: u32,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+async fn exchange(socket: &Path, request: &Request, timeout: Duration, max: usize) -> Result<Response, ProbeError> {
+    let work = async {
+        let mut stream = UnixStream::connect(socket).await.map_err(|source| ProbeError::Connect {
+            path: socket.to_path_buf(),
+            source,
+        })?;
+        let proto = |message: String| ProbeError::Protocol {
+            path: socket.to_path_buf(),
+            message,
+        };
+        write_message(&mut stream, request, max).await.map_err(|e| proto(e.to_string()))?;
+        let frame = read_frame(&mut stream, max)
+            .await
+            .map_err(|e| proto(e.to_string()))?
+            .ok_or_else(|| proto("connection closed before the answer".to_owned()))?;
+        decode_response(&frame).map_err(|e| proto(e.to_string()))
+    };
+    tokio::time::timeout(timeout, work).await.map_err(|_| ProbeError::Timeout {
+        path: socket.to_path_buf(),
+        timeout,
+    })?
+}
+
+/// Sends `ping` and waits for `pong`.
+pub async fn ping(socket: &Path, timeout: Duration, max: usize) -> Result<(), ProbeError> {
+    match exchange(socket, &Request::ping(1), timeout, max).await? {
+        Response::Pong { .. } => Ok(()),
+        other => Err(ProbeError::Protocol {
+            path: socket.to_path_buf(),
+            message: format!("expected pong, got {}", other.type_name()),
+        }),
+    }
+}
+
+/// Asks for the server's status; `Ok` only while it serves (`ready` or `degraded`).
+pub async fn serving_status(socket: &Path, timeout: Duration, max: usize) -> Result<StatusReport, ProbeError> {
+    match exchange(socket, &Request::get_status(2), timeout, max).await? {
+        Response::Status(s) => match s.state {
+            ServerState::Ready | ServerState::Degraded => Ok(s),
+            state => Err(ProbeError::NotServing { state }),
+        },
+        other => Err(ProbeError::Protocol {
+            path: socket.to_path_buf(),
+            message: format!("expected status, got {}", other.type_name()),
+        }),
+    }
+}
+
+/// What the ring header says, as far as the supervisor cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingHealth {
+    /// Ring generation.
+    pub generation: u64,
+    /// Writer state.
+    pub state: RingState,
+    /// Age of the heartbeat.
+    pub heartbeat_age: Duration,
+}
+
+/// Opens the ring and checks that `pid` writes it and that its heartbeat is younger
+/// than `limit` (measured against `now_ns`, CLOCK_MONOTONIC).
+pub fn check_ring(dir: &Path, name: &str, pid: u32, limit: Duration, now_ns: u64) -> Result<RingHealth, ProbeError> {
+    let reader = RingReader::open(dir, name).map_err(|e| ProbeError::Ring {
+        name: name.to_owned(),
+        message: e.to_string(),
+    })?;
+    let h = reader.header();
+    if h.writer_pid != pid {
+        return Err(ProbeError::ForeignRing {
+            name: name.to_owned(),
+            found: h.writer_pid,
+            expected: pid,
+        });
+    }
+    if h.state == RingState::Closed {
+        return Err(ProbeError::RingClosed { name: name.to_owned() });
+    }
+    let age = heartbeat_age(h.heartbeat_ns, now_ns);
+    if age > limit {
+        return Err(ProbeError::StaleHeartbeat {
+            name: name.to_owned(),
+            age_ms: age.as_millis() as u64,
+            limit_ms: limit.as_millis() as u64,
+        });
+    }
+    Ok(RingHealth {
+        generation: reader.generation(),
+        state: h.state,
+        heartbeat_age: age,
+    })
+}
+
+/// Age of a heartbeat stamped `heartbeat_ns` at `now_ns` (a heartbeat from the future,
+/// which a monotonic clock cannot produce, counts as fresh).
+pub fn heartbeat_age(heartbeat_ns: u64, now_ns: u64) -> Duration {
+    Duration::from_nanos(now_ns.saturating_sub(heartbeat_ns))
+}
+
+/// Resident memory of `pid` in bytes.
+pub fn rss_bytes(pid: u32) -> Result<u64, ProbeError> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| ProbeError::Proc {
+        pid,
+        message: e.to_string(),
+    })?;
+    parse_vm_rss(&text).ok_or_else(|| ProbeError::Proc {
+        pid,
+        message: "no VmRSS line".to_owned(),
+    })
+}
+
+/// The `VmRSS:` line of `/proc/<pid>/status`, in bytes.
+pub fn parse_vm_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let mut parts = line["VmRSS:".len()..].split_whitespace();
+    let value: u64 = parts.next()?.parse().ok()?;
+    let unit = parts.next().unwrap_or("kB");
+    let mult = match unit {
+        "kB" => 1024,
+        "mB" | "MB" => 1024 * 1024,
+        "B" => 1,
+        _ => return None,
+    };
+    value.checked_mul(mult)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_rss_is_parsed() {
+        let status = "Name:\tmodel-server\nVmPeak:\t  900 kB\nVmRSS:\t   51200 kB\nThreads:\t4\n";
+        assert_eq!(parse_vm_rss(status), Some(51200 * 1024));
+        assert_eq!(parse_vm_rss("Name:\tx\n"), None);
+        assert_eq!(parse_vm_rss("VmRSS:\tlots kB\n"), None);
+    }
+
+    #[test]
+    fn own_rss_is_readable() {
+        let rss = rss_bytes(std::process::id()).unwrap();
+        assert!(rss > 1024 * 1024, "{rss}");
+        assert!(matches!(rss_bytes(u32::MAX), Err(ProbeError::Proc { .. })));
+    }
+
+    #[test]
+    fn heartbeat_age_saturates() {
+        assert_eq!(heartbeat_age(1_000, 3_000_000_000), Duration::from_nanos(2_999_999_000));
+        assert_eq!(heartbeat_age(5, 1), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn ping_to_nowhere_is_a_connect_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = ping(&dir.path().join("none.sock"), Duration::from_millis(200), 1 << 20)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ProbeError::Connect { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn silent_server_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("silent.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let _keep = tokio::spawn(async move {
+            let (_s, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        let err = ping(&path, Duration::from_millis(100), 1 << 20).await.unwrap_err();
+        assert!(matches!(err, ProbeError::Timeout { .. }), "{err}");
+    }
+}

@@ -1,0 +1,790 @@
+//! The running system: owns the supervisors of every frame kernel and model server and
+//! the stream agents, applies control commands from the API, hot-reloads changed model
+//! files and config edits, and shuts everything down in order.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use proto_schema::ring::ring_path;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::agent::{AgentHandle, AgentSpec, SubSpec};
+use crate::clock::Clock;
+use crate::config::validate::check_camera;
+use crate::config::{validate, CameraConfig, Config, ModelConfig, SubscriptionConfig, ValidationErrors};
+use crate::metrics::Metrics;
+use crate::results::ResultQueue;
+use crate::supervisor::child::ChildSpec;
+use crate::supervisor::watch::FileWatch;
+use crate::supervisor::{ProcStatus, ProcessHandle, ProcessSpec, Readiness};
+
+/// File name of the frame kernel binary.
+pub const KERNEL_BIN: &str = "frame-kernel";
+/// File name of the model server binary.
+pub const SERVER_BIN: &str = "model-server";
+
+/// Where the child binaries are.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// `frame-kernel`.
+    pub kernel: PathBuf,
+    /// `model-server`.
+    pub server: PathBuf,
+}
+
+/// Why the system could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A child binary is missing.
+    #[error("{bin} not found at {path} (build the workspace first: cargo build --workspace [--release])")]
+    MissingBinary {
+        /// Binary name.
+        bin: &'static str,
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// A directory could not be created.
+    #[error("cannot create directory {path}: {source}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+}
+
+impl Binaries {
+    /// The binaries in `dir`, or next to the running executable.
+    pub fn locate(dir: Option<&Path>) -> Result<Self, StartError> {
+        let dir = match dir {
+            Some(d) => d.to_path_buf(),
+            None => std::env::current_exe()
+                .ok()
+                .and_then(|p| p.parent().map(Path::to_path_buf))
+                .unwrap_or_else(|| PathBuf::from(".")),
+        };
+        let kernel = dir.join(KERNEL_BIN);
+        let server = dir.join(SERVER_BIN);
+        for (bin, path) in [(KERNEL_BIN, &kernel), (SERVER_BIN, &server)] {
+            if !path.is_file() {
+                return Err(StartError::MissingBinary {
+                    bin,
+                    path: path.clone(),
+                });
+            }
+        }
+        Ok(Self { kernel, server })
+    }
+}
+
+/// A camera as the API sees it.
+#[derive(Debug, Clone)]
+pub struct CameraView {
+    /// Its config.
+    pub config: CameraConfig,
+    /// Whether it runs (kernel and agent started).
+    pub running: bool,
+    /// Its kernel's status, while running.
+    pub kernel: Option<watch::Receiver<ProcStatus>>,
+}
+
+/// A model as the API sees it.
+#[derive(Debug, Clone)]
+pub struct ModelView {
+    /// Its config.
+    pub config: ModelConfig,
+    /// Its server's status.
+    pub status: watch::Receiver<ProcStatus>,
+}
+
+/// What the API and the live table read.
+#[derive(Debug, Default)]
+pub struct View {
+    /// Cameras by id.
+    pub cameras: BTreeMap<String, CameraView>,
+    /// Models by id.
+    pub models: BTreeMap<String, ModelView>,
+    /// All subscriptions.
+    pub subscriptions: Vec<SubscriptionConfig>,
+    /// Files the children own (rings, sockets), for the emergency cleanup.
+    pub owned_files: BTreeSet<PathBuf>,
+}
+
+/// State shared between the system task, the API and the live table.
+#[derive(Debug)]
+pub struct Shared {
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// The result queue.
+    pub results: Arc<ResultQueue>,
+    /// What runs.
+    pub view: RwLock<View>,
+    /// Set once shutdown began.
+    pub shutting_down: AtomicBool,
+    /// The API's address.
+    pub api_addr: SocketAddr,
+}
+
+impl Shared {
+    /// Reads the view.
+    pub fn view(&self) -> std::sync::RwLockReadGuard<'_, View> {
+        self.view.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn view_mut(&self) -> std::sync::RwLockWriteGuard<'_, View> {
+        self.view.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Why a control command was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// No camera with that id.
+    #[error("no camera {0:?}")]
+    NotFound(String),
+    /// The camera exists already.
+    #[error("camera {0:?} exists already")]
+    Exists(String),
+    /// The camera (with its subscriptions) does not validate.
+    #[error(transparent)]
+    Invalid(ValidationErrors),
+    /// The system is shutting down.
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+/// A control command from the API.
+#[derive(Debug)]
+pub enum Command {
+    /// Add a camera (and its subscriptions), optionally starting it.
+    AddCamera {
+        /// The camera.
+        camera: CameraConfig,
+        /// Its subscriptions.
+        subscriptions: Vec<SubscriptionConfig>,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
+    /// Start a stopped camera.
+    StartCamera {
+        /// Camera id.
+        id: String,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
+    /// Stop a running camera (kernel and agent).
+    StopCamera {
+        /// Camera id.
+        id: String,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
+    /// Stop and forget a camera.
+    RemoveCamera {
+        /// Camera id.
+        id: String,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
+}
+
+struct ModelRt {
+    handle: ProcessHandle,
+    file: FileWatch,
+}
+
+#[derive(Default)]
+struct CameraRt {
+    kernel: Option<ProcessHandle>,
+    agent: Option<AgentHandle>,
+}
+
+/// The running system.
+pub struct System {
+    config: Config,
+    config_watch: Option<(PathBuf, FileWatch)>,
+    bins: Binaries,
+    clock: Arc<dyn Clock>,
+    shared: Arc<Shared>,
+    models: BTreeMap<String, ModelRt>,
+    cameras: BTreeMap<String, CameraRt>,
+    api_cameras: BTreeMap<String, (CameraConfig, Vec<SubscriptionConfig>)>,
+}
+
+impl std::fmt::Debug for System {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("System")
+            .field("cameras", &self.cameras.keys().collect::<Vec<_>>())
+            .field("models", &self.models.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Creates `dir` (mode 0750) if missing.
+pub fn ensure_dir(dir: &Path) -> Result<(), StartError> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(dir)
+        .map_err(|source| StartError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+impl System {
+    /// A system for a validated `config` (read from `config_path` if given, which is
+    /// then watched for edits).
+    pub fn new(
+        config: Config,
+        config_path: Option<PathBuf>,
+        bins: Binaries,
+        clock: Arc<dyn Clock>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let config_watch = config_path.map(|p| (p.clone(), FileWatch::new(p)));
+        Self {
+            config,
+            config_watch,
+            bins,
+            clock,
+            shared,
+            models: BTreeMap::new(),
+            cameras: BTreeMap::new(),
+            api_cameras: BTreeMap::new(),
+        }
+    }
+
+    /// Log settings for the children: the kernel reads `FRAMEBUS_LOG[_FORMAT]`, the
+    /// model server `RUST_LOG` (and `--log-json`).
+    fn child_env(&self) -> Vec<(String, String)> {
+        let log = &self.config.agent.log;
+        vec![
+            (crate::config::ENV_LOG.to_owned(), log.clone()),
+            (
+                crate::config::ENV_LOG_FORMAT.to_owned(),
+                self.config.agent.log_format.as_str().to_owned(),
+            ),
+            ("RUST_LOG".to_owned(), format!("{log},ort=warn")),
+            // Their output is a pipe into our log: no colour codes.
+            ("NO_COLOR".to_owned(), "1".to_owned()),
+        ]
+    }
+
+    fn server_spec(&self, m: &ModelConfig) -> ProcessSpec {
+        let socket = m.socket_path(&self.config.agent.socket_dir);
+        let mut args: Vec<OsString> = Vec::new();
+        let mut arg = |k: &str, v: &dyn AsRef<std::ffi::OsStr>| {
+            args.push(k.into());
+            args.push(v.as_ref().to_os_string());
+        };
+        arg("--model", &m.path);
+        arg("--model-id", &m.id);
+        arg("--socket", &socket);
+        arg("--ring-dir", &self.config.agent.ring_dir);
+        arg("--family", &m.family.as_str());
+        arg("--device", &m.device.as_str());
+        arg("--threads", &m.threads.to_string());
+        arg("--instances", &m.instances.to_string());
+        arg("--max-batch", &m.max_batch.to_string());
+        arg("--batch-delay-us", &m.batch_delay_us.to_string());
+        arg("--score-threshold", &m.score_threshold.to_string());
+        arg("--iou-threshold", &m.iou_threshold.to_string());
+        arg("--max-frame", &self.config.limits.max_message_bytes.to_string());
+        if self.config.agent.log_format == crate::config::LogFormat::Json {
+            args.push("--log-json".into());
+        }
+        ProcessSpec {
+            child: ChildSpec {
+                name: format!("model:{}", m.id),
+                program: self.bins.server.clone(),
+                args,
+                env: self.child_env(),
+                cpu_affinity: m.cpu_affinity.clone(),
+                log_format: self.config.agent.log_format,
+            },
+            readiness: Readiness::Server {
+                socket: socket.clone(),
+            },
+            rss_limit_bytes: m.rss_limit_mb.map(|mb| mb << 20),
+            owned_files: vec![socket],
+            max_message_bytes: self.config.limits.max_message_bytes,
+        }
+    }
+
+    fn kernel_spec(&self, c: &CameraConfig) -> ProcessSpec {
+        let dir = &self.config.agent.ring_dir;
+        let mut args: Vec<OsString> = Vec::new();
+        let mut arg = |k: &str, v: &dyn AsRef<std::ffi::OsStr>| {
+            args.push(k.into());
+            args.push(v.as_ref().to_os_string());
+        };
+        arg("--camera-id", &c.id);
+        arg("--ring", &c.ring_name());
+        arg("--source", &c.source);
+        arg("--ring-dir", dir);
+        arg("--format", &c.format.as_str());
+        if let Some(n) = c.ring_slots {
+            arg("--slots", &n.to_string());
+        }
+        if let (Some(w), Some(h)) = (c.width, c.height) {
+            arg("--width", &w.to_string());
+            arg("--height", &h.to_string());
+        }
+        if c.is_url() {
+            arg("--transport", &c.transport.as_str());
+        } else {
+            args.push(if c.realtime { "--realtime" } else { "--fast" }.into());
+            if c.loop_file {
+                args.push("--loop".into());
+            }
+        }
+        ProcessSpec {
+            child: ChildSpec {
+                name: format!("kernel:{}", c.id),
+                program: self.bins.kernel.clone(),
+                args,
+                env: self.child_env(),
+                cpu_affinity: c.cpu_affinity.clone(),
+                log_format: self.config.agent.log_format,
+            },
+            readiness: Readiness::Ring {
+                dir: dir.clone(),
+                name: c.ring_name().to_owned(),
+            },
+            rss_limit_bytes: c.rss_limit_mb.map(|mb| mb << 20),
+            owned_files: vec![ring_path(dir, c.ring_name())],
+            max_message_bytes: self.config.limits.max_message_bytes,
+        }
+    }
+
+    fn agent_spec(&self, c: &CameraConfig) -> AgentSpec {
+        let subs = self
+            .config
+            .subscriptions_of(&c.id)
+            .filter_map(|s| {
+                let m = self.config.model(&s.model)?;
+                Some(SubSpec {
+                    model: s.model.clone(),
+                    socket: m.socket_path(&self.config.agent.socket_dir),
+                    fps: s.fps,
+                    classes: s.classes.clone(),
+                    max_in_flight: s.max_in_flight.unwrap_or(self.config.limits.max_in_flight),
+                })
+            })
+            .collect();
+        AgentSpec {
+            camera: c.id.clone(),
+            ring_dir: self.config.agent.ring_dir.clone(),
+            ring: c.ring_name().to_owned(),
+            subs,
+            request_timeout: Duration::from_millis(self.config.limits.request_timeout_ms),
+            drain_timeout: Duration::from_millis(self.config.limits.drain_timeout_ms),
+            max_message: self.config.limits.max_message_bytes,
+        }
+    }
+
+    fn publish_view(&self) {
+        let mut v = self.shared.view_mut();
+        v.subscriptions = self.config.subscriptions.clone();
+        v.models = self
+            .models
+            .iter()
+            .filter_map(|(id, rt)| {
+                Some((
+                    id.clone(),
+                    ModelView {
+                        config: self.config.model(id)?.clone(),
+                        status: rt.handle.status(),
+                    },
+                ))
+            })
+            .collect();
+        v.cameras = self
+            .config
+            .cameras
+            .iter()
+            .map(|c| {
+                let rt = self.cameras.get(&c.id);
+                let kernel = rt.and_then(|rt| rt.kernel.as_ref()).map(|k| k.status());
+                (
+                    c.id.clone(),
+                    CameraView {
+                        config: c.clone(),
+                        running: kernel.is_some(),
+                        kernel,
+                    },
+                )
+            })
+            .collect();
+        let dir = &self.config.agent.ring_dir;
+        v.owned_files = self
+            .config
+            .cameras
+            .iter()
+            .map(|c| ring_path(dir, c.ring_name()))
+            .chain(
+                self.config
+                    .models
+                    .iter()
+                    .map(|m| m.socket_path(&self.config.agent.socket_dir)),
+            )
+            .collect();
+    }
+
+    fn start_model(&mut self, m: &ModelConfig) {
+        let spec = self.server_spec(m);
+        let handle = ProcessHandle::spawn(spec, self.config.supervisor.clone(), self.clock.clone());
+        self.models.insert(
+            m.id.clone(),
+            ModelRt {
+                handle,
+                file: FileWatch::new(&m.path),
+            },
+        );
+    }
+
+    fn start_camera(&mut self, id: &str) {
+        let Some(c) = self.config.camera(id).cloned() else {
+            return;
+        };
+        if self.cameras.get(id).is_some_and(|rt| rt.kernel.is_some()) {
+            return;
+        }
+        let kernel = ProcessHandle::spawn(self.kernel_spec(&c), self.config.supervisor.clone(), self.clock.clone());
+        let agent = self.spawn_agent(&c, kernel.status());
+        self.cameras.insert(
+            id.to_owned(),
+            CameraRt {
+                kernel: Some(kernel),
+                agent: Some(agent),
+            },
+        );
+    }
+
+    fn spawn_agent(&self, c: &CameraConfig, kernel: watch::Receiver<ProcStatus>) -> AgentHandle {
+        let spec = self.agent_spec(c);
+        let statuses = spec
+            .subs
+            .iter()
+            .map(|s| match self.models.get(&s.model) {
+                Some(rt) => rt.handle.status(),
+                // Validation guarantees the model exists; a closed channel reads as down.
+                None => watch::channel(ProcStatus::default()).1,
+            })
+            .collect();
+        AgentHandle::spawn(spec, kernel, statuses, &self.shared.metrics, self.shared.results.clone())
+    }
+
+    async fn stop_camera(&mut self, id: &str) {
+        if let Some(rt) = self.cameras.remove(id) {
+            if let Some(a) = rt.agent {
+                a.stop().await;
+            }
+            if let Some(k) = rt.kernel {
+                k.stop().await;
+            }
+        }
+    }
+
+    /// Starts every model server, then every enabled camera.
+    pub fn start(&mut self) {
+        let models = self.config.models.clone();
+        for m in &models {
+            self.start_model(m);
+        }
+        let ids: Vec<String> = self.config.cameras.iter().filter(|c| c.enabled).map(|c| c.id.clone()).collect();
+        for id in ids {
+            self.start_camera(&id);
+        }
+        self.publish_view();
+    }
+
+    /// Serves commands and watches files until `shutdown` turns true, then stops
+    /// everything in order.
+    pub async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut shutdown: watch::Receiver<bool>) {
+        let watch_every = self.config.supervisor.watch_interval_ms;
+        let mut tick = tokio::time::interval(Duration::from_millis(watch_every.max(100)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                r = shutdown.changed() => {
+                    if r.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                }
+                Some(cmd) = commands.recv() => self.on_command(cmd).await,
+                _ = tick.tick(), if watch_every > 0 => self.poll_files().await,
+            }
+        }
+        self.shutdown().await;
+    }
+
+    async fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::AddCamera {
+                camera,
+                subscriptions,
+                reply,
+            } => {
+                let r = self.add_camera(camera, subscriptions).await;
+                let _ = reply.send(r);
+            }
+            Command::StartCamera { id, reply } => {
+                let r = match self.config.camera(&id) {
+                    None => Err(ControlError::NotFound(id)),
+                    Some(_) => {
+                        self.start_camera(&id);
+                        self.publish_view();
+                        Ok(())
+                    }
+                };
+                let _ = reply.send(r);
+            }
+            Command::StopCamera { id, reply } => {
+                let r = match self.config.camera(&id) {
+                    None => Err(ControlError::NotFound(id)),
+                    Some(_) => {
+                        self.stop_camera(&id).await;
+                        self.publish_view();
+                        Ok(())
+                    }
+                };
+                let _ = reply.send(r);
+            }
+            Command::RemoveCamera { id, reply } => {
+                let r = match self.config.camera(&id) {
+                    None => Err(ControlError::NotFound(id)),
+                    Some(_) => {
+                        self.stop_camera(&id).await;
+                        self.config.cameras.retain(|c| c.id != id);
+                        self.config.subscriptions.retain(|s| s.camera != id);
+                        self.api_cameras.remove(&id);
+                        self.shared.metrics.remove_camera(&id);
+                        self.publish_view();
+                        Ok(())
+                    }
+                };
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    /// Validates the camera against the running config (same checks as the file) and
+    /// starts it when enabled.
+    async fn add_camera(&mut self, camera: CameraConfig, subs: Vec<SubscriptionConfig>) -> Result<(), ControlError> {
+        if self.config.camera(&camera.id).is_some() {
+            return Err(ControlError::Exists(camera.id));
+        }
+        let mut candidate = self.config.clone();
+        candidate.cameras.push(camera.clone());
+        candidate.subscriptions.extend(subs.iter().cloned());
+        let mut errs = match validate(&candidate, false) {
+            Ok(()) => Vec::new(),
+            Err(e) => e.0,
+        };
+        // The file checks for the new camera only (the others ran at start).
+        let mut own = Vec::new();
+        check_camera(&camera, true, &mut own);
+        for e in own {
+            if !errs.contains(&e) {
+                errs.push(e);
+            }
+        }
+        if let Some(s) = subs.iter().find(|s| s.camera != camera.id) {
+            errs.push(crate::config::ConfigError::UnknownCamera {
+                index: 1,
+                camera: s.camera.clone(),
+            });
+        }
+        if !errs.is_empty() {
+            return Err(ControlError::Invalid(ValidationErrors(errs)));
+        }
+        tracing::info!(camera = %camera.id, "camera added through the API");
+        self.config = candidate;
+        self.api_cameras.insert(camera.id.clone(), (camera.clone(), subs));
+        if camera.enabled {
+            self.start_camera(&camera.id);
+        }
+        self.publish_view();
+        Ok(())
+    }
+
+    async fn poll_files(&mut self) {
+        for (id, rt) in &mut self.models {
+            if rt.file.poll() {
+                tracing::info!(model = %id, file = %rt.file.path().display(), "model file changed: restarting its server");
+                rt.handle.restart("model file changed").await;
+            }
+        }
+        let changed = match &mut self.config_watch {
+            Some((_, w)) => w.poll(),
+            None => false,
+        };
+        if changed {
+            self.reload_config().await;
+        }
+    }
+
+    async fn reload_config(&mut self) {
+        let Some((path, _)) = &self.config_watch else { return };
+        let path = path.clone();
+        let mut next = match Config::load(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("config changed but cannot be loaded, keeping the running one: {e}");
+                return;
+            }
+        };
+        // Cameras added through the API survive a reload.
+        for (cam, subs) in self.api_cameras.values() {
+            if next.camera(&cam.id).is_none() {
+                next.cameras.push(cam.clone());
+                next.subscriptions.extend(subs.iter().cloned());
+            }
+        }
+        if let Err(e) = validate(&next, true) {
+            tracing::error!("config changed but is invalid, keeping the running one: {e}");
+            return;
+        }
+        let old = std::mem::replace(&mut self.config, next);
+        if old.agent != self.config.agent
+            || old.limits != self.config.limits
+            || old.supervisor != self.config.supervisor
+            || old.outputs != self.config.outputs
+        {
+            tracing::warn!("config: [agent], [limits], [supervisor] and [[outputs]] changes apply at the next start");
+        }
+        self.apply_changes(&old).await;
+        self.publish_view();
+    }
+
+    /// Restarts exactly what changed between `old` and the current config.
+    async fn apply_changes(&mut self, old: &Config) {
+        let new = self.config.clone();
+        // Cameras whose agent must restart (subscriptions or sockets changed).
+        let mut touched: BTreeSet<String> = BTreeSet::new();
+        for m in &old.models {
+            match new.model(&m.id) {
+                None => {
+                    if let Some(rt) = self.models.remove(&m.id) {
+                        tracing::info!(model = %m.id, "model removed from the config");
+                        rt.handle.stop().await;
+                    }
+                }
+                Some(n) if n != m => {
+                    tracing::info!(model = %m.id, "model config changed: restarting its server");
+                    let spec = self.server_spec(n);
+                    if let Some(rt) = self.models.get_mut(&m.id) {
+                        rt.file = FileWatch::new(&n.path);
+                        rt.handle.replace(spec, "config changed").await;
+                    }
+                    if m.socket_path(&old.agent.socket_dir) != n.socket_path(&new.agent.socket_dir) {
+                        touched.extend(new.subscriptions.iter().filter(|s| s.model == m.id).map(|s| s.camera.clone()));
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        for m in &new.models {
+            if old.model(&m.id).is_none() {
+                tracing::info!(model = %m.id, "model added to the config");
+                self.start_model(m);
+            }
+        }
+        for c in &old.cameras {
+            match new.camera(&c.id) {
+                None => {
+                    tracing::info!(camera = %c.id, "camera removed from the config");
+                    self.stop_camera(&c.id).await;
+                    self.shared.metrics.remove_camera(&c.id);
+                }
+                Some(n) if n != c => {
+                    tracing::info!(camera = %c.id, "camera config changed: restarting it");
+                    self.stop_camera(&c.id).await;
+                    if n.enabled {
+                        self.start_camera(&c.id);
+                    }
+                }
+                Some(_) => {
+                    let subs_old: Vec<_> = old.subscriptions_of(&c.id).collect();
+                    let subs_new: Vec<_> = new.subscriptions_of(&c.id).collect();
+                    if subs_old != subs_new {
+                        touched.insert(c.id.clone());
+                    }
+                }
+            }
+        }
+        for c in &new.cameras {
+            if old.camera(&c.id).is_none() && c.enabled {
+                tracing::info!(camera = %c.id, "camera added to the config");
+                self.start_camera(&c.id);
+            }
+        }
+        for id in touched {
+            let Some(c) = new.camera(&id).cloned() else { continue };
+            let kernel = self.cameras.get_mut(&id).and_then(|rt| {
+                let k = rt.kernel.as_ref()?.status();
+                Some((rt.agent.take(), k))
+            });
+            if let Some((agent, kstatus)) = kernel {
+                tracing::info!(camera = %id, "subscriptions changed: restarting its agent");
+                if let Some(a) = agent {
+                    a.stop().await;
+                }
+                let a = self.spawn_agent(&c, kstatus);
+                if let Some(rt) = self.cameras.get_mut(&id) {
+                    rt.agent = Some(a);
+                }
+            }
+        }
+    }
+
+    /// Stops agents (draining answers in flight), then model servers, then kernels; the
+    /// supervisors remove the rings and sockets.
+    async fn shutdown(mut self) {
+        self.shared.shutting_down.store(true, Ordering::SeqCst);
+        tracing::info!("stopping stream agents");
+        let mut kernels = Vec::new();
+        let mut agents = Vec::new();
+        for (_, rt) in std::mem::take(&mut self.cameras) {
+            agents.extend(rt.agent);
+            kernels.extend(rt.kernel);
+        }
+        futures_join(agents.into_iter().map(|a| a.stop())).await;
+        tracing::info!("stopping model servers");
+        futures_join(std::mem::take(&mut self.models).into_values().map(|m| m.handle.stop())).await;
+        tracing::info!("stopping frame kernels");
+        futures_join(kernels.into_iter().map(|k| k.stop())).await;
+        self.publish_view();
+        tracing::info!("all children stopped");
+    }
+}
+
+/// Runs futures concurrently and waits for all (tasks, so one slow stop does not
+/// serialise the others).
+async fn futures_join<F>(futs: impl Iterator<Item = F>)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+/// Removes `files` (emergency cleanup on the second signal).
+pub fn remove_files(files: &BTreeSet<PathBuf>) {
+    for f in files {
+        let _ = std::fs::remove_file(f);
+    }
+}

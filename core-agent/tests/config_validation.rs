@@ -1,0 +1,140 @@
+//! A broken config yields every problem in one message and starts nothing.
+
+mod common;
+
+use std::process::Command;
+
+use common::{agent_bin, Dirs};
+
+#[test]
+fn a_broken_config_reports_every_problem_and_starts_nothing() {
+    let dirs = Dirs::new();
+    let model = dirs.root.path().join("det.onnx");
+    std::fs::write(&model, b"not really a model, never loaded").unwrap();
+    let config = format!(
+        r#"{agent}
+[[cameras]]
+id = "cam1"
+source = "rtsp://127.0.0.1:1/a"
+fps = 10
+
+[[cameras]]
+id = "cam1"
+source = "rtsp://127.0.0.1:1/b"
+
+[[cameras]]
+id = "../etc"
+source = "rtsp://127.0.0.1:1/c"
+
+[[cameras]]
+id = "cam3"
+source = "/no/such/video.mp4"
+ring = "cam1"
+
+[[models]]
+id = "det"
+path = "{model}"
+socket = "{sock}"
+
+[[models]]
+id = "det2"
+path = "{model}"
+socket = "{sock}"
+
+[[models]]
+id = "missing"
+path = "/no/such/model.onnx"
+
+[[subscriptions]]
+camera = "cam1"
+model = "nope"
+fps = 5
+
+[[subscriptions]]
+camera = "cam1"
+model = "det"
+fps = 25
+"#,
+        agent = dirs.agent_table(),
+        model = model.display(),
+        sock = dirs.sockets().join("shared.sock").display(),
+    );
+    std::fs::write(dirs.config(), config).unwrap();
+    let out = Command::new(agent_bin())
+        .arg("--config")
+        .arg(dirs.config())
+        .env_remove("FRAMEBUS_RING_DIR")
+        .env_remove("FRAMEBUS_SOCKET_DIR")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stderr}");
+    assert_eq!(out.status.code(), Some(2), "exit status for an invalid config");
+    // One message, every problem.
+    assert!(stderr.contains("invalid config: 8 problems"), "{stderr}");
+    for needle in [
+        "duplicate camera id \"cam1\"",
+        "camera id \"../etc\" is not a valid name",
+        "camera \"cam3\": source file /no/such/video.mp4 does not exist",
+        "cameras \"cam1\" and \"cam3\" both claim ring \"cam1\"",
+        "models \"det\" and \"det2\" both claim socket",
+        "model \"missing\": file /no/such/model.onnx does not exist",
+        "names unknown model \"nope\"",
+        "fps 25 is above the camera's 10 fps",
+    ] {
+        assert!(stderr.contains(needle), "missing {needle:?} in:\n{stderr}");
+    }
+    // Nothing was started or created.
+    assert!(!dirs.rings().exists(), "ring dir created");
+    assert!(!dirs.sockets().exists(), "socket dir created");
+    assert!(!dirs.results().exists(), "results file created");
+}
+
+#[test]
+fn a_syntax_error_names_the_key_and_line() {
+    let dirs = Dirs::new();
+    std::fs::write(dirs.config(), "[agent]\napi_adr = \"127.0.0.1:1\"\n").unwrap();
+    let out = Command::new(agent_bin()).arg("--config").arg(dirs.config()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr.contains("api_adr") && stderr.contains("line 2"), "{stderr}");
+}
+
+#[test]
+fn check_accepts_a_good_config() {
+    let dirs = Dirs::new();
+    let model = dirs.root.path().join("det.onnx");
+    std::fs::write(&model, b"x").unwrap();
+    let config = format!(
+        "{}[[cameras]]\nid = \"cam1\"\nsource = \"rtsp://127.0.0.1:1/a\"\n\n[[models]]\nid = \"det\"\npath = \"{}\"\n\n\
+         [[subscriptions]]\ncamera = \"cam1\"\nmodel = \"det\"\nfps = 5\n",
+        dirs.agent_table(),
+        model.display()
+    );
+    std::fs::write(dirs.config(), config).unwrap();
+    let out = Command::new(agent_bin())
+        .arg("--check")
+        .arg("--config")
+        .arg(dirs.config())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("config OK: 1 cameras, 1 models, 1 subscriptions, 1 outputs"), "{stdout}");
+    assert!(!dirs.rings().exists());
+}
+
+#[test]
+fn the_example_configs_are_valid() {
+    let dir = common::workspace_root().join("config");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let config = core_agent::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            core_agent::config::validate(&config, false).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            seen += 1;
+        }
+    }
+    assert!(seen >= 1, "no example configs in {}", dir.display());
+}

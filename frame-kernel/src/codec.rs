@@ -1,0 +1,127 @@
+//! The video decoder: libavcodec with a configurable thread count.
+
+use ffmpeg::{codec, decoder, frame, threading, Packet};
+use ffmpeg_next as ffmpeg;
+
+/// Why a decoder could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The stream's parameters could not be turned into a codec context.
+    #[error("decoder for {codec:?}: bad stream parameters: {error}")]
+    Parameters {
+        /// Codec id of the stream.
+        codec: codec::Id,
+        /// FFmpeg's error.
+        error: ffmpeg::Error,
+    },
+    /// No decoder for this codec, or it failed to open.
+    #[error("decoder for {codec:?}: {error}")]
+    Open {
+        /// Codec id of the stream.
+        codec: codec::Id,
+        /// FFmpeg's error.
+        error: ffmpeg::Error,
+    },
+}
+
+/// One decoded frame's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// A frame is in [`VideoDecoder::frame`].
+    Frame,
+    /// The decoder needs more input.
+    NeedInput,
+    /// The decoder is fully drained after [`VideoDecoder::send_eof`].
+    Drained,
+}
+
+/// A video decoder and its reusable output frame.
+pub struct VideoDecoder {
+    decoder: decoder::Video,
+    frame: frame::Video,
+}
+
+impl std::fmt::Debug for VideoDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VideoDecoder")
+            .field("codec", &self.decoder.id())
+            .field("size", &(self.decoder.width(), self.decoder.height()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl VideoDecoder {
+    /// Opens a decoder for `stream` with `threads` threads (0 = one per core, chosen by
+    /// libavcodec; 1 = no threading, the lowest latency).
+    pub fn new(stream: &ffmpeg::Stream<'_>, threads: u32) -> Result<Self, CodecError> {
+        let params = stream.parameters();
+        let codec = params.id();
+        let mut ctx = codec::context::Context::from_parameters(params)
+            .map_err(|error| CodecError::Parameters { codec, error })?;
+        ctx.set_threading(if threads == 1 {
+            threading::Config {
+                kind: threading::Type::None,
+                count: 1,
+                ..Default::default()
+            }
+        } else {
+            threading::Config {
+                kind: threading::Type::Frame,
+                count: threads as usize,
+                ..Default::default()
+            }
+        });
+        // Timestamps in the stream's time base, so `frame.timestamp()` is comparable.
+        ctx.set_time_base(stream.time_base());
+        let decoder = ctx
+            .decoder()
+            .video()
+            .map_err(|error| CodecError::Open { codec, error })?;
+        Ok(VideoDecoder {
+            decoder,
+            frame: frame::Video::empty(),
+        })
+    }
+
+    /// Feeds one packet. An error means this packet could not be decoded (corrupt data);
+    /// the decoder stays usable.
+    pub fn send(&mut self, packet: &Packet) -> Result<(), ffmpeg::Error> {
+        self.decoder.send_packet(packet)
+    }
+
+    /// Signals the end of input; the remaining frames come out of [`Self::receive`].
+    pub fn send_eof(&mut self) -> Result<(), ffmpeg::Error> {
+        self.decoder.send_eof()
+    }
+
+    /// Takes the next decoded frame, if any, into [`Self::frame`].
+    pub fn receive(&mut self) -> Result<Received, ffmpeg::Error> {
+        match self.decoder.receive_frame(&mut self.frame) {
+            Ok(()) => Ok(Received::Frame),
+            Err(ffmpeg::Error::Other { errno }) if errno == libc::EAGAIN => Ok(Received::NeedInput),
+            Err(ffmpeg::Error::Eof) => Ok(Received::Drained),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Coded frame size as known from the stream parameters (0 if unknown).
+    pub fn size(&self) -> (u32, u32) {
+        (self.decoder.width(), self.decoder.height())
+    }
+
+    /// The codec.
+    pub fn codec(&self) -> codec::Id {
+        self.decoder.id()
+    }
+
+    /// The last frame received.
+    pub fn frame(&self) -> &frame::Video {
+        &self.frame
+    }
+
+    /// Whether libavcodec flagged the last frame as corrupt or reported decode errors in
+    /// it (it was output with errors concealed).
+    pub fn frame_is_corrupt(&self) -> bool {
+        self.frame.is_corrupt() || self.frame.has_decode_errors()
+    }
+}

@@ -1,0 +1,928 @@
+//! Command line and its validation. Every problem is collected and reported at once,
+//! before the kernel touches the network or the ring directory.
+
+use std::ffi::CString;
+use std::fmt;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use proto_schema::pixel::{FrameGeometry, PixelFormat};
+use proto_schema::ring::{validate_ring_name, DEFAULT_RING_DIR};
+
+use crate::pacing::PaceMode;
+use crate::reconnect::{BackoffPolicy, StallPolicy};
+
+/// Decodes one camera (RTSP or a file played as a camera) into its shared-memory ring.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "frame-kernel", version)]
+pub struct Args {
+    /// Camera id, shown on every log line. Same rule as ring names:
+    /// `^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`.
+    #[arg(long)]
+    pub camera_id: String,
+
+    /// Ring name (default: the camera id). The ring file is `<ring-dir>/<ring>.ring`.
+    #[arg(long)]
+    pub ring: Option<String>,
+
+    /// `rtsp://` / `rtsps://` URL, or a video file (path or `file://` URL) played as a
+    /// live camera.
+    #[arg(long)]
+    pub source: String,
+
+    /// Directory holding the ring file.
+    #[arg(long, env = "FRAMEBUS_RING_DIR", default_value = DEFAULT_RING_DIR)]
+    pub ring_dir: PathBuf,
+
+    /// Number of frame slots in the ring (2..=1024).
+    #[arg(long, default_value_t = proto_schema::ring::DEFAULT_SLOTS)]
+    pub slots: u32,
+
+    /// Output pixel format: NV12, I420, BGR24 or RGB24 (case-insensitive).
+    #[arg(long, default_value = "NV12")]
+    pub format: String,
+
+    /// Output width (with --height). Default: the source's width.
+    #[arg(long)]
+    pub width: Option<u32>,
+
+    /// Output height (with --width). Default: the source's height.
+    #[arg(long)]
+    pub height: Option<u32>,
+
+    /// RTSP transport: tcp or udp.
+    #[arg(long, default_value = "tcp")]
+    pub transport: String,
+
+    /// File sources: release frames at the stream's frame rate (the default).
+    #[arg(long, conflicts_with = "fast")]
+    pub realtime: bool,
+
+    /// File sources: release frames as fast as they decode (benchmarks).
+    #[arg(long)]
+    pub fast: bool,
+
+    /// File sources: play the file in an endless loop, timestamps still increasing.
+    /// Without it the kernel closes the ring and exits 0 at the end of the file.
+    #[arg(long = "loop")]
+    pub loop_file: bool,
+
+    /// Stop (exit 0) after publishing this many frames.
+    #[arg(long)]
+    pub max_frames: Option<u64>,
+
+    /// Decoder threads; 0 lets libavcodec pick one per core. More than 1 adds frames of
+    /// latency (frame threading).
+    #[arg(long, default_value_t = 1)]
+    pub decoder_threads: u32,
+
+    /// A connection that delivers no frame for this long is dropped and reconnected.
+    #[arg(long, default_value_t = 3000)]
+    pub stall_timeout_ms: u64,
+
+    /// Longest wait for the first frame of a connection while packets arrive (a camera
+    /// joined mid-GOP sends nothing decodable until its next keyframe).
+    #[arg(long, default_value_t = 10_000)]
+    pub first_frame_timeout_ms: u64,
+
+    /// Hard deadline for opening the source (connect, RTSP handshake, stream probing).
+    #[arg(long, default_value_t = 5000)]
+    pub open_timeout_ms: u64,
+
+    /// RTSP socket I/O timeout (FFmpeg's `timeout` option). Default: the stall timeout.
+    #[arg(long)]
+    pub io_timeout_ms: Option<u64>,
+
+    /// First reconnect delay.
+    #[arg(long, default_value_t = 100)]
+    pub backoff_initial_ms: u64,
+
+    /// Largest reconnect delay (before ±20 % jitter).
+    #[arg(long, default_value_t = 500)]
+    pub backoff_max_ms: u64,
+
+    /// Extra FFmpeg demuxer/protocol option `KEY=VALUE` (repeatable). An option FFmpeg
+    /// does not consume is an error, not silently ignored.
+    #[arg(long = "av-option", value_name = "KEY=VALUE")]
+    pub av_options: Vec<String>,
+
+    /// Leave the ring file in place (state Closed) on exit.
+    #[arg(long)]
+    pub keep_ring: bool,
+
+    /// Log format: text or json.
+    #[arg(long, env = "FRAMEBUS_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+/// RTSP lower transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// RTP interleaved on the RTSP TCP connection.
+    Tcp,
+    /// RTP over UDP.
+    Udp,
+}
+
+impl Transport {
+    /// FFmpeg's `rtsp_transport` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        }
+    }
+}
+
+/// Where frames come from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Source {
+    /// An RTSP camera.
+    Rtsp {
+        /// Full URL, possibly with credentials (never logged; see [`Source::redacted`]).
+        url: String,
+        /// Lower transport.
+        transport: Transport,
+    },
+    /// A local file played as a camera.
+    File {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+impl Source {
+    /// The source for logs: the URL with any password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        match self {
+            Source::Rtsp { url, .. } => redact_url(url),
+            Source::File { path } => path.display().to_string(),
+        }
+    }
+
+    /// Whether this is a file.
+    pub fn is_file(&self) -> bool {
+        matches!(self, Source::File { .. })
+    }
+}
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Camera id.
+    pub camera_id: String,
+    /// Ring name.
+    pub ring_name: String,
+    /// Ring directory.
+    pub ring_dir: PathBuf,
+    /// Ring slot count.
+    pub slots: u32,
+    /// The source.
+    pub source: Source,
+    /// Output pixel format.
+    pub format: PixelFormat,
+    /// Output size, if fixed by the command line.
+    pub size: Option<(u32, u32)>,
+    /// Pacing: `Realtime` or `Fast` for files; always `Fast` for cameras, which pace
+    /// themselves.
+    pub pace: PaceMode,
+    /// Loop a file source.
+    pub loop_file: bool,
+    /// Stop after this many frames.
+    pub max_frames: Option<u64>,
+    /// Decoder threads (0 = auto).
+    pub decoder_threads: u32,
+    /// Stall detection.
+    pub stall: StallPolicy,
+    /// Open deadline.
+    pub open_timeout: Duration,
+    /// RTSP socket timeout.
+    pub io_timeout: Duration,
+    /// Reconnect backoff.
+    pub backoff: BackoffPolicy,
+    /// Extra FFmpeg options.
+    pub av_options: Vec<(String, String)>,
+    /// Keep the ring file on exit.
+    pub keep_ring: bool,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// The ring geometry when the output size is fixed by the command line.
+    pub fn fixed_geometry(&self) -> Option<FrameGeometry> {
+        let (w, h) = self.size?;
+        FrameGeometry::packed(w, h, self.format).ok()
+    }
+}
+
+/// One thing wrong with the command line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigProblem {
+    /// The camera id breaks the ring-name rule.
+    #[error("--camera-id {id:?}: {reason}")]
+    CameraId {
+        /// The id given.
+        id: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// The ring name breaks the ring-name rule.
+    #[error("--ring {name:?}: {reason}")]
+    RingName {
+        /// The name given.
+        name: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// A URL with a scheme the kernel does not read.
+    #[error("--source {given}: unsupported scheme {scheme:?} (use rtsp://, rtsps://, file:// or a path)")]
+    UnsupportedScheme {
+        /// The source (redacted).
+        given: String,
+        /// Its scheme.
+        scheme: String,
+    },
+    /// An RTSP URL without a host.
+    #[error("--source {given}: no host in URL")]
+    NoHost {
+        /// The source (redacted).
+        given: String,
+    },
+    /// The source file cannot be opened for reading.
+    #[error("--source {path}: cannot read file: {reason}")]
+    UnreadableFile {
+        /// The path.
+        path: PathBuf,
+        /// The OS error or why it is not a file.
+        reason: String,
+    },
+    /// Unknown output pixel format.
+    #[error("--format {given:?}: unknown pixel format (use NV12, I420, BGR24 or RGB24)")]
+    UnknownFormat {
+        /// What was given.
+        given: String,
+    },
+    /// Only one of width and height.
+    #[error("--width and --height must be given together")]
+    HalfSize,
+    /// The output size does not fit the format.
+    #[error("--width/--height {width}x{height}: {reason}")]
+    BadSize {
+        /// Width.
+        width: u32,
+        /// Height.
+        height: u32,
+        /// Why.
+        reason: String,
+    },
+    /// Unknown RTSP transport.
+    #[error("--transport {given:?}: use tcp or udp")]
+    UnknownTransport {
+        /// What was given.
+        given: String,
+    },
+    /// A file-only option on an RTSP source.
+    #[error("{option} applies to file sources only")]
+    FileOnlyOption {
+        /// The option.
+        option: &'static str,
+    },
+    /// The ring directory is unusable.
+    #[error("--ring-dir {path}: {reason}")]
+    RingDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A number outside its range.
+    #[error("{option} {value}: must be in {range}")]
+    OutOfRange {
+        /// The option.
+        option: &'static str,
+        /// The value.
+        value: u64,
+        /// Allowed range, for the message.
+        range: &'static str,
+    },
+    /// `--backoff-initial-ms` above `--backoff-max-ms`.
+    #[error("--backoff-initial-ms {initial} is larger than --backoff-max-ms {max}")]
+    BackoffOrder {
+        /// Initial delay, ms.
+        initial: u64,
+        /// Max delay, ms.
+        max: u64,
+    },
+    /// An `--av-option` that is not `KEY=VALUE`.
+    #[error("--av-option {given:?}: expected KEY=VALUE")]
+    BadAvOption {
+        /// What was given.
+        given: String,
+    },
+    /// Unknown log format.
+    #[error("--log-format {given:?}: use text or json")]
+    UnknownLogFormat {
+        /// What was given.
+        given: String,
+    },
+}
+
+/// Everything wrong with a command line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// Camera id as given (for the message, even when invalid).
+    pub camera_id: String,
+    /// Each problem found.
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid configuration for camera {:?} ({} problem{}):",
+            self.camera_id,
+            self.problems.len(),
+            if self.problems.len() == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses an output pixel format name, case-insensitively.
+pub fn parse_format(s: &str) -> Option<PixelFormat> {
+    PixelFormat::ALL
+        .into_iter()
+        .find(|f| f.as_str().eq_ignore_ascii_case(s.trim()))
+}
+
+impl Config {
+    /// Validates `args`, reporting every problem at once.
+    pub fn from_args(args: Args) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+
+        if let Err(e) = validate_ring_name(&args.camera_id) {
+            problems.push(ConfigProblem::CameraId {
+                id: args.camera_id.clone(),
+                reason: e.to_string(),
+            });
+        }
+        let ring_name = args.ring.clone().unwrap_or_else(|| args.camera_id.clone());
+        if args.ring.is_some() {
+            if let Err(e) = validate_ring_name(&ring_name) {
+                problems.push(ConfigProblem::RingName {
+                    name: ring_name.clone(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+
+        let transport = match args.transport.to_ascii_lowercase().as_str() {
+            "tcp" => Some(Transport::Tcp),
+            "udp" => Some(Transport::Udp),
+            _ => {
+                problems.push(ConfigProblem::UnknownTransport {
+                    given: args.transport.clone(),
+                });
+                None
+            }
+        };
+        let source = parse_source(
+            &args.source,
+            transport.unwrap_or(Transport::Tcp),
+            &mut problems,
+        );
+        if let Some(Source::Rtsp { .. }) = source {
+            for (set, option) in [
+                (args.realtime, "--realtime"),
+                (args.fast, "--fast"),
+                (args.loop_file, "--loop"),
+            ] {
+                if set {
+                    problems.push(ConfigProblem::FileOnlyOption { option });
+                }
+            }
+        }
+
+        let format = parse_format(&args.format);
+        if format.is_none() {
+            problems.push(ConfigProblem::UnknownFormat {
+                given: args.format.clone(),
+            });
+        }
+        let size = match (args.width, args.height) {
+            (Some(w), Some(h)) => {
+                if let Err(e) = FrameGeometry::packed(w, h, format.unwrap_or(PixelFormat::Bgr24)) {
+                    problems.push(ConfigProblem::BadSize {
+                        width: w,
+                        height: h,
+                        reason: e.to_string(),
+                    });
+                }
+                Some((w, h))
+            }
+            (None, None) => None,
+            _ => {
+                problems.push(ConfigProblem::HalfSize);
+                None
+            }
+        };
+
+        check_ring_dir(&args.ring_dir, &mut problems);
+
+        let mut range = |option, value: u64, lo: u64, hi: u64, text| {
+            if !(lo..=hi).contains(&value) {
+                problems.push(ConfigProblem::OutOfRange {
+                    option,
+                    value,
+                    range: text,
+                });
+            }
+        };
+        range("--slots", args.slots.into(), 2, 1024, "2..=1024");
+        range(
+            "--decoder-threads",
+            args.decoder_threads.into(),
+            0,
+            64,
+            "0..=64",
+        );
+        range(
+            "--stall-timeout-ms",
+            args.stall_timeout_ms,
+            100,
+            600_000,
+            "100..=600000",
+        );
+        range(
+            "--first-frame-timeout-ms",
+            args.first_frame_timeout_ms,
+            100,
+            600_000,
+            "100..=600000",
+        );
+        range(
+            "--open-timeout-ms",
+            args.open_timeout_ms,
+            100,
+            600_000,
+            "100..=600000",
+        );
+        if let Some(io) = args.io_timeout_ms {
+            range("--io-timeout-ms", io, 100, 600_000, "100..=600000");
+        }
+        range(
+            "--backoff-initial-ms",
+            args.backoff_initial_ms,
+            1,
+            600_000,
+            "1..=600000",
+        );
+        range(
+            "--backoff-max-ms",
+            args.backoff_max_ms,
+            1,
+            600_000,
+            "1..=600000",
+        );
+        if let Some(n) = args.max_frames {
+            range("--max-frames", n, 1, u64::MAX, "1..");
+        }
+        if args.backoff_initial_ms > args.backoff_max_ms {
+            problems.push(ConfigProblem::BackoffOrder {
+                initial: args.backoff_initial_ms,
+                max: args.backoff_max_ms,
+            });
+        }
+
+        let mut av_options = Vec::new();
+        for o in &args.av_options {
+            match o.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => {
+                    av_options.push((k.trim().to_owned(), v.to_owned()));
+                }
+                _ => problems.push(ConfigProblem::BadAvOption { given: o.clone() }),
+            }
+        }
+
+        let log_format = match args.log_format.to_ascii_lowercase().as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            _ => {
+                problems.push(ConfigProblem::UnknownLogFormat {
+                    given: args.log_format.clone(),
+                });
+                LogFormat::Text
+            }
+        };
+
+        let args_is_file = source.as_ref().is_some_and(Source::is_file);
+        match (problems.is_empty(), source, format) {
+            (true, Some(source), Some(format)) => Ok(Config {
+                camera_id: args.camera_id,
+                ring_name,
+                ring_dir: args.ring_dir,
+                slots: args.slots,
+                source,
+                format,
+                size,
+                // A camera paces itself: frames are published as they arrive.
+                pace: if args.fast || !args_is_file {
+                    PaceMode::Fast
+                } else {
+                    PaceMode::Realtime
+                },
+                loop_file: args.loop_file,
+                max_frames: args.max_frames,
+                decoder_threads: args.decoder_threads,
+                stall: StallPolicy {
+                    stall_timeout: Duration::from_millis(args.stall_timeout_ms),
+                    first_frame_timeout: Duration::from_millis(args.first_frame_timeout_ms),
+                },
+                open_timeout: Duration::from_millis(args.open_timeout_ms),
+                io_timeout: Duration::from_millis(
+                    args.io_timeout_ms.unwrap_or(args.stall_timeout_ms),
+                ),
+                backoff: BackoffPolicy {
+                    initial: Duration::from_millis(args.backoff_initial_ms),
+                    max: Duration::from_millis(args.backoff_max_ms),
+                    ..BackoffPolicy::default()
+                },
+                av_options,
+                keep_ring: args.keep_ring,
+                log_format,
+            }),
+            _ => Err(ConfigError {
+                camera_id: args.camera_id,
+                problems,
+            }),
+        }
+    }
+}
+
+fn parse_source(
+    given: &str,
+    transport: Transport,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<Source> {
+    let Some((scheme, rest)) = given.split_once("://") else {
+        return check_file(PathBuf::from(given), problems);
+    };
+    match scheme.to_ascii_lowercase().as_str() {
+        "rtsp" | "rtsps" => {
+            let authority = rest.split(['/', '?']).next().unwrap_or("");
+            let host = authority.rsplit('@').next().unwrap_or("");
+            if host.is_empty() || host.starts_with(':') {
+                problems.push(ConfigProblem::NoHost {
+                    given: redact_url(given),
+                });
+                return None;
+            }
+            Some(Source::Rtsp {
+                url: given.to_owned(),
+                transport,
+            })
+        }
+        "file" => check_file(PathBuf::from(rest), problems),
+        other => {
+            problems.push(ConfigProblem::UnsupportedScheme {
+                given: redact_url(given),
+                scheme: other.to_owned(),
+            });
+            None
+        }
+    }
+}
+
+fn check_file(path: PathBuf, problems: &mut Vec<ConfigProblem>) -> Option<Source> {
+    let problem = |reason: String| ConfigProblem::UnreadableFile {
+        path: path.clone(),
+        reason,
+    };
+    match std::fs::File::open(&path).and_then(|f| f.metadata()) {
+        Ok(m) if m.is_file() => Some(Source::File { path }),
+        Ok(_) => {
+            problems.push(problem("not a regular file".into()));
+            None
+        }
+        Err(e) => {
+            problems.push(problem(e.to_string()));
+            None
+        }
+    }
+}
+
+fn check_ring_dir(dir: &Path, problems: &mut Vec<ConfigProblem>) {
+    let problem = |reason: &str| ConfigProblem::RingDir {
+        path: dir.to_path_buf(),
+        reason: reason.to_owned(),
+    };
+    match std::fs::metadata(dir) {
+        Err(e) => problems.push(problem(&e.to_string())),
+        Ok(m) if !m.is_dir() => problems.push(problem("not a directory")),
+        Ok(_) => {
+            if !access_ok(dir, libc::W_OK | libc::X_OK) {
+                let e = std::io::Error::last_os_error();
+                problems.push(problem(&format!("not writable: {e}")));
+            }
+        }
+    }
+}
+
+fn access_ok(path: &Path, mode: libc::c_int) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call; access(2)
+    // only reads it.
+    unsafe { libc::access(c.as_ptr(), mode) == 0 }
+}
+
+/// `url` with the password of any `user:password@` part replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{tail}")
+            } else {
+                format!("{scheme}://{user}@{host}{tail}")
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut v = vec!["frame-kernel"];
+        v.extend_from_slice(extra);
+        Args::try_parse_from(v).unwrap()
+    }
+
+    fn tmpdir() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
+    }
+
+    #[test]
+    fn good_rtsp_config_with_defaults() {
+        let d = tmpdir();
+        let dir = d.path().to_str().unwrap();
+        let c = Config::from_args(args(&[
+            "--camera-id",
+            "cam1",
+            "--source",
+            "rtsp://user:secret@127.0.0.1:8554/cam",
+            "--ring-dir",
+            dir,
+        ]))
+        .unwrap();
+        assert_eq!(c.ring_name, "cam1");
+        assert_eq!(c.format, PixelFormat::Nv12);
+        assert_eq!(c.stall, StallPolicy::default());
+        assert_eq!(c.io_timeout, Duration::from_secs(3));
+        assert!(matches!(
+            c.source,
+            Source::Rtsp {
+                transport: Transport::Tcp,
+                ..
+            }
+        ));
+        assert_eq!(c.source.redacted(), "rtsp://user:***@127.0.0.1:8554/cam");
+        assert!(
+            !format!("{c:?}").contains("secret"),
+            "Debug must not leak credentials"
+        );
+        assert_eq!(c.fixed_geometry(), None);
+        assert_eq!(c.pace, PaceMode::Fast, "a camera is never paced again");
+    }
+
+    #[test]
+    fn good_file_config() {
+        let d = tmpdir();
+        let file = d.path().join("clip.mp4");
+        std::fs::write(&file, b"x").unwrap();
+        let c = Config::from_args(args(&[
+            "--camera-id",
+            "c",
+            "--ring",
+            "ring-1",
+            "--source",
+            file.to_str().unwrap(),
+            "--ring-dir",
+            d.path().to_str().unwrap(),
+            "--format",
+            "bgr24",
+            "--width",
+            "640",
+            "--height",
+            "360",
+            "--fast",
+            "--loop",
+            "--av-option",
+            "probesize=32768",
+        ]))
+        .unwrap();
+        assert_eq!(c.ring_name, "ring-1");
+        assert_eq!(c.pace, PaceMode::Fast);
+        assert!(c.loop_file && c.source.is_file());
+        assert_eq!(c.fixed_geometry().unwrap().frame_size, 640 * 360 * 3);
+        assert_eq!(c.av_options, [("probesize".to_owned(), "32768".to_owned())]);
+        let url = format!("file://{}", file.display());
+        let c2 = Config::from_args(args(&[
+            "--camera-id",
+            "c",
+            "--source",
+            &url,
+            "--ring-dir",
+            d.path().to_str().unwrap(),
+        ]))
+        .unwrap();
+        assert_eq!(c2.source, Source::File { path: file });
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let d = tmpdir();
+        let not_a_dir = d.path().join("f");
+        std::fs::write(&not_a_dir, b"").unwrap();
+        let err = Config::from_args(args(&[
+            "--camera-id",
+            "bad id!",
+            "--source",
+            "http://127.0.0.1/x",
+            "--format",
+            "YUV9",
+            "--ring-dir",
+            not_a_dir.to_str().unwrap(),
+            "--width",
+            "641",
+            "--height",
+            "360",
+            "--transport",
+            "sctp",
+            "--slots",
+            "1",
+            "--backoff-initial-ms",
+            "900",
+            "--backoff-max-ms",
+            "10",
+            "--av-option",
+            "novalue",
+        ]))
+        .unwrap_err();
+        let kinds: Vec<String> = err
+            .problems
+            .iter()
+            .map(|p| {
+                format!("{p:?}")
+                    .split([' ', '{', '('])
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        for want in [
+            "CameraId",
+            "UnsupportedScheme",
+            "UnknownFormat",
+            "RingDir",
+            "UnknownTransport",
+            "OutOfRange",
+            "BackoffOrder",
+            "BadAvOption",
+        ] {
+            assert!(
+                kinds.iter().any(|k| k == want),
+                "missing {want} in {kinds:?}"
+            );
+        }
+        let text = err.to_string();
+        assert!(
+            text.starts_with("invalid configuration for camera \"bad id!\""),
+            "{text}"
+        );
+        assert!(text.contains("not a directory"), "{text}");
+        assert!(text.contains("unsupported scheme \"http\""), "{text}");
+    }
+
+    #[test]
+    fn odd_size_for_nv12_and_half_size() {
+        let d = tmpdir();
+        let dir = d.path().to_str().unwrap();
+        let base = [
+            "--camera-id",
+            "c",
+            "--source",
+            "rtsp://h/x",
+            "--ring-dir",
+            dir,
+        ];
+        let mut a = base.to_vec();
+        a.extend(["--width", "641", "--height", "360"]);
+        let e = Config::from_args(args(&a)).unwrap_err();
+        assert!(
+            matches!(e.problems[..], [ConfigProblem::BadSize { .. }]),
+            "{e}"
+        );
+        let mut a = base.to_vec();
+        a.extend(["--width", "640"]);
+        let e = Config::from_args(args(&a)).unwrap_err();
+        assert_eq!(e.problems, [ConfigProblem::HalfSize]);
+    }
+
+    #[test]
+    fn missing_file_missing_dir_and_file_options_on_rtsp() {
+        let d = tmpdir();
+        let e = Config::from_args(args(&[
+            "--camera-id",
+            "c",
+            "--source",
+            "/nonexistent/clip.mp4",
+            "--ring-dir",
+            "/nonexistent/dir",
+        ]))
+        .unwrap_err();
+        assert!(
+            matches!(e.problems[0], ConfigProblem::UnreadableFile { .. }),
+            "{e}"
+        );
+        assert!(
+            matches!(e.problems[1], ConfigProblem::RingDir { .. }),
+            "{e}"
+        );
+        let e = Config::from_args(args(&[
+            "--camera-id",
+            "c",
+            "--source",
+            "rtsp:///nohost",
+            "--ring-dir",
+            d.path().to_str().unwrap(),
+        ]))
+        .unwrap_err();
+        assert!(matches!(e.problems[0], ConfigProblem::NoHost { .. }), "{e}");
+        let e = Config::from_args(args(&[
+            "--camera-id",
+            "c",
+            "--source",
+            "rtsp://h/x",
+            "--loop",
+            "--fast",
+            "--ring-dir",
+            d.path().to_str().unwrap(),
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            e.problems,
+            [
+                ConfigProblem::FileOnlyOption { option: "--fast" },
+                ConfigProblem::FileOnlyOption { option: "--loop" }
+            ]
+        );
+    }
+
+    #[test]
+    fn formats_parse_case_insensitively() {
+        assert_eq!(parse_format("nv12"), Some(PixelFormat::Nv12));
+        assert_eq!(parse_format("I420"), Some(PixelFormat::I420));
+        assert_eq!(parse_format("Rgb24"), Some(PixelFormat::Rgb24));
+        assert_eq!(parse_format("yuv420p"), None);
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(redact_url("rtsp://a:b@h:1/p?x=@"), "rtsp://a:***@h:1/p?x=@");
+        assert_eq!(redact_url("rtsp://a@h/p"), "rtsp://a@h/p");
+        assert_eq!(redact_url("rtsp://h/p"), "rtsp://h/p");
+        assert_eq!(redact_url("/a/b@c"), "/a/b@c");
+    }
+}

@@ -1,0 +1,101 @@
+//! FFmpeg's own log lines, routed into `tracing` (target `ffmpeg`) with the camera id,
+//! since they may come from decoder threads outside the camera span. Rate-limited: a
+//! corrupt stream can make the decoder print hundreds of lines per second.
+
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use ffmpeg_next::ffi;
+
+static CAMERA: OnceLock<String> = OnceLock::new();
+
+/// Most FFmpeg lines logged per second; the rest are counted and reported.
+const MAX_LINES_PER_SEC: u64 = 50;
+/// Current one-second window (monotonic seconds) in the high 32 bits, lines logged in
+/// it in the low 32 bits.
+static WINDOW: AtomicU64 = AtomicU64::new(0);
+static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+
+/// Routes FFmpeg logging through `tracing`. `verbose` lets FFmpeg's verbose lines
+/// through (as debug); otherwise only warnings and errors.
+pub fn install(camera_id: &str, verbose: bool) {
+    let _ = CAMERA.set(camera_id.to_owned());
+    // SAFETY: setting FFmpeg's global log level and callback; `callback` is a valid
+    // `extern "C"` function for the whole process lifetime.
+    unsafe {
+        ffi::av_log_set_level(if verbose {
+            ffi::AV_LOG_VERBOSE
+        } else {
+            ffi::AV_LOG_WARNING
+        });
+        ffi::av_log_set_callback(Some(callback));
+    }
+}
+
+fn admit() -> bool {
+    let sec = proto_schema::ring::monotonic_ns() / 1_000_000_000;
+    let cur = WINDOW.load(Ordering::Relaxed);
+    let new_window = (sec & 0xFFFF_FFFF) << 32 | 1;
+    if cur >> 32 != sec & 0xFFFF_FFFF
+        && WINDOW
+            .compare_exchange(cur, new_window, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        let dropped = SUPPRESSED.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            tracing::warn!(target: "ffmpeg", camera = camera(), dropped, "FFmpeg log lines suppressed");
+        }
+        return true;
+    }
+    if WINDOW.fetch_add(1, Ordering::Relaxed) & 0xFFFF_FFFF < MAX_LINES_PER_SEC {
+        true
+    } else {
+        SUPPRESSED.fetch_add(1, Ordering::Relaxed);
+        false
+    }
+}
+
+fn camera() -> &'static str {
+    CAMERA.get().map_or("", String::as_str)
+}
+
+unsafe extern "C" fn callback(
+    avcl: *mut c_void,
+    level: c_int,
+    fmt: *const c_char,
+    args: *mut ffi::__va_list_tag,
+) {
+    // SAFETY (whole body): called by av_log with a valid format string and va_list that
+    // we consume exactly once, through av_log_format_line2, into a local buffer that it
+    // NUL-terminates (it truncates to the buffer size).
+    if level > unsafe { ffi::av_log_get_level() } || !admit() {
+        return;
+    }
+    let mut line = [0 as c_char; 1024];
+    let mut print_prefix: c_int = 1;
+    unsafe {
+        ffi::av_log_format_line2(
+            avcl,
+            level,
+            fmt,
+            args,
+            line.as_mut_ptr(),
+            line.len() as c_int,
+            &mut print_prefix,
+        );
+    }
+    let text = unsafe { CStr::from_ptr(line.as_ptr()) }.to_string_lossy();
+    let text = text.trim_end();
+    if text.is_empty() {
+        return;
+    }
+    let camera = camera();
+    match level {
+        l if l <= ffi::AV_LOG_FATAL => tracing::error!(target: "ffmpeg", camera, "{text}"),
+        l if l <= ffi::AV_LOG_WARNING => tracing::warn!(target: "ffmpeg", camera, "{text}"),
+        l if l <= ffi::AV_LOG_INFO => tracing::info!(target: "ffmpeg", camera, "{text}"),
+        l if l <= ffi::AV_LOG_VERBOSE => tracing::debug!(target: "ffmpeg", camera, "{text}"),
+        _ => tracing::trace!(target: "ffmpeg", camera, "{text}"),
+    }
+}

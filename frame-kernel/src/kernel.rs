@@ -1,0 +1,415 @@
+//! The kernel's main loop: open the source, decode, convert into the ring, and when the
+//! camera fails, mark the ring `Reconnecting` and try again with backoff, forever.
+//!
+//! One decode thread (this loop, which owns all FFmpeg state) and one heartbeat thread
+//! (see [`crate::publish`]), joined before the ring is closed.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ffmpeg_next::Packet;
+use proto_schema::pixel::{FrameGeometry, GeometryError};
+use proto_schema::ring::{realtime_ns, RingCreateError, RingState};
+
+use crate::clock::{duration_ns, Clock, MonotonicClock};
+use crate::codec::{Received, VideoDecoder};
+use crate::config::Config;
+use crate::convert::Converter;
+use crate::pacing::{Paced, Pacer, Timeline};
+use crate::publish::{heartbeat_loop, Output, RingSettings};
+use crate::reconnect::{Jitter, Link, LossReason, Phase};
+use crate::source::{options_for, Interrupt, OpenError, OpenSource, ReadError};
+
+/// Consecutive undecodable packets after which the connection is dropped.
+pub const MAX_ERROR_STREAK: u32 = 100;
+/// Deadline for closing a source (RTSP TEARDOWN to a camera that may be gone).
+pub const CLOSE_DEADLINE: Duration = Duration::from_millis(500);
+/// Lateness (realtime pacing) above which a warning is logged.
+pub const LATE_WARNING: Duration = Duration::from_secs(1);
+
+/// How the kernel ended without error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// SIGTERM/SIGINT.
+    Stopped,
+    /// A non-looping file ended.
+    EndOfFile,
+    /// `--max-frames` were published.
+    MaxFrames,
+}
+
+/// Why the kernel gave up (retrying cannot help).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The ring could not be created (directory, permissions, another live writer).
+    #[error("ring: {0}")]
+    Ring(#[from] RingCreateError),
+    /// The source rejected the configuration (e.g. an option FFmpeg does not use).
+    #[error("source: {0}")]
+    Source(OpenError),
+    /// The source's frame size cannot be stored in the configured format.
+    #[error("output geometry: {0}")]
+    Geometry(#[from] GeometryError),
+    /// The heartbeat thread could not be started.
+    #[error("cannot start heartbeat thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// What ended one connection.
+#[derive(Debug)]
+enum SessionEnd {
+    Stop,
+    MaxFrames,
+    EndOfStream,
+    Lost(LossReason),
+}
+
+/// Runs the kernel until stopped, the file ends (no loop), `--max-frames`, or a fatal
+/// error. The ring is closed (and removed unless kept) before returning.
+pub fn run(config: &Config, stop: &'static AtomicBool) -> Result<Exit, RunError> {
+    run_with_clock(config, stop, Arc::new(MonotonicClock))
+}
+
+/// [`run`] on a given clock.
+pub fn run_with_clock(
+    config: &Config,
+    stop: &'static AtomicBool,
+    clock: Arc<dyn Clock>,
+) -> Result<Exit, RunError> {
+    crate::init_ffmpeg();
+    let interrupt = Arc::new(Interrupt::new(clock.clone(), stop));
+    let output = Output::new(RingSettings::from_config(config), clock.now_ns());
+    let result = (|| {
+        if let Some(g) = config.fixed_geometry() {
+            output.ensure(g)?;
+        }
+        let heartbeat_stop = AtomicBool::new(false);
+        let longest = config
+            .open_timeout
+            .max(config.stall.stall_timeout)
+            .max(config.stall.first_frame_timeout);
+        let span = tracing::Span::current();
+        std::thread::scope(|s| {
+            let heartbeat = std::thread::Builder::new()
+                .name("heartbeat".into())
+                .spawn_scoped(s, || {
+                    let _span = span.enter();
+                    heartbeat_loop(
+                        &output,
+                        &*clock,
+                        &|| interrupt.last_polled_ns(),
+                        longest,
+                        &heartbeat_stop,
+                    );
+                })
+                .map_err(RunError::Thread)?;
+            let mut driver = Driver::new(config, clock.clone(), interrupt.clone(), &output);
+            let result = driver.drive();
+            heartbeat_stop.store(true, Ordering::Relaxed);
+            if heartbeat.join().is_err() {
+                tracing::error!("heartbeat thread panicked");
+            }
+            result
+        })
+    })();
+    output.close();
+    result
+}
+
+struct Driver<'a> {
+    config: &'a Config,
+    clock: Arc<dyn Clock>,
+    interrupt: Arc<Interrupt>,
+    output: &'a Output,
+    options: Vec<(String, String)>,
+    link: Link,
+    timeline: Timeline,
+    pacer: Pacer,
+    converter: Converter,
+    published: u64,
+    error_streak: u32,
+    session_frames: u64,
+    last_late_warning_ns: u64,
+}
+
+impl<'a> Driver<'a> {
+    fn new(
+        config: &'a Config,
+        clock: Arc<dyn Clock>,
+        interrupt: Arc<Interrupt>,
+        output: &'a Output,
+    ) -> Self {
+        Driver {
+            config,
+            link: Link::new(
+                clock.clone(),
+                config.backoff,
+                config.stall,
+                Jitter::from_entropy(),
+            ),
+            clock,
+            interrupt,
+            output,
+            options: options_for(config),
+            timeline: Timeline::new(),
+            pacer: Pacer::new(config.pace),
+            converter: Converter::new(),
+            published: 0,
+            error_streak: 0,
+            session_frames: 0,
+            last_late_warning_ns: 0,
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.interrupt.stopping()
+    }
+
+    fn drive(&mut self) -> Result<Exit, RunError> {
+        loop {
+            if self.stopping() {
+                return Ok(Exit::Stopped);
+            }
+            let reconnect = self.link.on_attempt();
+            if reconnect {
+                self.output.add_reconnect();
+            }
+            let opened = OpenSource::open(
+                &self.config.source,
+                &self.options,
+                &self.interrupt,
+                self.config.open_timeout,
+            );
+            let mut source = match opened {
+                Ok(s) => s,
+                Err(_) if self.stopping() => return Ok(Exit::Stopped),
+                Err(e) if e.is_fatal() => return Err(RunError::Source(e)),
+                Err(e) => {
+                    self.lost(LossReason::ConnectFailed(e.to_string()));
+                    continue;
+                }
+            };
+            let mut decoder = match VideoDecoder::new(&source.stream(), self.config.decoder_threads)
+            {
+                Ok(d) => d,
+                Err(e) => {
+                    self.lost(LossReason::ConnectFailed(e.to_string()));
+                    continue;
+                }
+            };
+            let geometry = match self.geometry_for(&decoder) {
+                Ok(g) => g,
+                Err(reason) => {
+                    self.lost(reason);
+                    continue;
+                }
+            };
+            let geometry = self.output.ensure(geometry)?;
+            let (w, h) = decoder.size();
+            tracing::info!(
+                source = %self.config.source.redacted(),
+                codec = ?decoder.codec(),
+                size = format_args!("{w}x{h}"),
+                fps = source.frame_ns().map(|ns| 1e9 / ns as f64),
+                out = format_args!("{}x{} {}", geometry.width, geometry.height, geometry.format),
+                reconnect,
+                "source open"
+            );
+            self.link.on_connected();
+            self.timeline.start_session(source.frame_ns());
+            if reconnect {
+                self.pacer.reanchor();
+            }
+            self.session_frames = 0;
+            self.error_streak = 0;
+
+            let end = self.session(&mut source, &mut decoder);
+            // Closing may talk to the camera (TEARDOWN): bound it.
+            self.interrupt.arm_for(CLOSE_DEADLINE);
+            drop(decoder);
+            drop(source);
+
+            match end {
+                SessionEnd::Stop => return Ok(Exit::Stopped),
+                SessionEnd::MaxFrames => return Ok(Exit::MaxFrames),
+                SessionEnd::EndOfStream
+                    if self.config.source.is_file() && self.session_frames > 0 =>
+                {
+                    if !self.config.loop_file {
+                        tracing::info!(frames = self.published, "end of file");
+                        return Ok(Exit::EndOfFile);
+                    }
+                    tracing::debug!(frames = self.session_frames, "file loop");
+                    self.link.on_file_loop();
+                }
+                SessionEnd::EndOfStream => self.lost(LossReason::EndOfStream),
+                SessionEnd::Lost(reason) => self.lost(reason),
+            }
+        }
+    }
+
+    /// The ring geometry for this source: the configured size, or the source's (made
+    /// even where the format subsamples chroma).
+    fn geometry_for(&self, decoder: &VideoDecoder) -> Result<FrameGeometry, LossReason> {
+        if let Some(g) = self.output.geometry().or(self.config.fixed_geometry()) {
+            return Ok(g);
+        }
+        let (mut w, mut h) = decoder.size();
+        if self.config.format.needs_even_dimensions() {
+            w &= !1;
+            h &= !1;
+        }
+        FrameGeometry::packed(w, h, self.config.format)
+            .map_err(|e| LossReason::ConnectFailed(format!("source frame size {w}x{h}: {e}")))
+    }
+
+    /// The source is gone: mark the ring, wait out the backoff (heartbeat continues).
+    fn lost(&mut self, reason: LossReason) {
+        self.output.set_state(RingState::Reconnecting);
+        let was_live = self.link.phase() == Phase::Live;
+        let delay = self.link.on_lost();
+        let n = self.link.reconnects() + 1;
+        if was_live || n.is_power_of_two() {
+            tracing::warn!(%reason, retry_in_ms = delay.as_millis() as u64, attempt = n, "camera lost; reconnecting");
+        } else {
+            tracing::debug!(%reason, retry_in_ms = delay.as_millis() as u64, attempt = n, "reconnect failed");
+        }
+        self.pacer.reanchor();
+        let until = self.clock.now_ns().saturating_add(duration_ns(delay));
+        let output = self.output;
+        let clock = self.clock.clone();
+        let interrupt = self.interrupt.clone();
+        clock.sleep_until(until, &|| {
+            output.mark_progress(clock.now_ns());
+            interrupt.stopping()
+        });
+    }
+
+    fn session(&mut self, source: &mut OpenSource, decoder: &mut VideoDecoder) -> SessionEnd {
+        let mut packet = Packet::empty();
+        let stream_index = source.stream_index();
+        loop {
+            self.output.mark_progress(self.clock.now_ns());
+            if self.stopping() {
+                return SessionEnd::Stop;
+            }
+            if self.link.is_stalled() {
+                return SessionEnd::Lost(LossReason::Stalled(self.link.since_progress()));
+            }
+            // The stall deadline is also the hard deadline of the blocking read.
+            self.interrupt.arm_at(self.link.stall_deadline_ns());
+            match source.read(&mut packet, &self.interrupt) {
+                Ok(()) => {
+                    if packet.stream() != stream_index {
+                        continue;
+                    }
+                    self.link.on_packet();
+                    if let Err(e) = decoder.send(&packet) {
+                        if let Some(end) = self.decode_error(&e) {
+                            return end;
+                        }
+                        continue;
+                    }
+                    if let Some(end) = self.drain(source, decoder) {
+                        return end;
+                    }
+                }
+                Err(ReadError::EndOfStream) => {
+                    if decoder.send_eof().is_ok() {
+                        if let Some(end) = self.drain(source, decoder) {
+                            return end;
+                        }
+                    }
+                    return SessionEnd::EndOfStream;
+                }
+                Err(ReadError::Stopping) => return SessionEnd::Stop,
+                Err(ReadError::Deadline) => {
+                    return SessionEnd::Lost(LossReason::Stalled(self.link.since_progress()));
+                }
+                Err(ReadError::Failed(e)) => {
+                    return SessionEnd::Lost(LossReason::ReadError(e.to_string()))
+                }
+            }
+        }
+    }
+
+    fn decode_error(&mut self, e: &ffmpeg_next::Error) -> Option<SessionEnd> {
+        self.output.add_decode_error();
+        self.error_streak += 1;
+        if self.error_streak.is_power_of_two() {
+            tracing::warn!(error = %e, streak = self.error_streak, "packet failed to decode");
+        }
+        (self.error_streak >= MAX_ERROR_STREAK).then_some(SessionEnd::Lost(
+            LossReason::DecodeErrors(self.error_streak),
+        ))
+    }
+
+    fn drain(&mut self, source: &OpenSource, decoder: &mut VideoDecoder) -> Option<SessionEnd> {
+        loop {
+            match decoder.receive() {
+                Ok(Received::Frame) => {
+                    if let Some(end) = self.on_frame(source, decoder) {
+                        return Some(end);
+                    }
+                }
+                Ok(Received::NeedInput | Received::Drained) => return None,
+                Err(e) => return self.decode_error(&e),
+            }
+        }
+    }
+
+    fn on_frame(&mut self, source: &OpenSource, decoder: &VideoDecoder) -> Option<SessionEnd> {
+        self.output.add_decoded();
+        self.error_streak = 0;
+        self.session_frames += 1;
+        if decoder.frame_is_corrupt() {
+            self.output.add_decode_error();
+        }
+        if self.link.on_frame() {
+            self.output.set_state(RingState::Live);
+            tracing::info!(reconnects = self.link.reconnects(), "live");
+        }
+        let pts = decoder.frame().timestamp().map(|t| source.ts_to_ns(t));
+        let out_ns = self.timeline.map(pts);
+        let (interrupt, output, clock) = (self.interrupt.clone(), self.output, self.clock.clone());
+        // Waiting for a frame's time is progress, not a hang (watchdog).
+        let stop = || {
+            output.mark_progress(clock.now_ns());
+            interrupt.stopping()
+        };
+        match self.pacer.wait(out_ns, &*self.clock, &stop) {
+            Paced::Stopped => return Some(SessionEnd::Stop),
+            Paced::Due { late_ns } => self.note_lateness(late_ns),
+        }
+        let converter = &mut self.converter;
+        let frame = decoder.frame();
+        match self.output.publish(out_ns, realtime_ns, |slot, geometry| {
+            converter.convert(frame, slot, geometry)
+        }) {
+            Ok(Some(_)) => self.published += 1,
+            Ok(None) => {}
+            Err(e) => {
+                self.output.add_decode_error();
+                tracing::error!(error = %e, "frame not published");
+            }
+        }
+        match self.config.max_frames {
+            Some(max) if self.published >= max => Some(SessionEnd::MaxFrames),
+            _ => None,
+        }
+    }
+
+    fn note_lateness(&mut self, late_ns: u64) {
+        let now = self.clock.now_ns();
+        if late_ns >= duration_ns(LATE_WARNING)
+            && now.saturating_sub(self.last_late_warning_ns) >= 10_000_000_000
+        {
+            self.last_late_warning_ns = now;
+            tracing::warn!(
+                late_ms = late_ns / 1_000_000,
+                "decoding slower than the stream's frame rate"
+            );
+        }
+    }
+}

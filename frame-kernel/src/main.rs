@@ -1,0 +1,75 @@
+//! `frame-kernel --camera-id ID --source URL|FILE [options]`: see `--help` and the
+//! library docs (`frame_kernel`).
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use frame_kernel::config::{Args, Config, LogFormat};
+use frame_kernel::kernel::{self, Exit};
+use frame_kernel::{ffmpeg_log, signals};
+use tracing_subscriber::EnvFilter;
+
+/// Exit code for an invalid configuration (nothing was touched).
+const EXIT_CONFIG: u8 = 2;
+/// Exit code for a fatal runtime error.
+const EXIT_FATAL: u8 = 1;
+
+fn init_tracing(format: LogFormat) -> bool {
+    let filter = EnvFilter::try_from_env("FRAMEBUS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+    }
+    tracing::enabled!(tracing::Level::DEBUG)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match Config::from_args(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("frame-kernel: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let verbose = init_tracing(config.log_format);
+    let span = tracing::info_span!("camera", id = %config.camera_id);
+    let _span = span.enter();
+
+    let stop = match signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install signal handlers");
+            return ExitCode::from(EXIT_FATAL);
+        }
+    };
+    frame_kernel::init_ffmpeg();
+    ffmpeg_log::install(&config.camera_id, verbose);
+    tracing::info!(
+        source = %config.source.redacted(),
+        ring = %proto_schema::ring::ring_path(&config.ring_dir, &config.ring_name).display(),
+        format = %config.format,
+        pace = ?config.pace,
+        "starting"
+    );
+    match kernel::run(&config, stop) {
+        Ok(exit) => {
+            let why = match exit {
+                Exit::Stopped => "stop signal",
+                Exit::EndOfFile => "end of file",
+                Exit::MaxFrames => "max frames reached",
+            };
+            tracing::info!(reason = why, "stopped cleanly");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "fatal");
+            ExitCode::from(EXIT_FATAL)
+        }
+    }
+}

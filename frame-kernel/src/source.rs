@@ -1,0 +1,570 @@
+//! Opening a camera (RTSP) or file with FFmpeg, with options that are checked, and an
+//! interrupt callback that is a hard deadline on every blocking call.
+//!
+//! FFmpeg silently ignores dictionary keys nobody consumed (a misspelt or removed
+//! option, such as the pre-5.0 `stimeout`), which would leave a socket without a
+//! timeout. So the dictionary left over after `avformat_open_input` is inspected and any
+//! key in it is an error. The socket timeout alone does not bound everything (DNS, a
+//! server that accepts and never answers, stream probing), so every blocking call also
+//! runs under [`Interrupt`], which aborts it at a deadline or on shutdown.
+
+use std::ffi::CString;
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ffmpeg::ffi;
+use ffmpeg::format::context::Input;
+use ffmpeg::{Dictionary, Packet, Rational};
+use ffmpeg_next as ffmpeg;
+
+use crate::clock::{duration_ns, Clock};
+use crate::config::{Config, Source};
+
+/// Shared between the kernel loop and FFmpeg's interrupt callback: the deadline of the
+/// blocking call in progress and the process's stop flag.
+pub struct Interrupt {
+    clock: Arc<dyn Clock>,
+    stop: &'static AtomicBool,
+    /// Clock ns after which blocking calls abort; 0 = no deadline.
+    deadline_ns: AtomicU64,
+    /// Last time FFmpeg polled the callback (shows the decode thread is not hung).
+    polled_ns: AtomicU64,
+}
+
+impl std::fmt::Debug for Interrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interrupt")
+            .field("deadline_ns", &self.deadline_ns.load(Ordering::Relaxed))
+            .field("stop", &self.stop.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Interrupt {
+    /// No deadline yet.
+    pub fn new(clock: Arc<dyn Clock>, stop: &'static AtomicBool) -> Self {
+        let now = clock.now_ns();
+        Interrupt {
+            clock,
+            stop,
+            deadline_ns: AtomicU64::new(0),
+            polled_ns: AtomicU64::new(now),
+        }
+    }
+
+    /// Blocking calls from now on abort at clock time `deadline_ns`.
+    pub fn arm_at(&self, deadline_ns: u64) {
+        self.deadline_ns
+            .store(deadline_ns.max(1), Ordering::Release);
+    }
+
+    /// Blocking calls from now on abort after `d`.
+    pub fn arm_for(&self, d: Duration) {
+        self.arm_at(self.clock.now_ns().saturating_add(duration_ns(d)));
+    }
+
+    /// Whether the stop flag is raised.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Whether the deadline has passed.
+    pub fn expired(&self) -> bool {
+        let d = self.deadline_ns.load(Ordering::Acquire);
+        d != 0 && self.clock.now_ns() >= d
+    }
+
+    /// The callback's answer: abort now?
+    pub fn should_abort(&self) -> bool {
+        self.polled_ns.store(self.clock.now_ns(), Ordering::Relaxed);
+        self.stopping() || self.expired()
+    }
+
+    /// Clock ns of the last callback poll.
+    pub fn last_polled_ns(&self) -> u64 {
+        self.polled_ns.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a source could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// `avformat_open_input` failed (refused, unreachable, not found, bad data).
+    #[error("open {source_name}: {error}")]
+    Open {
+        /// The source (redacted).
+        source_name: String,
+        /// FFmpeg's error.
+        error: ffmpeg::Error,
+    },
+    /// The open or probe ran past its deadline (or the kernel is stopping).
+    #[error("open {source_name}: no answer within {} ms", timeout.as_millis())]
+    TimedOut {
+        /// The source (redacted).
+        source_name: String,
+        /// The deadline.
+        timeout: Duration,
+    },
+    /// Probing the streams failed.
+    #[error("probe {source_name}: {error}")]
+    StreamInfo {
+        /// The source (redacted).
+        source_name: String,
+        /// FFmpeg's error.
+        error: ffmpeg::Error,
+    },
+    /// The source has no video stream.
+    #[error("{source_name}: no video stream")]
+    NoVideo {
+        /// The source (redacted).
+        source_name: String,
+    },
+    /// FFmpeg did not consume these options: they are misspelt or not supported by the
+    /// demuxer/protocol, and would have been silently ignored.
+    #[error("{source_name}: FFmpeg did not use option(s) {}", keys.join(", "))]
+    UnusedOptions {
+        /// The source (redacted).
+        source_name: String,
+        /// The keys left over.
+        keys: Vec<String>,
+    },
+    /// A path or option contains a NUL byte.
+    #[error("{source_name}: contains a NUL byte")]
+    Nul {
+        /// The source (redacted).
+        source_name: String,
+    },
+}
+
+impl OpenError {
+    /// Whether retrying cannot help (a configuration problem discovered at open).
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            OpenError::UnusedOptions { .. } | OpenError::Nul { .. }
+        )
+    }
+}
+
+/// Why reading the next packet failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The stream ended (file end, or the camera closed the connection).
+    #[error("end of stream")]
+    EndOfStream,
+    /// The deadline passed while waiting for data.
+    #[error("read deadline passed")]
+    Deadline,
+    /// The kernel is stopping.
+    #[error("stopping")]
+    Stopping,
+    /// Any other I/O or demuxer error.
+    #[error("{0}")]
+    Failed(ffmpeg::Error),
+}
+
+/// An open source and its video stream.
+pub struct OpenSource {
+    input: Input,
+    stream_index: usize,
+    time_base: Rational,
+    frame_ns: Option<i64>,
+}
+
+impl std::fmt::Debug for OpenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenSource")
+            .field("stream_index", &self.stream_index)
+            .field("time_base", &self.time_base)
+            .field("frame_ns", &self.frame_ns)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The option dictionary for `source`: RTSP transport and socket timeout, then the
+/// user's extra options (which may override them).
+pub fn options_for(config: &Config) -> Vec<(String, String)> {
+    let mut opts = Vec::new();
+    if let Source::Rtsp { transport, .. } = &config.source {
+        opts.push(("rtsp_transport".to_owned(), transport.as_str().to_owned()));
+        // FFmpeg 5.1's RTSP socket timeout, in microseconds.
+        opts.push((
+            "timeout".to_owned(),
+            config.io_timeout.as_micros().to_string(),
+        ));
+        // Do not hold the stream back for 20 frames (0.8 s at 25 fps) to measure the
+        // frame rate: timestamps come from RTP anyway, and a reconnect should show
+        // frames as soon as the camera answers.
+        opts.push(("fpsprobesize".to_owned(), "0".to_owned()));
+    }
+    for (k, v) in &config.av_options {
+        opts.retain(|(key, _)| key != k);
+        opts.push((k.clone(), v.clone()));
+    }
+    opts
+}
+
+impl OpenSource {
+    /// Opens `source` with `options`; every blocking step runs under `interrupt`, armed
+    /// here with `timeout`.
+    pub fn open(
+        source: &Source,
+        options: &[(String, String)],
+        interrupt: &Arc<Interrupt>,
+        timeout: Duration,
+    ) -> Result<OpenSource, OpenError> {
+        let name = source.redacted();
+        let url = match source {
+            Source::Rtsp { url, .. } => url.clone(),
+            Source::File { path } => path.to_string_lossy().into_owned(),
+        };
+        let c_url = CString::new(url).map_err(|_| OpenError::Nul {
+            source_name: name.clone(),
+        })?;
+        let mut dict = Dictionary::new();
+        for (k, v) in options {
+            if k.contains('\0') || v.contains('\0') {
+                return Err(OpenError::Nul { source_name: name });
+            }
+            dict.set(k, v);
+        }
+        interrupt.arm_for(timeout);
+        let timed_out = || OpenError::TimedOut {
+            source_name: name.clone(),
+            timeout,
+        };
+
+        let cb_state = interrupt.clone();
+        let callback = ffmpeg::util::interrupt::new(Box::new(move || cb_state.should_abort()));
+        // SAFETY: FFmpeg's documented open protocol. `ps` is freshly allocated and only
+        // given to avformat_open_input, which frees it on failure and otherwise hands it
+        // to `Input::wrap_with_interrupt`, which owns it from then on (closing it on
+        // drop). The interrupt closure's box is owned by `callback.guard`, which either
+        // moves into the `Input` (dropped after avformat_close_input) or is dropped here
+        // after a failed open, when FFmpeg no longer references it. `dict` is disowned
+        // into FFmpeg and the leftover dictionary re-owned exactly once.
+        let (mut input, leftover) = unsafe {
+            let mut ps = ffi::avformat_alloc_context();
+            if ps.is_null() {
+                return Err(OpenError::Open {
+                    source_name: name,
+                    error: ffmpeg::Error::Other {
+                        errno: libc::ENOMEM,
+                    },
+                });
+            }
+            (*ps).interrupt_callback = callback.interrupt;
+            let mut opts = dict.disown();
+            let ret = ffi::avformat_open_input(&mut ps, c_url.as_ptr(), ptr::null(), &mut opts);
+            let leftover = Dictionary::own(opts);
+            if ret < 0 {
+                drop(callback.guard);
+                let error = ffmpeg::Error::from(ret);
+                // Protocols report an aborted call in their own words (RTSP: "invalid
+                // data"), so the deadline decides.
+                return Err(
+                    if error == ffmpeg::Error::Exit || interrupt.should_abort() {
+                        timed_out()
+                    } else {
+                        OpenError::Open {
+                            source_name: name,
+                            error,
+                        }
+                    },
+                );
+            }
+            (Input::wrap_with_interrupt(ps, callback.guard), leftover)
+        };
+        let keys: Vec<String> = leftover.iter().map(|(k, _)| k.to_owned()).collect();
+        if !keys.is_empty() {
+            return Err(OpenError::UnusedOptions {
+                source_name: name,
+                keys,
+            });
+        }
+
+        // SAFETY: `input` owns a valid, opened format context.
+        let ret = unsafe { ffi::avformat_find_stream_info(input.as_mut_ptr(), ptr::null_mut()) };
+        if ret < 0 {
+            let error = ffmpeg::Error::from(ret);
+            return Err(
+                if error == ffmpeg::Error::Exit || interrupt.should_abort() {
+                    timed_out()
+                } else {
+                    OpenError::StreamInfo {
+                        source_name: name,
+                        error,
+                    }
+                },
+            );
+        }
+
+        let stream = input
+            .streams()
+            .best(ffmpeg::media::Type::Video)
+            .ok_or_else(|| OpenError::NoVideo {
+                source_name: name.clone(),
+            })?;
+        let stream_index = stream.index();
+        let time_base = stream.time_base();
+        let rate = stream.avg_frame_rate();
+        let rate = if rate.numerator() > 0 && rate.denominator() > 0 {
+            rate
+        } else {
+            stream.rate()
+        };
+        let frame_ns = (rate.numerator() > 0 && rate.denominator() > 0).then(|| {
+            (1_000_000_000i64 * i64::from(rate.denominator())) / i64::from(rate.numerator())
+        });
+        Ok(OpenSource {
+            input,
+            stream_index,
+            time_base,
+            frame_ns,
+        })
+    }
+
+    /// The video stream.
+    pub fn stream(&self) -> ffmpeg::Stream<'_> {
+        self.input
+            .stream(self.stream_index)
+            .expect("stream index was taken from this input")
+    }
+
+    /// Index of the video stream.
+    pub fn stream_index(&self) -> usize {
+        self.stream_index
+    }
+
+    /// Nominal frame duration from the declared frame rate.
+    pub fn frame_ns(&self) -> Option<i64> {
+        self.frame_ns
+    }
+
+    /// `ts` (in the stream's time base) in nanoseconds.
+    pub fn ts_to_ns(&self, ts: i64) -> i64 {
+        let tb = self.time_base;
+        if tb.denominator() == 0 {
+            return ts;
+        }
+        // i128 so large timestamps cannot overflow the product.
+        let ns = i128::from(ts) * 1_000_000_000 * i128::from(tb.numerator())
+            / i128::from(tb.denominator());
+        ns.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+    }
+
+    /// Reads the next packet of any stream into `packet` (the caller arms the
+    /// interrupt deadline first).
+    pub fn read(&mut self, packet: &mut Packet, interrupt: &Interrupt) -> Result<(), ReadError> {
+        match packet.read(&mut self.input) {
+            Ok(()) => Ok(()),
+            Err(ffmpeg::Error::Eof) => Err(ReadError::EndOfStream),
+            Err(_) if interrupt.stopping() => Err(ReadError::Stopping),
+            Err(_) if interrupt.expired() => Err(ReadError::Deadline),
+            Err(e) => Err(ReadError::Failed(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::Transport;
+
+    fn stop_flag() -> &'static AtomicBool {
+        Box::leak(Box::new(AtomicBool::new(false)))
+    }
+
+    #[test]
+    fn interrupt_fires_at_deadline_and_on_stop() {
+        let clock = ManualClock::new(1_000);
+        let stop = stop_flag();
+        let i = Interrupt::new(Arc::new(clock.clone()), stop);
+        assert!(!i.should_abort(), "no deadline armed");
+        i.arm_for(Duration::from_millis(5));
+        assert!(!i.should_abort());
+        clock.advance(Duration::from_millis(5));
+        assert!(i.should_abort());
+        assert_eq!(i.last_polled_ns(), clock.now_ns());
+        i.arm_for(Duration::from_secs(10));
+        assert!(!i.should_abort());
+        stop.store(true, Ordering::Relaxed);
+        assert!(i.should_abort() && i.stopping());
+    }
+
+    fn config(source: Source, av: &[(&str, &str)]) -> Config {
+        Config {
+            camera_id: "c".into(),
+            ring_name: "c".into(),
+            ring_dir: "/tmp".into(),
+            slots: 4,
+            source,
+            format: proto_schema::pixel::PixelFormat::Nv12,
+            size: None,
+            pace: crate::pacing::PaceMode::Fast,
+            loop_file: false,
+            max_frames: None,
+            decoder_threads: 1,
+            stall: Default::default(),
+            open_timeout: Duration::from_secs(5),
+            io_timeout: Duration::from_millis(2500),
+            backoff: Default::default(),
+            av_options: av
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            keep_ring: false,
+            log_format: crate::config::LogFormat::Text,
+        }
+    }
+
+    #[test]
+    fn rtsp_options_carry_transport_and_microsecond_timeout() {
+        let c = config(
+            Source::Rtsp {
+                url: "rtsp://h/x".into(),
+                transport: Transport::Udp,
+            },
+            &[("timeout", "1000"), ("buffer_size", "1048576")],
+        );
+        assert_eq!(
+            options_for(&c),
+            [
+                ("rtsp_transport".to_owned(), "udp".to_owned()),
+                ("fpsprobesize".to_owned(), "0".to_owned()),
+                ("timeout".to_owned(), "1000".to_owned()),
+                ("buffer_size".to_owned(), "1048576".to_owned()),
+            ]
+        );
+        let c = config(
+            Source::Rtsp {
+                url: "rtsp://h/x".into(),
+                transport: Transport::Tcp,
+            },
+            &[],
+        );
+        assert_eq!(
+            options_for(&c)[1],
+            ("timeout".to_owned(), "2500000".to_owned())
+        );
+        let f = config(
+            Source::File {
+                path: "/x.mp4".into(),
+            },
+            &[],
+        );
+        assert!(options_for(&f).is_empty());
+    }
+
+    #[test]
+    fn unused_options_are_reported_not_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clip.h264");
+        // A tiny H.264 stream made by the ffmpeg CLI, if present; otherwise skip the
+        // FFmpeg half of this test (the option logic is covered above).
+        let made = std::process::Command::new("ffmpeg")
+            .args([
+                "-v",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=64x48:rate=5:duration=1",
+            ])
+            .args(["-c:v", "libx264", "-f", "h264"])
+            .arg(&path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !made {
+            assert!(std::env::var_os("CI").is_none(), "ffmpeg CLI needed in CI");
+            println!("SKIP: no ffmpeg CLI");
+            return;
+        }
+        crate::init_ffmpeg();
+        let source = Source::File { path };
+        let interrupt = Arc::new(Interrupt::new(
+            Arc::new(crate::clock::MonotonicClock),
+            stop_flag(),
+        ));
+        let opts = [
+            ("stimeout".to_owned(), "1".to_owned()),
+            ("probesize".to_owned(), "100000".to_owned()),
+        ];
+        let err = OpenSource::open(&source, &opts, &interrupt, Duration::from_secs(5)).unwrap_err();
+        match &err {
+            OpenError::UnusedOptions { keys, .. } => assert_eq!(keys, &["stimeout"]),
+            other => panic!("{other}"),
+        }
+        assert!(err.is_fatal());
+        assert!(
+            err.to_string().contains("did not use option(s) stimeout"),
+            "{err}"
+        );
+        let ok = OpenSource::open(&source, &opts[1..], &interrupt, Duration::from_secs(5)).unwrap();
+        assert_eq!(ok.stream().parameters().id(), ffmpeg::codec::Id::H264);
+        assert_eq!(ok.ts_to_ns(1), ok.ts_to_ns(1));
+    }
+
+    #[test]
+    fn refused_connection_is_a_retryable_error() {
+        crate::init_ffmpeg();
+        // Port 9 on loopback: nothing listens (discard service is never enabled here).
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let c = config(
+            Source::Rtsp {
+                url: format!("rtsp://127.0.0.1:{port}/x"),
+                transport: Transport::Tcp,
+            },
+            &[],
+        );
+        let interrupt = Arc::new(Interrupt::new(
+            Arc::new(crate::clock::MonotonicClock),
+            stop_flag(),
+        ));
+        let err = OpenSource::open(
+            &c.source,
+            &options_for(&c),
+            &interrupt,
+            Duration::from_secs(5),
+        )
+        .unwrap_err();
+        assert!(matches!(err, OpenError::Open { .. }), "{err}");
+        assert!(!err.is_fatal());
+    }
+
+    #[test]
+    fn silent_server_hits_the_open_deadline() {
+        crate::init_ffmpeg();
+        // Accepts the TCP connection and never answers the RTSP request.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let c = config(
+            Source::Rtsp {
+                url: format!("rtsp://127.0.0.1:{port}/x"),
+                transport: Transport::Tcp,
+            },
+            &[("timeout", "60000000")],
+        );
+        let interrupt = Arc::new(Interrupt::new(
+            Arc::new(crate::clock::MonotonicClock),
+            stop_flag(),
+        ));
+        let t = std::time::Instant::now();
+        let err = OpenSource::open(
+            &c.source,
+            &options_for(&c),
+            &interrupt,
+            Duration::from_millis(300),
+        )
+        .unwrap_err();
+        assert!(matches!(err, OpenError::TimedOut { .. }), "{err}");
+        // Bounded by the deadline, not by the 60 s socket timeout.
+        assert!(t.elapsed() < Duration::from_secs(30));
+        drop(listener);
+    }
+}

@@ -1,0 +1,307 @@
+//! Server settings: command-line flags (each with its documented default) and their
+//! validation, which reports every problem at once.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::family::FamilyChoice;
+use crate::session::Device;
+
+/// Parses an octal file mode such as `0660` or `660`.
+fn parse_mode(s: &str) -> Result<u32, String> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    let mode = u32::from_str_radix(digits, 8).map_err(|e| format!("not an octal mode: {e}"))?;
+    if mode > 0o777 {
+        return Err(format!(
+            "{s}: only permission bits (at most 0777) are allowed"
+        ));
+    }
+    Ok(mode)
+}
+
+/// Every setting of one model server.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerConfig {
+    /// ONNX model file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Model id clients put in `model_id` (name rule); default: the model file's stem.
+    #[arg(long)]
+    pub model_id: Option<String>,
+    /// Unix socket path to listen on (a stale socket file there is removed).
+    #[arg(long)]
+    pub socket: PathBuf,
+    /// Directory holding the frame rings; frame references may only name rings in it.
+    #[arg(long, default_value = proto_schema::ring::DEFAULT_RING_DIR)]
+    pub ring_dir: PathBuf,
+    /// Model family (pre/post-processing); `auto` detects it from the output shape and
+    /// metadata.
+    #[arg(long, value_enum, default_value_t = FamilyChoice::Auto)]
+    pub family: FamilyChoice,
+    /// Execution device; `cuda` falls back to CPU with a warning when unavailable.
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
+    /// Intra-op threads per instance; default: available cores / instances (at least 1).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Model instances (sessions) running in parallel.
+    #[arg(long, default_value_t = 1)]
+    pub instances: usize,
+    /// Largest batch for models with a dynamic batch dimension (fixed-batch models run one
+    /// request at a time regardless).
+    #[arg(long, default_value_t = 8)]
+    pub max_batch: usize,
+    /// How long the oldest queued request waits for a batch to fill, in microseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub batch_delay_us: u64,
+    /// Minimum detection score.
+    #[arg(long, default_value_t = 0.25)]
+    pub score_threshold: f32,
+    /// IoU above which NMS drops the weaker box of the same class.
+    #[arg(long, default_value_t = 0.45)]
+    pub iou_threshold: f32,
+    /// Most detections per frame.
+    #[arg(long, default_value_t = 100)]
+    pub max_detections: usize,
+    /// Concurrent client connections; further ones get `overloaded` and are closed.
+    #[arg(long, default_value_t = 256)]
+    pub max_connections: usize,
+    /// Inference requests accepted but not yet answered, over all connections; further
+    /// ones get `overloaded` at once.
+    #[arg(long, default_value_t = 64)]
+    pub max_inflight: usize,
+    /// Socket file permission bits (octal).
+    #[arg(long, default_value = "0660", value_parser = parse_mode)]
+    pub socket_mode: u32,
+    /// Largest message payload in bytes; a longer length prefix gets `payload_too_large`
+    /// and the connection is closed.
+    #[arg(long, default_value_t = proto_schema::framing::DEFAULT_MAX_FRAME)]
+    pub max_frame: usize,
+    /// Once the first byte of a message has arrived, the rest must arrive within this many
+    /// milliseconds, else the connection is closed (a stalled half-sent frame).
+    #[arg(long, default_value_t = 5000)]
+    pub read_timeout_ms: u64,
+    /// Connections idle (no request, nothing in flight) this many seconds are closed;
+    /// 0 keeps them open forever.
+    #[arg(long, default_value_t = 300)]
+    pub idle_timeout_s: u64,
+    /// On shutdown, longest wait for in-flight requests, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub drain_timeout_s: u64,
+    /// Whether idle ONNX Runtime threads spin between runs (lower latency, more CPU).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub spin: bool,
+    /// Tokio threads for socket I/O.
+    #[arg(long, default_value_t = 1)]
+    pub io_threads: usize,
+    /// Class names, one per line, overriding the model's `names` metadata.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Path of `libonnxruntime.so`.
+    #[arg(long, env = "ORT_DYLIB_PATH")]
+    pub ort_dylib: PathBuf,
+}
+
+/// The settings were rejected; every problem is listed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", problems.join("\n  - "))]
+pub struct ConfigError {
+    /// One line per problem.
+    pub problems: Vec<String>,
+}
+
+/// Hard upper bounds, so a typo cannot ask for a million threads.
+const MAX_INSTANCES: usize = 64;
+const MAX_THREADS: usize = 256;
+const MAX_BATCH: usize = 64;
+const MAX_FRAME_LIMIT: usize = 64 << 20;
+const MIN_FRAME_LIMIT: usize = 1024;
+
+impl ServerConfig {
+    /// The model id: `--model-id`, else the model file's stem.
+    pub fn model_id(&self) -> String {
+        self.model_id.clone().unwrap_or_else(|| {
+            self.model
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+    }
+
+    /// Intra-op threads per instance.
+    pub fn threads(&self) -> usize {
+        self.threads.unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (cores / self.instances.max(1)).max(1)
+        })
+    }
+
+    /// Partial-frame read timeout.
+    pub fn read_timeout(&self) -> Duration {
+        Duration::from_millis(self.read_timeout_ms)
+    }
+
+    /// Idle connection timeout; `None` for never.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        (self.idle_timeout_s > 0).then(|| Duration::from_secs(self.idle_timeout_s))
+    }
+
+    /// Checks every setting; the error lists all problems found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut p = Vec::new();
+        let id = self.model_id();
+        if !proto_schema::message::is_valid_name(&id) {
+            p.push(format!(
+                "model id {id:?} breaks the name rule ^[A-Za-z0-9][A-Za-z0-9_-]{{0,63}}$ \
+                 (set --model-id)"
+            ));
+        }
+        if !self.model.is_file() {
+            p.push(format!("--model {}: no such file", self.model.display()));
+        }
+        if !self.ring_dir.is_dir() {
+            p.push(format!(
+                "--ring-dir {}: not a directory",
+                self.ring_dir.display()
+            ));
+        }
+        if self.socket.as_os_str().is_empty() {
+            p.push("--socket: empty path".into());
+        } else if self.socket.as_os_str().len() > 107 {
+            p.push(format!(
+                "--socket {}: longer than the 107 bytes a Unix socket path may have",
+                self.socket.display()
+            ));
+        }
+        if let Some(labels) = &self.labels {
+            if !labels.is_file() {
+                p.push(format!("--labels {}: no such file", labels.display()));
+            }
+        }
+        let mut range = |name: &str, v: usize, lo: usize, hi: usize| {
+            if !(lo..=hi).contains(&v) {
+                p.push(format!("{name} {v}: must be {lo}..={hi}"));
+            }
+        };
+        range("--instances", self.instances, 1, MAX_INSTANCES);
+        range("--threads", self.threads(), 1, MAX_THREADS);
+        range("--io-threads", self.io_threads, 1, MAX_THREADS);
+        range("--max-batch", self.max_batch, 1, MAX_BATCH);
+        range("--max-detections", self.max_detections, 1, 10_000);
+        range("--max-connections", self.max_connections, 1, 1 << 20);
+        range("--max-inflight", self.max_inflight, 1, 1 << 20);
+        range(
+            "--max-frame",
+            self.max_frame,
+            MIN_FRAME_LIMIT,
+            MAX_FRAME_LIMIT,
+        );
+        if self.batch_delay_us > 1_000_000 {
+            p.push(format!(
+                "--batch-delay-us {}: at most 1000000 (1 s)",
+                self.batch_delay_us
+            ));
+        }
+        for (name, v) in [
+            ("--score-threshold", self.score_threshold),
+            ("--iou-threshold", self.iou_threshold),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                p.push(format!("{name} {v}: must be within 0..=1"));
+            }
+        }
+        if self.read_timeout_ms == 0 {
+            p.push("--read-timeout-ms: must be positive".into());
+        }
+        if !self.ort_dylib.is_file() {
+            p.push(format!(
+                "ONNX Runtime library {}: no such file (set --ort-dylib or ORT_DYLIB_PATH)",
+                self.ort_dylib.display()
+            ));
+        }
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError { problems: p })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        config: ServerConfig,
+    }
+
+    fn parse(args: &[&str]) -> Result<ServerConfig, clap::Error> {
+        let mut all = vec!["model-server", "--ort-dylib", "/nonexistent/libort.so"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).map(|c| c.config)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&["--model", "/m/yolox_nano.onnx", "--socket", "/tmp/s.sock"]).unwrap();
+        assert_eq!(c.model_id(), "yolox_nano");
+        assert_eq!(c.socket_mode, 0o660);
+        assert_eq!(c.ring_dir, PathBuf::from("/dev/shm"));
+        assert_eq!((c.instances, c.max_batch, c.max_inflight), (1, 8, 64));
+        assert_eq!(c.family, FamilyChoice::Auto);
+        assert!(c.threads() >= 1);
+        assert!(c.spin);
+    }
+
+    #[test]
+    fn socket_mode_is_octal_and_bounded() {
+        let base = ["--model", "m.onnx", "--socket", "s"];
+        let with = |m: &str| {
+            let mut a = base.to_vec();
+            a.extend(["--socket-mode", m]);
+            parse(&a).map(|c| c.socket_mode)
+        };
+        assert_eq!(with("0600").unwrap(), 0o600);
+        assert_eq!(with("640").unwrap(), 0o640);
+        assert!(with("0999").is_err());
+        assert!(with("01777").is_err());
+    }
+
+    #[test]
+    fn validation_lists_every_problem() {
+        let c = parse(&[
+            "--model",
+            "/nonexistent/model.onnx",
+            "--model-id",
+            "../evil",
+            "--socket",
+            "/tmp/x.sock",
+            "--ring-dir",
+            "/nonexistent-dir",
+            "--instances",
+            "0",
+            "--score-threshold",
+            "1.5",
+            "--max-frame",
+            "10",
+        ])
+        .unwrap();
+        let e = c.validate().unwrap_err();
+        let all = e.problems.join("\n");
+        for needle in [
+            "model id",
+            "--model ",
+            "--ring-dir",
+            "--instances",
+            "--score-threshold",
+            "--max-frame",
+            "ONNX Runtime library",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+        assert_eq!(e.problems.len(), 7, "{all}");
+    }
+}

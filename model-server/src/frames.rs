@@ -1,0 +1,330 @@
+//! Frame references: from `(ring, generation, slot, seq)` in a request to an open,
+//! validated ring.
+//!
+//! Only rings this system owns can be named: the name must follow the ring name rule (no
+//! `/`, no `..`), the file is `<ring_dir>/<name>.ring` and is opened by `RingReader` with
+//! `O_NOFOLLOW` (a symlink is refused) and checked for the ring magic, version and size.
+//! Opened readers are cached by name and dropped once the file under that name is no
+//! longer the one mapped (the writer removed or recreated the ring), so a recreated ring is
+//! reopened and its new generation seen; a request naming another generation than the
+//! current file's is `stale_frame`. The slot's sequence is checked before and after the read by
+//! `RingReader::read`, in the worker.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use proto_schema::error::{ErrorBody, ErrorCode};
+use proto_schema::message::{FrameMeta, FrameRef};
+use proto_schema::pixel::FrameGeometry;
+use proto_schema::ring::{self, RingReader};
+
+/// Most rings kept open at once; opening one more evicts an arbitrary cached ring (it is
+/// reopened on its next request).
+pub const MAX_OPEN_RINGS: usize = 1024;
+
+/// Why a frame reference was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameRefError {
+    /// The ring name breaks the name rule (path traversal, separators, length).
+    #[error("ring name {ring:?} breaks the ring name rule")]
+    BadName {
+        /// The name as sent.
+        ring: String,
+    },
+    /// No usable ring of that name in the ring directory (missing, a symlink, not a ring).
+    #[error("ring {ring:?} cannot be opened in {dir}: {reason}")]
+    UnknownRing {
+        /// Ring name.
+        ring: String,
+        /// The ring directory.
+        dir: PathBuf,
+        /// The open error.
+        reason: String,
+    },
+    /// The ring exists but in another generation than the request names.
+    #[error("ring {ring:?} is at generation {current}, request names {requested}")]
+    WrongGeneration {
+        /// Ring name.
+        ring: String,
+        /// Generation in the request.
+        requested: u64,
+        /// Generation of the ring file now.
+        current: u64,
+    },
+    /// The slot index is outside the ring.
+    #[error("ring {ring:?} has {slots} slots, request names slot {slot}")]
+    SlotOutOfRange {
+        /// Ring name.
+        ring: String,
+        /// Requested slot.
+        slot: u32,
+        /// Slots in the ring.
+        slots: u32,
+    },
+    /// The request's frame metadata disagrees with the ring geometry.
+    #[error(
+        "ring {ring:?} holds {}x{} {} strides {:?}, request says {}x{} {} strides {:?}",
+        ring_geometry.width, ring_geometry.height, ring_geometry.format, ring_geometry.strides,
+        meta.width, meta.height, meta.format, meta.strides
+    )]
+    GeometryMismatch {
+        /// Ring name.
+        ring: String,
+        /// The ring's geometry.
+        ring_geometry: FrameGeometry,
+        /// What the request claims.
+        meta: Box<FrameMeta>,
+    },
+}
+
+impl FrameRefError {
+    /// The wire error code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            FrameRefError::BadName { .. } => ErrorCode::InvalidMessage,
+            FrameRefError::UnknownRing { .. } => ErrorCode::UnknownRing,
+            FrameRefError::WrongGeneration { .. } => ErrorCode::StaleFrame,
+            FrameRefError::SlotOutOfRange { .. } => ErrorCode::InvalidMessage,
+            FrameRefError::GeometryMismatch { .. } => ErrorCode::GeometryMismatch,
+        }
+    }
+
+    /// The wire error body.
+    pub fn to_body(&self) -> ErrorBody {
+        ErrorBody::new(self.code(), self.to_string())
+    }
+}
+
+/// A validated reference: the open ring and its geometry.
+#[derive(Debug, Clone)]
+pub struct ResolvedFrame {
+    /// The ring, shared with the cache.
+    pub reader: Arc<RingReader>,
+    /// The ring geometry (equal to the request's metadata).
+    pub geometry: FrameGeometry,
+}
+
+/// Opens and caches rings of one directory.
+#[derive(Debug)]
+pub struct FrameResolver {
+    dir: PathBuf,
+    cache: Mutex<HashMap<String, Arc<RingReader>>>,
+}
+
+impl FrameResolver {
+    /// A resolver for rings in `dir`.
+    pub fn new(dir: PathBuf) -> Self {
+        FrameResolver {
+            dir,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The ring directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Rings open now.
+    pub fn open_rings(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<RingReader>>> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn open(&self, name: &str) -> Result<Arc<RingReader>, FrameRefError> {
+        let reader = RingReader::open(&self.dir, name).map_err(|e| FrameRefError::UnknownRing {
+            ring: name.to_owned(),
+            dir: self.dir.clone(),
+            reason: e.to_string(),
+        })?;
+        let reader = Arc::new(reader);
+        let mut cache = self.lock();
+        if cache.len() >= MAX_OPEN_RINGS && !cache.contains_key(name) {
+            if let Some(victim) = cache.keys().next().cloned() {
+                cache.remove(&victim);
+            }
+        }
+        cache.insert(name.to_owned(), Arc::clone(&reader));
+        Ok(reader)
+    }
+
+    /// Validates `frame` and `meta` and returns the open ring. Does not read the slot.
+    pub fn resolve(
+        &self,
+        frame: &FrameRef,
+        meta: &FrameMeta,
+    ) -> Result<ResolvedFrame, FrameRefError> {
+        let name = frame.ring.as_str();
+        if ring::validate_ring_name(name).is_err() {
+            return Err(FrameRefError::BadName {
+                ring: name.to_owned(),
+            });
+        }
+        let cached = self.lock().get(name).cloned();
+        let mut reader = match cached {
+            // A cached mapping of a file that was removed or replaced is dropped (one
+            // `stat` per request), so dead rings do not pin memory.
+            Some(r) if r.is_current() => r,
+            Some(_) => {
+                self.lock().remove(name);
+                self.open(name)?
+            }
+            None => self.open(name)?,
+        };
+        if reader.generation() != frame.generation && !reader.is_current() {
+            // Recreated between the check above and now: look once more.
+            reader = self.open(name)?;
+        }
+        if reader.generation() != frame.generation {
+            return Err(FrameRefError::WrongGeneration {
+                ring: name.to_owned(),
+                requested: frame.generation,
+                current: reader.generation(),
+            });
+        }
+        let geometry = reader.geometry();
+        let slots = reader.slots();
+        if frame.slot >= slots {
+            return Err(FrameRefError::SlotOutOfRange {
+                ring: name.to_owned(),
+                slot: frame.slot,
+                slots,
+            });
+        }
+        if !meta.matches_geometry(&geometry) {
+            return Err(FrameRefError::GeometryMismatch {
+                ring: name.to_owned(),
+                ring_geometry: geometry,
+                meta: Box::new(meta.clone()),
+            });
+        }
+        Ok(ResolvedFrame { reader, geometry })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto_schema::pixel::PixelFormat;
+    use proto_schema::ring::RingWriter;
+
+    fn writer(dir: &std::path::Path, name: &str) -> RingWriter {
+        let g = FrameGeometry::packed(64, 32, PixelFormat::Nv12).unwrap();
+        let mut w = RingWriter::builder(name)
+            .dir(dir)
+            .slots(2)
+            .geometry(g)
+            .create()
+            .unwrap();
+        let mut slot = w.begin_write();
+        slot.data_mut().fill(1);
+        slot.publish(0, 0);
+        w
+    }
+
+    fn reference(w: &RingWriter, name: &str) -> (FrameRef, FrameMeta) {
+        let frame = FrameRef {
+            ring: name.into(),
+            generation: w.generation(),
+            slot: 0,
+            seq: 2,
+        };
+        (frame, FrameMeta::from_geometry(0, &w.geometry(), 0))
+    }
+
+    #[test]
+    fn resolves_and_caches() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = writer(dir.path(), "cam");
+        let r = FrameResolver::new(dir.path().to_path_buf());
+        let (f, m) = reference(&w, "cam");
+        let a = r.resolve(&f, &m).unwrap();
+        let b = r.resolve(&f, &m).unwrap();
+        assert!(Arc::ptr_eq(&a.reader, &b.reader));
+        assert_eq!(a.geometry, w.geometry());
+        assert_eq!(r.open_rings(), 1);
+    }
+
+    #[test]
+    fn refuses_bad_names_missing_rings_and_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = writer(dir.path(), "cam");
+        let r = FrameResolver::new(dir.path().to_path_buf());
+        let (mut f, m) = reference(&w, "cam");
+        f.ring = "../cam".into();
+        assert_eq!(
+            r.resolve(&f, &m).unwrap_err().code(),
+            ErrorCode::InvalidMessage
+        );
+        f.ring = "nosuch".into();
+        assert_eq!(
+            r.resolve(&f, &m).unwrap_err().code(),
+            ErrorCode::UnknownRing
+        );
+        std::os::unix::fs::symlink(w.path(), dir.path().join("link.ring")).unwrap();
+        f.ring = "link".into();
+        assert_eq!(
+            r.resolve(&f, &m).unwrap_err().code(),
+            ErrorCode::UnknownRing
+        );
+        assert_eq!(r.open_rings(), 0);
+    }
+
+    #[test]
+    fn generation_slot_and_geometry_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = writer(dir.path(), "cam");
+        let r = FrameResolver::new(dir.path().to_path_buf());
+        let (f, m) = reference(&w, "cam");
+        let mut wrong = f.clone();
+        wrong.generation += 1;
+        assert!(matches!(
+            r.resolve(&wrong, &m),
+            Err(FrameRefError::WrongGeneration { .. })
+        ));
+        let mut slot = f.clone();
+        slot.slot = 2;
+        assert_eq!(
+            r.resolve(&slot, &m).unwrap_err().code(),
+            ErrorCode::InvalidMessage
+        );
+        let mut meta = m.clone();
+        meta.width = 32;
+        meta.strides = [32, 32, 0];
+        assert_eq!(
+            r.resolve(&f, &meta).unwrap_err().code(),
+            ErrorCode::GeometryMismatch
+        );
+    }
+
+    /// A recreated ring (new file, new generation) is picked up; the old generation is
+    /// stale; a removed ring is unknown and leaves the cache.
+    #[test]
+    fn follows_recreated_and_removed_rings() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = FrameResolver::new(dir.path().to_path_buf());
+        let w1 = writer(dir.path(), "cam");
+        let (f1, m) = reference(&w1, "cam");
+        r.resolve(&f1, &m).unwrap();
+        drop(w1); // closes and unlinks
+        let w2 = writer(dir.path(), "cam");
+        let (f2, _) = reference(&w2, "cam");
+        assert_ne!(f1.generation, f2.generation);
+        assert_eq!(
+            r.resolve(&f1, &m).unwrap_err().code(),
+            ErrorCode::StaleFrame
+        );
+        let resolved = r.resolve(&f2, &m).unwrap();
+        assert_eq!(resolved.reader.generation(), f2.generation);
+        drop(w2);
+        assert_eq!(
+            r.resolve(&f2, &m).unwrap_err().code(),
+            ErrorCode::UnknownRing
+        );
+        assert_eq!(r.open_rings(), 0);
+    }
+}

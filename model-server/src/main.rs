@@ -1,0 +1,49 @@
+//! `model-server` command line: one ONNX model, one Unix socket.
+//!
+//! ```text
+//! model-server --model models/yolov8n_int8.onnx --socket /run/framebus/yolov8n.sock \
+//!              [--model-id yolov8n] [--ring-dir /dev/shm] [--family auto|yolov8|yolox] \
+//!              [--device cpu|cuda] [--threads N] [--instances N] [--max-batch N] ...
+//! ```
+//! `--help` lists every flag with its default. Logs go to stderr (`RUST_LOG` filters,
+//! `--log-json` for JSON lines).
+
+use clap::Parser;
+use model_server::config::ServerConfig;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "model-server",
+    version,
+    about = "Serve one ONNX detector over a Unix socket"
+)]
+struct Cli {
+    #[command(flatten)]
+    config: ServerConfig,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    match model_server::app::run(cli.config) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("model-server: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! Instance workers: one thread per model instance takes batches from the [`Batcher`],
+//! letterboxes each frame straight from its ring slot into the batch tensor, runs the
+//! session once per batch, decodes each image and answers each request.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use proto_schema::error::{ErrorBody, ErrorCode};
+use proto_schema::message::{
+    Detection, InferenceRequest, InferenceResponse, Timings, MAX_CLASS_NAME_LEN,
+};
+use proto_schema::ring::ReadError;
+use proto_schema::PROTOCOL_VERSION;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+
+use crate::batcher::Batcher;
+use crate::family::{InputSpec, OutputLayout};
+use crate::frames::ResolvedFrame;
+use crate::postprocess::{self, FrameDetection, PostprocessConfig};
+use crate::preprocess::{self, Letterbox};
+use crate::session::Instance;
+
+/// One queued inference request.
+#[derive(Debug)]
+pub struct Job {
+    /// The request as received.
+    pub request: InferenceRequest,
+    /// Its validated frame reference.
+    pub frame: ResolvedFrame,
+    /// When the request's last byte was read.
+    pub received: Instant,
+    /// Where the answer goes.
+    pub reply: Reply,
+}
+
+/// The way back to the connection that sent a request. Holds the request's in-flight
+/// permit until the answer is handed over; a reply dropped unanswered (a worker bug)
+/// still answers, with `internal`, so the connection never waits forever.
+#[derive(Debug)]
+pub struct Reply {
+    tx: mpsc::UnboundedSender<InferenceResponse>,
+    fallback: Option<InferenceResponse>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Reply {
+    /// A reply to `request` over `tx`, holding `permit`.
+    pub fn new(
+        request: &InferenceRequest,
+        tx: mpsc::UnboundedSender<InferenceResponse>,
+        permit: OwnedSemaphorePermit,
+    ) -> Self {
+        let fallback = InferenceResponse::failure(
+            request,
+            ErrorBody::new(
+                ErrorCode::Internal,
+                "the model worker dropped the request without an answer",
+            ),
+        );
+        Reply {
+            tx,
+            fallback: Some(fallback),
+            _permit: permit,
+        }
+    }
+
+    /// Hands the answer to the connection (a no-op if the client has gone).
+    pub fn send(mut self, response: InferenceResponse) {
+        self.fallback = None;
+        let _ = self.tx.send(response);
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if let Some(fallback) = self.fallback.take() {
+            let _ = self.tx.send(fallback);
+        }
+    }
+}
+
+/// What every worker needs besides its session.
+#[derive(Debug)]
+pub struct Pipeline {
+    /// Model input preparation.
+    pub spec: InputSpec,
+    /// Model output layout.
+    pub layout: OutputLayout,
+    /// Thresholds.
+    pub post: PostprocessConfig,
+    /// Class names by id.
+    pub names: Vec<String>,
+    /// Largest batch the session takes.
+    pub max_batch: usize,
+}
+
+impl Pipeline {
+    fn image_len(&self) -> usize {
+        3 * self.spec.width as usize * self.spec.height as usize
+    }
+
+    fn class_name(&self, id: u32) -> String {
+        let mut name = self
+            .names
+            .get(id as usize)
+            .cloned()
+            .unwrap_or_else(|| format!("class_{id}"));
+        if name.len() > MAX_CLASS_NAME_LEN {
+            let mut end = MAX_CLASS_NAME_LEN;
+            while !name.is_char_boundary(end) {
+                end -= 1;
+            }
+            name.truncate(end);
+        }
+        name
+    }
+
+    fn detections(&self, found: &[FrameDetection]) -> Vec<Detection> {
+        found
+            .iter()
+            .map(|d| Detection {
+                class_id: d.class_id,
+                class_name: self.class_name(d.class_id),
+                confidence: d.score.clamp(0.0, 1.0),
+                bbox: d.bbox,
+            })
+            .collect()
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds, the clock of `deadline_ts_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Whether the request's deadline (if any) has passed.
+pub fn deadline_passed(request: &InferenceRequest, now_ns: u64) -> bool {
+    request.deadline_ts_ns.is_some_and(|d| now_ns > d)
+}
+
+fn micros(from: Instant, to: Instant) -> u64 {
+    to.saturating_duration_since(from).as_micros() as u64
+}
+
+/// The wire code of a failed slot read.
+pub fn read_error_code(e: &ReadError) -> ErrorCode {
+    match e {
+        ReadError::SlotOutOfRange { .. } | ReadError::InvalidSeq { .. } => {
+            ErrorCode::InvalidMessage
+        }
+        ReadError::BadPayloadLength { .. } => ErrorCode::UnknownRing,
+        ReadError::Stale { .. } | ReadError::Empty { .. } | ReadError::WriterGone { .. } => {
+            ErrorCode::StaleFrame
+        }
+    }
+}
+
+fn fail(job: Job, code: ErrorCode, message: String, timings: Timings) {
+    let mut resp = InferenceResponse::failure(&job.request, ErrorBody::new(code, message));
+    resp.timings = Timings {
+        total_us: micros(job.received, Instant::now()),
+        ..timings
+    };
+    job.reply.send(resp);
+}
+
+/// A job whose frame is in the batch tensor.
+struct Prepared {
+    job: Job,
+    letterbox: Letterbox,
+    queue_us: u64,
+    preprocess_us: u64,
+}
+
+/// Runs one instance until the batcher is closed and drained.
+pub fn run(mut instance: Instance, batcher: Arc<Batcher<Job>>, pipeline: Arc<Pipeline>) {
+    let image_len = pipeline.image_len();
+    let mut input = vec![0.0f32; image_len * pipeline.max_batch];
+    let mut batch: Vec<Job> = Vec::with_capacity(pipeline.max_batch);
+    let mut prepared: Vec<Prepared> = Vec::with_capacity(pipeline.max_batch);
+    while batcher.next_batch(&mut batch) {
+        for job in batch.drain(..) {
+            let start = Instant::now();
+            let queue_us = micros(job.received, start);
+            let t = Timings {
+                queue_us,
+                ..Timings::default()
+            };
+            if deadline_passed(&job.request, monotonic_ns()) {
+                fail(
+                    job,
+                    ErrorCode::DeadlineExceeded,
+                    "deadline passed while queued".into(),
+                    t,
+                );
+                continue;
+            }
+            let n = prepared.len();
+            let slot = &mut input[n * image_len..(n + 1) * image_len];
+            let frame = &job.request.frame;
+            let geometry = job.frame.geometry;
+            let read = job.frame.reader.read(frame.slot, frame.seq, |bytes| {
+                preprocess::letterbox_into(bytes, &geometry, &pipeline.spec, slot)
+            });
+            let preprocess_us = micros(start, Instant::now());
+            let t = Timings { preprocess_us, ..t };
+            match read {
+                Ok(Ok(letterbox)) => prepared.push(Prepared {
+                    job,
+                    letterbox,
+                    queue_us,
+                    preprocess_us,
+                }),
+                Ok(Err(e)) => {
+                    let msg = format!("ring {:?} slot {}: {e}", frame.ring, frame.slot);
+                    fail(job, ErrorCode::UnsupportedFormat, msg, t);
+                }
+                Err(e) => {
+                    let msg = format!("ring {:?} slot {}: {e}", frame.ring, frame.slot);
+                    fail(job, read_error_code(&e), msg, t);
+                }
+            }
+        }
+        if prepared.is_empty() {
+            continue;
+        }
+        run_batch(&mut instance, &input, &mut prepared, &pipeline);
+    }
+}
+
+fn run_batch(
+    instance: &mut Instance,
+    input: &[f32],
+    prepared: &mut Vec<Prepared>,
+    pipeline: &Pipeline,
+) {
+    let n = prepared.len();
+    let per_image = pipeline.layout.per_image();
+    let input_size = (pipeline.spec.width, pipeline.spec.height);
+    let t_run = Instant::now();
+    let mut inference_us = 0;
+    // Postprocess inside the closure: the output borrows the session's buffer.
+    let result = instance.run(input, n, |shape, data| {
+        inference_us = micros(t_run, Instant::now());
+        if shape.first().copied() != Some(n as i64) || data.len() < n * per_image {
+            return Err(format!(
+                "output shape {shape:?} does not hold {n} images of {per_image} values"
+            ));
+        }
+        Ok(prepared
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let t = Instant::now();
+                let out = &data[i * per_image..(i + 1) * per_image];
+                let r = postprocess::postprocess(
+                    out,
+                    &pipeline.layout,
+                    input_size,
+                    &p.letterbox,
+                    &pipeline.post,
+                );
+                (r, micros(t, Instant::now()))
+            })
+            .collect::<Vec<_>>())
+    });
+    let now_ns = monotonic_ns();
+    match result {
+        Ok(Ok(per_image)) => {
+            for (p, (found, postprocess_us)) in prepared.drain(..).zip(per_image) {
+                let timings = Timings {
+                    queue_us: p.queue_us,
+                    preprocess_us: p.preprocess_us,
+                    inference_us,
+                    postprocess_us,
+                    total_us: 0,
+                    batch_size: n as u32,
+                };
+                let found = match found {
+                    Ok(f) => f,
+                    Err(e) => {
+                        fail(p.job, ErrorCode::Internal, e.to_string(), timings);
+                        continue;
+                    }
+                };
+                if deadline_passed(&p.job.request, now_ns) {
+                    let msg = "deadline passed during inference; result discarded".into();
+                    fail(p.job, ErrorCode::DeadlineExceeded, msg, timings);
+                    continue;
+                }
+                let req = &p.job.request;
+                let resp = InferenceResponse {
+                    v: PROTOCOL_VERSION,
+                    id: req.id,
+                    model_id: req.model_id.clone(),
+                    camera_id: req.camera_id.clone(),
+                    frame_id: req.meta.frame_id,
+                    detections: pipeline.detections(&found),
+                    timings: Timings {
+                        total_us: micros(p.job.received, Instant::now()),
+                        ..timings
+                    },
+                    error: None,
+                };
+                p.job.reply.send(resp);
+            }
+        }
+        Ok(Err(msg)) => {
+            tracing::error!(%msg, "model output does not fit the layout");
+            for p in prepared.drain(..) {
+                fail(p.job, ErrorCode::Internal, msg.clone(), Timings::default());
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, batch = n, "inference failed");
+            for p in prepared.drain(..) {
+                let msg = format!("inference failed: {e}");
+                fail(p.job, ErrorCode::ModelUnavailable, msg, Timings::default());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto_schema::message::{FrameMeta, FrameRef};
+    use proto_schema::pixel::{FrameGeometry, PixelFormat};
+
+    fn request(deadline: Option<u64>) -> InferenceRequest {
+        let g = FrameGeometry::packed(4, 2, PixelFormat::Nv12).unwrap();
+        InferenceRequest {
+            v: PROTOCOL_VERSION,
+            id: 1,
+            camera_id: "c".into(),
+            model_id: "m".into(),
+            frame: FrameRef {
+                ring: "r".into(),
+                generation: 1,
+                slot: 0,
+                seq: 2,
+            },
+            meta: FrameMeta::from_geometry(0, &g, 0),
+            sent_ts_ns: 0,
+            deadline_ts_ns: deadline,
+        }
+    }
+
+    #[test]
+    fn deadlines_use_the_given_clock() {
+        assert!(!deadline_passed(&request(None), u64::MAX));
+        assert!(!deadline_passed(&request(Some(100)), 100));
+        assert!(deadline_passed(&request(Some(100)), 101));
+        let now = monotonic_ns();
+        assert!(now > 0 && monotonic_ns() >= now);
+    }
+
+    #[test]
+    fn read_errors_map_to_wire_codes() {
+        let ring: std::sync::Arc<str> = "r".into();
+        let stale = ReadError::Stale {
+            ring: ring.clone(),
+            slot: 0,
+            expected_seq: 2,
+            found_seq: 4,
+        };
+        assert_eq!(read_error_code(&stale), ErrorCode::StaleFrame);
+        let odd = ReadError::InvalidSeq {
+            ring: ring.clone(),
+            slot: 0,
+            seq: 3,
+        };
+        assert_eq!(read_error_code(&odd), ErrorCode::InvalidMessage);
+        assert_eq!(
+            read_error_code(&ReadError::WriterGone { ring }),
+            ErrorCode::StaleFrame
+        );
+    }
+
+    #[test]
+    fn class_names_are_bounded() {
+        let p = Pipeline {
+            spec: crate::family::Family::Yolox.input_spec(416, 416),
+            layout: OutputLayout {
+                family: crate::family::Family::Yolox,
+                num_classes: 2,
+                num_anchors: 3549,
+            },
+            post: PostprocessConfig {
+                score_threshold: 0.25,
+                iou_threshold: 0.45,
+                max_detections: 10,
+            },
+            names: vec!["é".repeat(100), "b".into()],
+            max_batch: 1,
+        };
+        assert!(p.class_name(0).len() <= MAX_CLASS_NAME_LEN);
+        assert_eq!(p.class_name(1), "b");
+        assert_eq!(p.class_name(7), "class_7");
+    }
+}

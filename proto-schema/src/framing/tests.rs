@@ -1,0 +1,226 @@
+use super::*;
+use crate::message::{decode_request, Request};
+use tokio_util::codec::{Decoder, Encoder};
+
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut v = (payload.len() as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(payload);
+    v
+}
+
+#[test]
+fn encode_layout_is_be_length_then_json() {
+    let bytes = encode(&Request::ping(1), DEFAULT_MAX_FRAME).unwrap();
+    let json = br#"{"type":"ping","v":1,"id":1}"#;
+    assert_eq!(&bytes[..4], &[0, 0, 0, json.len() as u8]);
+    assert_eq!(&bytes[4..], json);
+}
+
+#[test]
+fn encode_refuses_frames_over_the_limit_and_leaves_buffer_intact() {
+    let mut out = b"keep".to_vec();
+    let e = encode_into(&"x".repeat(100), 50, &mut out).unwrap_err();
+    assert!(
+        matches!(e, FrameError::TooLarge { len: 102, max: 50 }),
+        "{e}"
+    );
+    assert_eq!(out, b"keep");
+    assert!(matches!(
+        frame_payload(b"", 10),
+        Err(FrameError::ZeroLength)
+    ));
+}
+
+#[test]
+fn decoder_waits_for_partial_frames() {
+    let bytes = [frame(b"{\"a\":1}"), frame(b"[2]")].concat();
+    let mut d = FrameDecoder::new(64);
+    for (i, b) in bytes.iter().enumerate() {
+        d.extend(std::slice::from_ref(b));
+        let got = d.next().unwrap();
+        match i {
+            10 => assert_eq!(got.as_deref(), Some(&b"{\"a\":1}"[..])),
+            17 => assert_eq!(got.as_deref(), Some(&b"[2]"[..])),
+            _ => assert_eq!(got, None, "byte {i}"),
+        }
+    }
+    d.finish().unwrap();
+}
+
+#[test]
+fn decoder_zero_length_is_an_error_but_stays_in_sync() {
+    let mut d = FrameDecoder::new(64);
+    d.extend(&[0, 0, 0, 0]);
+    d.extend(&frame(b"{}"));
+    assert!(matches!(d.next(), Err(FrameError::ZeroLength)));
+    assert_eq!(d.next().unwrap().as_deref(), Some(&b"{}"[..]));
+}
+
+#[test]
+fn decoder_too_large_reserves_nothing_and_stays_failed() {
+    let mut d = FrameDecoder::new(1024);
+    d.extend(&u32::MAX.to_be_bytes());
+    for _ in 0..2 {
+        match d.next() {
+            Err(FrameError::TooLarge { len, max }) => {
+                assert_eq!((len, max), (u32::MAX as usize, 1024));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(d.buffer_mut().capacity() < 1024);
+    assert_eq!(
+        d.next().unwrap_err().code(),
+        Some(crate::error::ErrorCode::PayloadTooLarge)
+    );
+}
+
+#[test]
+fn decoder_finish_reports_truncation() {
+    let mut d = FrameDecoder::new(64);
+    d.extend(&[0, 0]);
+    assert!(matches!(
+        d.finish(),
+        Err(FrameError::Truncated {
+            expected: 4,
+            received: 2
+        })
+    ));
+    d.extend(&[0, 10, b'{']);
+    assert_eq!(d.next().unwrap(), None);
+    assert!(matches!(
+        d.finish(),
+        Err(FrameError::Truncated {
+            expected: 14,
+            received: 5
+        })
+    ));
+}
+
+#[test]
+fn codec_round_trip_and_eof() {
+    let mut codec = FrameCodec::new(128);
+    let mut buf = BytesMut::new();
+    codec.encode(Request::ping(5), &mut buf).unwrap();
+    codec.encode(&Request::shutdown(6), &mut buf).unwrap();
+    let first = codec.decode(&mut buf).unwrap().unwrap();
+    assert_eq!(decode_request(&first).unwrap(), Request::ping(5));
+    let second = codec.decode_eof(&mut buf).unwrap().unwrap();
+    assert_eq!(decode_request(&second).unwrap(), Request::shutdown(6));
+    assert_eq!(codec.decode_eof(&mut buf).unwrap(), None);
+    buf.extend_from_slice(&[0, 0, 0, 9, b'{']);
+    assert!(matches!(
+        codec.decode_eof(&mut buf),
+        Err(FrameError::Truncated {
+            expected: 13,
+            received: 5
+        })
+    ));
+    let mut small = FrameCodec::new(4);
+    let mut out = BytesMut::from(&b"ab"[..]);
+    assert!(matches!(
+        small.encode(Request::ping(1), &mut out),
+        Err(FrameError::TooLarge { .. })
+    ));
+    assert_eq!(&out[..], b"ab");
+}
+
+#[tokio::test]
+async fn async_read_write_round_trip_and_clean_eof() {
+    let (mut a, mut b) = tokio::io::duplex(64);
+    let writer = tokio::spawn(async move {
+        for id in 0..20 {
+            write_message(&mut a, &Request::ping(id), DEFAULT_MAX_FRAME)
+                .await
+                .unwrap();
+        }
+        write_frame(&mut a, b"{}", DEFAULT_MAX_FRAME).await.unwrap();
+    });
+    for id in 0..20 {
+        let payload = read_frame(&mut b, DEFAULT_MAX_FRAME)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(decode_request(&payload).unwrap(), Request::ping(id));
+    }
+    assert_eq!(
+        read_frame(&mut b, DEFAULT_MAX_FRAME)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(&b"{}"[..])
+    );
+    writer.await.unwrap();
+    assert!(read_frame(&mut b, DEFAULT_MAX_FRAME)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn async_truncation_and_limits() {
+    let mut mid_prefix: &[u8] = &[0, 0, 1];
+    assert!(matches!(
+        read_frame(&mut mid_prefix, 64).await,
+        Err(FrameError::Truncated {
+            expected: 4,
+            received: 3
+        })
+    ));
+    let mut mid_payload: &[u8] = &[0, 0, 0, 5, b'{', b'}'];
+    assert!(matches!(
+        read_frame(&mut mid_payload, 64).await,
+        Err(FrameError::Truncated {
+            expected: 9,
+            received: 6
+        })
+    ));
+    let big = [&(65u32).to_be_bytes()[..], &[b' '; 65]].concat();
+    let mut r: &[u8] = &big;
+    assert!(matches!(
+        read_frame(&mut r, 64).await,
+        Err(FrameError::TooLarge { len: 65, max: 64 })
+    ));
+    // Nothing past the prefix was consumed.
+    assert_eq!(r.len(), 65);
+    let mut zero: &[u8] = &[0, 0, 0, 0];
+    assert!(matches!(
+        read_frame(&mut zero, 64).await,
+        Err(FrameError::ZeroLength)
+    ));
+}
+
+#[test]
+fn blocking_round_trip_and_errors() {
+    let mut wire = Vec::new();
+    blocking::write_message(&mut wire, &Request::get_stats(3), DEFAULT_MAX_FRAME).unwrap();
+    blocking::write_frame(&mut wire, b"[]", DEFAULT_MAX_FRAME).unwrap();
+    let mut r: &[u8] = &wire;
+    let p = blocking::read_frame(&mut r, DEFAULT_MAX_FRAME)
+        .unwrap()
+        .unwrap();
+    assert_eq!(decode_request(&p).unwrap(), Request::get_stats(3));
+    let p = blocking::read_frame(&mut r, DEFAULT_MAX_FRAME)
+        .unwrap()
+        .unwrap();
+    assert_eq!(&p[..], b"[]");
+    assert!(blocking::read_frame(&mut r, DEFAULT_MAX_FRAME)
+        .unwrap()
+        .is_none());
+
+    let mut cut: &[u8] = &wire[..wire.len() - 1];
+    blocking::read_frame(&mut cut, DEFAULT_MAX_FRAME).unwrap();
+    assert!(matches!(
+        blocking::read_frame(&mut cut, DEFAULT_MAX_FRAME),
+        Err(FrameError::Truncated {
+            expected: 6,
+            received: 5
+        })
+    ));
+    let mut big: &[u8] = &[0x7f, 0xff, 0xff, 0xff, 1, 2, 3];
+    assert!(matches!(
+        blocking::read_frame(&mut big, 1024),
+        Err(FrameError::TooLarge { .. })
+    ));
+    assert_eq!(big, &[1, 2, 3]);
+}

@@ -1,0 +1,12 @@
+//! The contract shared by frame-kernel, model-server and core-agent: wire messages and
+//! their framing, the error codes, and the shared-memory ring (layout, writer, reader).
+//! `docs/protocol.md` and `docs/ring-format.md` are the human spec of the same contract.
+
+pub mod error;
+pub mod framing;
+pub mod message;
+pub mod pixel;
+pub mod ring;
+
+/// Version of the wire protocol carried in every message as `"v"`.
+pub const PROTOCOL_VERSION: u16 = 1;

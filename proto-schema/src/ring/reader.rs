@@ -1,0 +1,440 @@
+//! A read-only view of a ring: validated open, latest-frame lookup, seqlock-checked
+//! reads and copies, and futex-based waiting for new frames.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::error::{ReadError, RingOpenError};
+use super::layout::{FixedHeader, Layout, HEADER_SIZE, LAYOUT_VERSION, MAGIC};
+use super::notify::{self, Wake};
+use super::shm::{ReaderMap, UncheckedMap};
+use super::{ring_path, validate_ring_name, FrameInfo, RingCounters, RingState};
+use crate::pixel::FrameGeometry;
+
+/// How often [`RingReader::latest`] / [`RingReader::slot_info`] retry when the writer
+/// changes the slot under them before giving up for this call.
+const SNAPSHOT_RETRIES: usize = 8;
+
+/// The header's live fields, loaded one by one (not a single atomic snapshot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeaderSnapshot {
+    /// Ring incarnation id.
+    pub generation: u64,
+    /// Writer-declared state.
+    pub state: RingState,
+    /// Pid of the creating writer.
+    pub writer_pid: u32,
+    /// CLOCK_MONOTONIC ns of the writer's last heartbeat/publish (compare with
+    /// [`super::monotonic_ns`]).
+    pub heartbeat_ns: u64,
+    /// Publishes completed.
+    pub write_seq: u64,
+    /// Slot count.
+    pub slots: u32,
+    /// Writer counters.
+    pub counters: RingCounters,
+}
+
+/// Result of [`RingReader::wait_for_publish`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitOutcome {
+    /// `write_seq` differs from the value passed in; here is the new one.
+    Published(u64),
+    /// Nothing was published before the timeout.
+    TimedOut,
+    /// The writer closed the ring and nothing new was published.
+    Closed,
+}
+
+/// A read-only mapping of one ring. Cheap to share between threads (`&self` methods);
+/// each reader opens its own mapping.
+#[derive(Debug)]
+pub struct RingReader {
+    name: Arc<str>,
+    path: PathBuf,
+    /// Kept open for `writer_alive` and `is_current`.
+    file: File,
+    ino: (u64, u64),
+    map: ReaderMap,
+    geometry: FrameGeometry,
+    generation: u64,
+    writer_pid: u32,
+}
+
+impl RingReader {
+    /// Opens `<dir>/<name>.ring` read-only (`O_RDONLY | O_NOFOLLOW`, `PROT_READ`) and
+    /// validates its header: magic, layout version, structural fields, geometry, and
+    /// that the file is exactly as long as the header says.
+    pub fn open(dir: impl AsRef<Path>, name: &str) -> Result<RingReader, RingOpenError> {
+        validate_ring_name(name)?;
+        let path = ring_path(dir.as_ref(), name);
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| open_error(&path, e))?;
+        let meta = file.metadata().map_err(|source| RingOpenError::Io {
+            path: path.clone(),
+            op: "fstat",
+            source,
+        })?;
+        if !meta.is_file() {
+            return Err(RingOpenError::NotARegularFile { path });
+        }
+        if meta.len() < u64::from(HEADER_SIZE) {
+            return Err(RingOpenError::TooSmall {
+                path,
+                len: meta.len(),
+                need: u64::from(HEADER_SIZE),
+            });
+        }
+        let unchecked =
+            UncheckedMap::new(&file, meta.len()).map_err(|source| RingOpenError::Io {
+                path: path.clone(),
+                op: "mmap",
+                source,
+            })?;
+        let fixed = FixedHeader::from_bytes(&unchecked.fixed_header());
+        let (layout, geometry) = validate_header(&path, &fixed, meta.len())?;
+        let map = unchecked
+            .check(layout)
+            .map_err(|source| RingOpenError::Io {
+                path: path.clone(),
+                op: "map layout",
+                source,
+            })?;
+        Ok(RingReader {
+            name: name.into(),
+            path,
+            file,
+            ino: (meta.dev(), meta.ino()),
+            map,
+            geometry,
+            generation: fixed.generation,
+            writer_pid: fixed.writer_pid,
+        })
+    }
+
+    /// Ring name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Path the ring was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Ring incarnation id; compare with `FrameRef::generation`.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Geometry of every frame.
+    pub fn geometry(&self) -> FrameGeometry {
+        self.geometry
+    }
+
+    /// Slot count.
+    pub fn slots(&self) -> u32 {
+        self.map.layout().slots
+    }
+
+    /// Pid of the writer that created the ring.
+    pub fn writer_pid(&self) -> u32 {
+        self.writer_pid
+    }
+
+    /// Writer-declared state.
+    pub fn state(&self) -> RingState {
+        RingState::from_u32(self.map.live().state.load(Ordering::Acquire))
+    }
+
+    /// Publishes completed so far.
+    pub fn write_seq(&self) -> u64 {
+        self.map.live().write_seq.load(Ordering::Acquire)
+    }
+
+    /// The header's live fields.
+    pub fn header(&self) -> HeaderSnapshot {
+        let live = self.map.live();
+        HeaderSnapshot {
+            generation: self.generation,
+            state: self.state(),
+            writer_pid: self.writer_pid,
+            heartbeat_ns: live.heartbeat_ns.load(Ordering::Relaxed),
+            write_seq: live.write_seq.load(Ordering::Acquire),
+            slots: self.slots(),
+            counters: live.counters.snapshot(),
+        }
+    }
+
+    /// The most recently published frame, or `None` if nothing was published yet (or
+    /// the writer lapped the ring repeatedly during this call).
+    pub fn latest(&self) -> Option<FrameInfo> {
+        let slots = u64::from(self.slots());
+        for _ in 0..SNAPSHOT_RETRIES {
+            let n = self.write_seq();
+            if n == 0 {
+                return None;
+            }
+            let slot = ((n - 1) % slots) as u32;
+            // A stable seq here is publish n or a newer one that reused the slot.
+            if let Some(info) = self.slot_info(slot) {
+                return Some(info);
+            }
+        }
+        None
+    }
+
+    /// Metadata of the frame now in `slot`, or `None` if the slot is out of range,
+    /// empty, or being written.
+    pub fn slot_info(&self, slot: u32) -> Option<FrameInfo> {
+        if slot >= self.slots() {
+            return None;
+        }
+        let h = self.map.slot(slot);
+        for _ in 0..SNAPSHOT_RETRIES {
+            let seq = h.seq.load(Ordering::Acquire);
+            if seq == 0 || !seq.is_multiple_of(2) {
+                return None;
+            }
+            let info = FrameInfo {
+                slot,
+                seq,
+                frame_id: h.frame_id.load(Ordering::Relaxed),
+                pts_ns: h.pts_ns.load(Ordering::Relaxed),
+                capture_ts_ns: h.capture_ts_ns.load(Ordering::Relaxed),
+            };
+            fence(Ordering::Acquire);
+            if h.seq.load(Ordering::Relaxed) == seq {
+                return Some(info);
+            }
+        }
+        None
+    }
+
+    /// Runs `f` over the bytes of frame `seq` in `slot` and returns its result only if
+    /// the slot held that frame, unchanged, for the whole call.
+    ///
+    /// `f` reads shared memory the writer may be overwriting: it can see a torn mix of
+    /// two frames. It must not panic or misbehave on any byte content (treat the bytes
+    /// as untrusted), and must not keep the slice. When the slot changed during the
+    /// call, `f`'s result is dropped and [`ReadError::Stale`] returned, so a torn frame
+    /// is never returned as good.
+    pub fn read<T>(&self, slot: u32, seq: u64, f: impl FnOnce(&[u8]) -> T) -> Result<T, ReadError> {
+        self.read_inner(slot, seq, f).map(|(_, out)| out)
+    }
+
+    /// Copies frame `seq` of `slot` into `buf` (replacing its contents) and returns its
+    /// metadata. On error `buf` is left empty.
+    pub fn copy_into(
+        &self,
+        slot: u32,
+        seq: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<FrameInfo, ReadError> {
+        buf.clear();
+        match self.read_inner(slot, seq, |bytes| buf.extend_from_slice(bytes)) {
+            Ok((info, ())) => Ok(info),
+            Err(e) => {
+                buf.clear();
+                Err(e)
+            }
+        }
+    }
+
+    /// Blocks until `write_seq` differs from `last_seen_write_seq`, the ring is closed,
+    /// or `timeout` passes. Sleeps on the header's futex word: no polling.
+    pub fn wait_for_publish(&self, last_seen_write_seq: u64, timeout: Duration) -> WaitOutcome {
+        let live = self.map.live();
+        let deadline = Instant::now()
+            .checked_add(timeout)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
+        loop {
+            // Load the word before checking: a publish after this load changes the word,
+            // so the futex wait below returns at once instead of missing it.
+            let word = live.notify.load(Ordering::Acquire);
+            let write_seq = live.write_seq.load(Ordering::Acquire);
+            if write_seq != last_seen_write_seq {
+                return WaitOutcome::Published(write_seq);
+            }
+            if self.state() == RingState::Closed {
+                return WaitOutcome::Closed;
+            }
+            if notify::wait_while(&live.notify, word, deadline) == Wake::TimedOut {
+                let write_seq = live.write_seq.load(Ordering::Acquire);
+                return if write_seq != last_seen_write_seq {
+                    WaitOutcome::Published(write_seq)
+                } else if self.state() == RingState::Closed {
+                    WaitOutcome::Closed
+                } else {
+                    WaitOutcome::TimedOut
+                };
+            }
+        }
+    }
+
+    /// Whether a writer process still holds the ring's lock. `false` after a clean
+    /// close and after the writer died (even by SIGKILL). Briefly takes a shared lock.
+    pub fn writer_alive(&self) -> bool {
+        if self.state() == RingState::Closed {
+            return false;
+        }
+        match self.file.try_lock_shared() {
+            Ok(()) => {
+                let _ = self.file.unlock();
+                false
+            }
+            Err(fs::TryLockError::WouldBlock) => true,
+            // Cannot tell; assume alive rather than declare a live ring dead.
+            Err(fs::TryLockError::Error(_)) => true,
+        }
+    }
+
+    /// Whether `<dir>/<name>.ring` still names the file this reader mapped. `false` once
+    /// the writer unlinked it or a new ring replaced it (reopen to follow).
+    pub fn is_current(&self) -> bool {
+        fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.ino)
+    }
+
+    fn read_inner<T>(
+        &self,
+        slot: u32,
+        seq: u64,
+        f: impl FnOnce(&[u8]) -> T,
+    ) -> Result<(FrameInfo, T), ReadError> {
+        let layout = self.map.layout();
+        if slot >= layout.slots {
+            return Err(ReadError::SlotOutOfRange {
+                ring: self.name.clone(),
+                slot,
+                slots: layout.slots,
+            });
+        }
+        if seq == 0 || !seq.is_multiple_of(2) {
+            return Err(ReadError::InvalidSeq {
+                ring: self.name.clone(),
+                slot,
+                seq,
+            });
+        }
+        if self.state() == RingState::Closed {
+            return Err(ReadError::WriterGone {
+                ring: self.name.clone(),
+            });
+        }
+        let h = self.map.slot(slot);
+        // Seqlock read: Acquire pairs with the writer's Release store of the even seq.
+        let before = h.seq.load(Ordering::Acquire);
+        if before == 0 {
+            return Err(ReadError::Empty {
+                ring: self.name.clone(),
+                slot,
+            });
+        }
+        if before != seq {
+            return Err(self.stale(slot, seq, before));
+        }
+        let info = FrameInfo {
+            slot,
+            seq,
+            frame_id: h.frame_id.load(Ordering::Relaxed),
+            pts_ns: h.pts_ns.load(Ordering::Relaxed),
+            capture_ts_ns: h.capture_ts_ns.load(Ordering::Relaxed),
+        };
+        let len = u64::from(h.payload_len.load(Ordering::Relaxed));
+        let out = f(self
+            .map
+            .slot_bytes(slot, len.min(layout.slot_capacity) as usize));
+        // Acquire fence: if `f` saw any byte of a newer write, the writer's odd store
+        // (ordered before that byte by its Release fence) is visible to the load below.
+        fence(Ordering::Acquire);
+        let after = h.seq.load(Ordering::Relaxed);
+        if after != seq {
+            return Err(self.stale(slot, seq, after));
+        }
+        if len > layout.slot_capacity {
+            return Err(ReadError::BadPayloadLength {
+                ring: self.name.clone(),
+                slot,
+                len,
+                capacity: layout.slot_capacity,
+            });
+        }
+        Ok((info, out))
+    }
+
+    fn stale(&self, slot: u32, expected_seq: u64, found_seq: u64) -> ReadError {
+        ReadError::Stale {
+            ring: self.name.clone(),
+            slot,
+            expected_seq,
+            found_seq,
+        }
+    }
+}
+
+fn open_error(path: &Path, e: io::Error) -> RingOpenError {
+    let path = path.to_path_buf();
+    match e.kind() {
+        io::ErrorKind::NotFound => RingOpenError::NotFound { path },
+        io::ErrorKind::PermissionDenied => RingOpenError::PermissionDenied { path },
+        _ if e.raw_os_error() == Some(libc::ELOOP) => RingOpenError::Symlink { path },
+        _ => RingOpenError::Io {
+            path,
+            op: "open",
+            source: e,
+        },
+    }
+}
+
+fn validate_header(
+    path: &Path,
+    fixed: &FixedHeader,
+    file_len: u64,
+) -> Result<(Layout, FrameGeometry), RingOpenError> {
+    let path = || path.to_path_buf();
+    if fixed.magic != MAGIC {
+        return Err(RingOpenError::BadMagic {
+            path: path(),
+            found: fixed.magic,
+        });
+    }
+    if fixed.layout_version != LAYOUT_VERSION {
+        return Err(RingOpenError::UnsupportedVersion {
+            path: path(),
+            found: fixed.layout_version,
+            supported: LAYOUT_VERSION,
+        });
+    }
+    let layout = Layout::from_header(fixed).map_err(|p| RingOpenError::BadHeader {
+        path: path(),
+        problem: p.to_string(),
+    })?;
+    let geometry = fixed.geometry().ok_or_else(|| RingOpenError::BadHeader {
+        path: path(),
+        problem: format!("unknown pixel format code {}", fixed.format),
+    })?;
+    geometry
+        .validate()
+        .map_err(|source| RingOpenError::BadGeometry {
+            path: path(),
+            source,
+        })?;
+    if layout.file_size != file_len {
+        return Err(RingOpenError::SizeMismatch {
+            path: path(),
+            expected: layout.file_size,
+            actual: file_len,
+        });
+    }
+    Ok((layout, geometry))
+}
