@@ -81,7 +81,11 @@ pub fn router(shared: Arc<Shared>, commands: mpsc::Sender<Command>) -> Router {
 }
 
 /// Serves `router` on `listener` until `shutdown` turns true.
-pub async fn serve(listener: tokio::net::TcpListener, router: Router, mut shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             while !*shutdown.borrow_and_update() {
@@ -109,7 +113,11 @@ async fn health(State(st): State<AppState>) -> Response {
 async fn ready(State(st): State<AppState>) -> Response {
     let (ok, waiting) = status::readiness(&st.shared);
     let ok = ok && !st.shared.shutting_down.load(Ordering::Relaxed);
-    let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(json!({ "ready": ok, "waiting": waiting }))).into_response()
 }
 
@@ -137,18 +145,27 @@ async fn get_model(State(st): State<AppState>, Path(id): Path<String>) -> Respon
 
 async fn metrics(State(st): State<AppState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         status::prometheus(&st.shared),
     )
         .into_response()
 }
 
-async fn send(st: &AppState, make: impl FnOnce(oneshot::Sender<Result<(), ControlError>>) -> Command) -> Result<(), ControlError> {
+async fn send(
+    st: &AppState,
+    make: impl FnOnce(oneshot::Sender<Result<(), ControlError>>) -> Command,
+) -> Result<(), ControlError> {
     if st.shared.shutting_down.load(Ordering::Relaxed) {
         return Err(ControlError::ShuttingDown);
     }
     let (tx, rx) = oneshot::channel();
-    st.commands.send(make(tx)).await.map_err(|_| ControlError::ShuttingDown)?;
+    st.commands
+        .send(make(tx))
+        .await
+        .map_err(|_| ControlError::ShuttingDown)?;
     rx.await.map_err(|_| ControlError::ShuttingDown)?
 }
 
@@ -207,21 +224,36 @@ async fn add_camera(State(st): State<AppState>, body: Bytes) -> Response {
 }
 
 async fn start_camera(State(st): State<AppState>, Path(id): Path<String>) -> Response {
-    match send(&st, |reply| Command::StartCamera { id: id.clone(), reply }).await {
+    match send(&st, |reply| Command::StartCamera {
+        id: id.clone(),
+        reply,
+    })
+    .await
+    {
         Ok(()) => Json(json!({ "camera": id, "running": true })).into_response(),
         Err(e) => control_error(e),
     }
 }
 
 async fn stop_camera(State(st): State<AppState>, Path(id): Path<String>) -> Response {
-    match send(&st, |reply| Command::StopCamera { id: id.clone(), reply }).await {
+    match send(&st, |reply| Command::StopCamera {
+        id: id.clone(),
+        reply,
+    })
+    .await
+    {
         Ok(()) => Json(json!({ "camera": id, "running": false })).into_response(),
         Err(e) => control_error(e),
     }
 }
 
 async fn remove_camera(State(st): State<AppState>, Path(id): Path<String>) -> Response {
-    match send(&st, |reply| Command::RemoveCamera { id: id.clone(), reply }).await {
+    match send(&st, |reply| Command::RemoveCamera {
+        id: id.clone(),
+        reply,
+    })
+    .await
+    {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => control_error(e),
     }

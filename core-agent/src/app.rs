@@ -68,7 +68,10 @@ fn open_sinks(outputs: &[OutputConfig]) -> Result<Vec<Box<dyn Sink>>, SinkError>
 /// rings and sockets, exit at once.
 fn install_signals(shutdown: watch::Sender<bool>, shared: Arc<Shared>) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };
@@ -103,6 +106,7 @@ fn spawn_table(shared: Arc<Shared>, every: Duration, mut shutdown: watch::Receiv
             let text = table::render(
                 &status::cameras(&shared),
                 &status::models(&shared),
+                shared.api_addr,
                 shared.metrics.uptime().as_secs(),
                 shared.results.pushed(),
                 shared.results.dropped(),
@@ -120,12 +124,17 @@ fn spawn_table(shared: Arc<Shared>, every: Duration, mut shutdown: watch::Receiv
 
 /// Runs the system described by `config` (already validated) until a signal or
 /// `duration`.
-pub async fn run(config: Config, config_path: Option<PathBuf>, duration: Option<Duration>) -> Result<Summary, RunError> {
+pub async fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    duration: Option<Duration>,
+) -> Result<Summary, RunError> {
     let bins = Binaries::locate(config.agent.bin_dir.as_deref())?;
     ensure_dir(&config.agent.ring_dir)?;
     ensure_dir(&config.agent.socket_dir)?;
     let queue = ResultQueue::new(config.limits.result_queue);
-    let dispatcher = Dispatcher::start(queue.clone(), open_sinks(&config.outputs)?).map_err(RunError::Thread)?;
+    let dispatcher =
+        Dispatcher::start(queue.clone(), open_sinks(&config.outputs)?).map_err(RunError::Thread)?;
     let listener = tokio::net::TcpListener::bind(config.agent.api_addr)
         .await
         .map_err(|source| RunError::Bind {
@@ -151,13 +160,27 @@ pub async fn run(config: Config, config_path: Option<PathBuf>, duration: Option<
         });
     }
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
-    let api_task = tokio::spawn(api::serve(listener, api::router(shared.clone(), cmd_tx), shutdown_rx.clone()));
+    let api_task = tokio::spawn(api::serve(
+        listener,
+        api::router(shared.clone(), cmd_tx),
+        shutdown_rx.clone(),
+    ));
     eprintln!("core-agent: status API on http://{api_addr}");
     if config.agent.live_table {
-        spawn_table(shared.clone(), Duration::from_secs(config.agent.table_interval_s), shutdown_rx.clone());
+        spawn_table(
+            shared.clone(),
+            Duration::from_secs(config.agent.table_interval_s),
+            shutdown_rx.clone(),
+        );
     }
 
-    let mut system = System::new(config, config_path, bins, Arc::new(SystemClock), shared.clone());
+    let mut system = System::new(
+        config,
+        config_path,
+        bins,
+        Arc::new(SystemClock),
+        shared.clone(),
+    );
     system.start();
     system.run(cmd_rx, shutdown_rx).await;
 
@@ -167,7 +190,9 @@ pub async fn run(config: Config, config_path: Option<PathBuf>, duration: Option<
         _ => {}
     }
     // Closing the queue lets the dispatcher write what is left and flush.
-    let written = tokio::task::spawn_blocking(move || dispatcher.finish()).await.unwrap_or(0);
+    let written = tokio::task::spawn_blocking(move || dispatcher.finish())
+        .await
+        .unwrap_or(0);
     Ok(Summary {
         written,
         dropped: shared.results.dropped(),

@@ -4,7 +4,7 @@
 //! Every table rejects unknown keys. Every setting that has a default says it in its doc
 //! comment; `config/example.toml` at the repository root shows all of them. Relative
 //! paths (sources, model files, outputs, directories) are resolved against the directory
-//! of the config file. [`validate`] checks the parsed file as a whole and reports every
+//! of the config file. [`validate()`] checks the parsed file as a whole and reports every
 //! problem at once.
 //!
 //! Environment overrides, for the settings people set per host:
@@ -84,7 +84,9 @@ impl std::str::FromStr for LogFormat {
         match s.trim().to_ascii_lowercase().as_str() {
             "text" => Ok(LogFormat::Text),
             "json" => Ok(LogFormat::Json),
-            other => Err(format!("unknown log format {other:?} (expected text or json)")),
+            other => Err(format!(
+                "unknown log format {other:?} (expected text or json)"
+            )),
         }
     }
 }
@@ -490,7 +492,7 @@ impl Config {
     }
 
     /// Reads and parses `path`, then applies the environment overrides. Does not
-    /// validate: call [`validate`].
+    /// validate: call [`validate()`].
     pub fn load(path: &Path) -> Result<Config, LoadError> {
         let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
             path: path.to_path_buf(),
@@ -581,7 +583,9 @@ impl Config {
         &'a self,
         camera: &'a str,
     ) -> impl Iterator<Item = &'a SubscriptionConfig> + 'a {
-        self.subscriptions.iter().filter(move |s| s.camera == camera)
+        self.subscriptions
+            .iter()
+            .filter(move |s| s.camera == camera)
     }
 
     /// Renders the config back to TOML (used to show the demo's generated config).
@@ -638,7 +642,10 @@ mod tests {
     fn relative_paths_resolve_against_the_config_dir() {
         let c = parse(MINIMAL).unwrap();
         assert_eq!(c.cameras[0].source, "/etc/framebus/video.mp4");
-        assert_eq!(c.models[0].path, PathBuf::from("/etc/framebus/models/det.onnx"));
+        assert_eq!(
+            c.models[0].path,
+            PathBuf::from("/etc/framebus/models/det.onnx")
+        );
         let url = parse(&MINIMAL.replace("video.mp4", "rtsp://127.0.0.1:8554/a")).unwrap();
         assert_eq!(url.cameras[0].source, "rtsp://127.0.0.1:8554/a");
     }
@@ -680,7 +687,13 @@ mod tests {
         let err = c
             .apply_env(|k| (k == ENV_SOCKET_DIR).then(|| "rel/dir".to_owned()))
             .unwrap_err();
-        assert!(matches!(err, LoadError::Env { name: ENV_SOCKET_DIR, .. }));
+        assert!(matches!(
+            err,
+            LoadError::Env {
+                name: ENV_SOCKET_DIR,
+                ..
+            }
+        ));
         let err = c
             .apply_env(|k| (k == ENV_LOG_FORMAT).then(|| "xml".to_owned()))
             .unwrap_err();

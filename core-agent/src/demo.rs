@@ -11,7 +11,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::config::{AgentSettings, CameraConfig, Config, ModelConfig, OutputConfig, SubscriptionConfig};
+use crate::config::{
+    AgentSettings, CameraConfig, Config, ModelConfig, OutputConfig, SubscriptionConfig,
+};
 
 /// Environment variable naming the assets directory.
 pub const ENV_ASSETS: &str = "FRAMEBUS_ASSETS";
@@ -128,7 +130,10 @@ pub fn synthetic_video(dir: &Path) -> Result<PathBuf, DemoError> {
     let filter = "[0][1]overlay=x='mod(t*70,W+w)-w':y=60[a];\
                   [a][2]overlay=x='W-mod(t*50+200,W+w)':y=200[b];\
                   [b][3]overlay=x='mod(t*35+300,W+w)-w':y=120:shortest=1,format=yuv420p";
-    let mut args: Vec<String> = ["-y", "-loglevel", "error"].iter().map(|s| s.to_string()).collect();
+    let mut args: Vec<String> = ["-y", "-loglevel", "error"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     for src in [
         "color=c=0x202020:s=640x360:r=25:d=16",
         "color=c=white:s=44x120:r=25:d=16",
@@ -138,7 +143,9 @@ pub fn synthetic_video(dir: &Path) -> Result<PathBuf, DemoError> {
         args.extend(["-f".into(), "lavfi".into(), "-i".into(), src.into()]);
     }
     args.extend(["-filter_complex".into(), filter.into()]);
-    let h264 = ["-c:v", "libx264", "-preset", "veryfast", "-g", "25", "-bf", "0"];
+    let h264 = [
+        "-c:v", "libx264", "-preset", "veryfast", "-g", "25", "-bf", "0",
+    ];
     let mpeg4 = ["-c:v", "mpeg4", "-q:v", "3", "-g", "25", "-bf", "0"];
     let first = run(
         "ffmpeg (synthetic video)",
@@ -171,7 +178,10 @@ pub fn demo_model(dir: &Path) -> Result<PathBuf, DemoError> {
     }
     run(
         "tools/make_demo_model.py (set FRAMEBUS_PYTHON to a Python with onnx and numpy)",
-        Command::new(python()).arg(&script).arg("--output").arg(&out),
+        Command::new(python())
+            .arg(&script)
+            .arg("--output")
+            .arg(&out),
     )?;
     Ok(out)
 }
@@ -278,7 +288,8 @@ mod tests {
         assert_eq!(c.cameras.len(), 2);
         assert_eq!(c.models[0].id, "yolov8n");
         // And the rendered file parses back to the same config.
-        let again = Config::from_toml(&c.to_toml(), Path::new("demo.toml"), Path::new("/")).unwrap();
+        let again =
+            Config::from_toml(&c.to_toml(), Path::new("demo.toml"), Path::new("/")).unwrap();
         assert_eq!(again, c);
     }
 }

@@ -59,8 +59,13 @@ fn load(cli: &Cli) -> Result<(Config, Option<PathBuf>), String> {
             _ => DemoData::Synthetic,
         };
         match &data {
-            DemoData::Assets(dir) => eprintln!("core-agent: demo with the real model and video from {}", dir.display()),
-            DemoData::Synthetic => eprintln!("core-agent: demo with a generated video and model (no assets found)"),
+            DemoData::Assets(dir) => eprintln!(
+                "core-agent: demo with the real model and video from {}",
+                dir.display()
+            ),
+            DemoData::Synthetic => {
+                eprintln!("core-agent: demo with a generated video and model (no assets found)")
+            }
         }
         let work_dir = cli
             .work_dir
@@ -71,10 +76,14 @@ fn load(cli: &Cli) -> Result<(Config, Option<PathBuf>), String> {
         let opts = DemoOptions {
             work_dir: work_dir.clone(),
             results,
-            api_addr: cli.api.unwrap_or_else(|| "127.0.0.1:7878".parse().expect("literal address")),
+            api_addr: cli
+                .api
+                .unwrap_or_else(|| "127.0.0.1:7878".parse().expect("literal address")),
         };
         let mut config = demo::prepare(&opts, &data).map_err(|e| e.to_string())?;
-        config.apply_env(|k| std::env::var(k).ok()).map_err(|e| e.to_string())?;
+        config
+            .apply_env(|k| std::env::var(k).ok())
+            .map_err(|e| e.to_string())?;
         let path = work_dir.join("demo.toml");
         if std::fs::write(&path, config.to_toml()).is_ok() {
             eprintln!("core-agent: demo config written to {}", path.display());
@@ -91,7 +100,9 @@ fn init_logging(filter: &str, format: LogFormat) {
         eprintln!("core-agent: bad log filter {filter:?} ({e}); using info");
         EnvFilter::new("info")
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.with_ansi(false).init(),
         LogFormat::Json => builder.json().init(),
@@ -144,8 +155,14 @@ fn main() -> ExitCode {
     }
     default_ort_path();
     init_logging(&config.agent.log, config.agent.log_format);
-    let duration = cli.duration.filter(|d| *d > 0.0).map(Duration::from_secs_f64);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let duration = cli
+        .duration
+        .filter(|d| *d > 0.0)
+        .map(Duration::from_secs_f64);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("core-agent: cannot start the runtime: {e}");
@@ -154,7 +171,10 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(core_agent::app::run(config, path, duration)) {
         Ok(summary) => {
-            println!("core-agent: stopped; {} results written, {} dropped", summary.written, summary.dropped);
+            println!(
+                "core-agent: stopped; {} results written, {} dropped",
+                summary.written, summary.dropped
+            );
             for c in &summary.cameras {
                 for s in &c.subscriptions {
                     println!(
@@ -165,7 +185,10 @@ fn main() -> ExitCode {
             }
             for m in &summary.models {
                 if let Some(r) = m.server.last_recovery_ms {
-                    println!("  model {}: {} restarts, last recovery {r} ms", m.id, m.server.restarts);
+                    println!(
+                        "  model {}: {} restarts, last recovery {r} ms",
+                        m.id, m.server.restarts
+                    );
                 }
             }
             ExitCode::SUCCESS

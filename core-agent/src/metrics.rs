@@ -178,7 +178,12 @@ pub struct CameraMetrics {
 impl CameraMetrics {
     /// The subscription counters for `model`, created on first use.
     pub fn sub(&self, model: &str) -> Arc<SubMetrics> {
-        if let Some(s) = self.subs.read().unwrap_or_else(|e| e.into_inner()).get(model) {
+        if let Some(s) = self
+            .subs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(model)
+        {
             return s.clone();
         }
         self.subs
@@ -233,7 +238,12 @@ impl Metrics {
 
     /// The camera's metrics, created on first use.
     pub fn camera(&self, id: &str) -> Arc<CameraMetrics> {
-        if let Some(c) = self.cameras.read().unwrap_or_else(|e| e.into_inner()).get(id) {
+        if let Some(c) = self
+            .cameras
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+        {
             return c.clone();
         }
         self.cameras
@@ -246,12 +256,20 @@ impl Metrics {
 
     /// Forgets a removed camera.
     pub fn remove_camera(&self, id: &str) {
-        self.cameras.write().unwrap_or_else(|e| e.into_inner()).remove(id);
+        self.cameras
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
     }
 
     /// The model's metrics, created on first use.
     pub fn model(&self, id: &str) -> Arc<ModelMetrics> {
-        if let Some(m) = self.models.read().unwrap_or_else(|e| e.into_inner()).get(id) {
+        if let Some(m) = self
+            .models
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+        {
             return m.clone();
         }
         self.models
@@ -369,7 +387,10 @@ mod tests {
             w.record(i as f64);
         }
         let p = w.percentiles();
-        assert_eq!((p.count, p.p50, p.p90, p.p99, p.max), (100, 50.0, 90.0, 99.0, 100.0));
+        assert_eq!(
+            (p.count, p.p50, p.p90, p.p99, p.max),
+            (100, 50.0, 90.0, 99.0, 100.0)
+        );
         assert_eq!(LatencyWindow::default().percentiles(), Pct::default());
     }
 
@@ -403,6 +424,9 @@ mod tests {
         s.count_error(ErrorCode::ShuttingDown);
         s.count_error(ErrorCode::Internal);
         let snap = SubSnapshot::read("m", 5.0, &s);
-        assert_eq!((snap.stale, snap.overloaded, snap.unavailable, snap.errors), (1, 1, 1, 1));
+        assert_eq!(
+            (snap.stale, snap.overloaded, snap.unavailable, snap.errors),
+            (1, 1, 1, 1)
+        );
     }
 }

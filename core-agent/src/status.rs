@@ -75,7 +75,11 @@ pub fn cameras(shared: &Shared) -> Vec<CameraStatus> {
                 source: c.config.source.clone(),
                 state,
                 running: c.running,
-                fps_decoded: if c.running { ring.fps_decoded } else { 0.0 },
+                fps_decoded: if kernel.as_ref().is_some_and(|k| k.state == ProcState::Ready) {
+                    ring.fps_decoded
+                } else {
+                    0.0
+                },
                 kernel,
                 ring,
                 frames_seen: m.frames_seen.load(Ordering::Relaxed),
@@ -123,8 +127,13 @@ pub fn readiness(shared: &Shared) -> (bool, Vec<String>) {
     (waiting.is_empty(), waiting)
 }
 
+/// A per-subscription counter family: name, help, getter.
+type Counter = (&'static str, &'static str, fn(&SubSnapshot) -> u64);
+
 fn label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// The Prometheus text exposition (format 0.0.4).
@@ -135,82 +144,256 @@ pub fn prometheus(shared: &Shared) -> String {
     let family = |out: &mut String, name: &str, kind: &str, help: &str| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     };
-    family(&mut out, "framebus_uptime_seconds", "gauge", "Seconds since the agent started.");
-    let _ = writeln!(out, "framebus_uptime_seconds {:.3}", shared.metrics.uptime().as_secs_f64());
-    family(&mut out, "framebus_results_queued_total", "counter", "Result records accepted by the result queue.");
-    let _ = writeln!(out, "framebus_results_queued_total {}", shared.results.pushed());
-    family(&mut out, "framebus_results_dropped_total", "counter", "Result records dropped because the queue was full (oldest first).");
-    let _ = writeln!(out, "framebus_results_dropped_total {}", shared.results.dropped());
+    family(
+        &mut out,
+        "framebus_uptime_seconds",
+        "gauge",
+        "Seconds since the agent started.",
+    );
+    let _ = writeln!(
+        out,
+        "framebus_uptime_seconds {:.3}",
+        shared.metrics.uptime().as_secs_f64()
+    );
+    family(
+        &mut out,
+        "framebus_results_queued_total",
+        "counter",
+        "Result records accepted by the result queue.",
+    );
+    let _ = writeln!(
+        out,
+        "framebus_results_queued_total {}",
+        shared.results.pushed()
+    );
+    family(
+        &mut out,
+        "framebus_results_dropped_total",
+        "counter",
+        "Result records dropped because the queue was full (oldest first).",
+    );
+    let _ = writeln!(
+        out,
+        "framebus_results_dropped_total {}",
+        shared.results.dropped()
+    );
 
-    family(&mut out, "framebus_camera_up", "gauge", "1 when the camera's ring is live.");
+    family(
+        &mut out,
+        "framebus_camera_up",
+        "gauge",
+        "1 when the camera's ring is live.",
+    );
     for c in &cams {
-        let _ = writeln!(out, "framebus_camera_up{{camera=\"{}\"}} {}", label(&c.id), u8::from(c.state == "live"));
+        let _ = writeln!(
+            out,
+            "framebus_camera_up{{camera=\"{}\"}} {}",
+            label(&c.id),
+            u8::from(c.state == "live")
+        );
     }
-    family(&mut out, "framebus_camera_fps_decoded", "gauge", "Frames decoded per second.");
+    family(
+        &mut out,
+        "framebus_camera_fps_decoded",
+        "gauge",
+        "Frames decoded per second.",
+    );
     for c in &cams {
-        let _ = writeln!(out, "framebus_camera_fps_decoded{{camera=\"{}\"}} {:.3}", label(&c.id), c.fps_decoded);
+        let _ = writeln!(
+            out,
+            "framebus_camera_fps_decoded{{camera=\"{}\"}} {:.3}",
+            label(&c.id),
+            c.fps_decoded
+        );
     }
-    family(&mut out, "framebus_camera_frames_decoded_total", "counter", "Frames decoded by the kernel (current ring generation).");
+    family(
+        &mut out,
+        "framebus_camera_frames_decoded_total",
+        "counter",
+        "Frames decoded by the kernel (current ring generation).",
+    );
     for c in &cams {
-        let _ = writeln!(out, "framebus_camera_frames_decoded_total{{camera=\"{}\"}} {}", label(&c.id), c.ring.frames_decoded);
+        let _ = writeln!(
+            out,
+            "framebus_camera_frames_decoded_total{{camera=\"{}\"}} {}",
+            label(&c.id),
+            c.ring.frames_decoded
+        );
     }
-    family(&mut out, "framebus_kernel_restarts_total", "counter", "Frame kernel restarts.");
+    family(
+        &mut out,
+        "framebus_kernel_restarts_total",
+        "counter",
+        "Frame kernel restarts.",
+    );
     for c in &cams {
         let n = c.kernel.as_ref().map_or(0, |k| k.restarts);
-        let _ = writeln!(out, "framebus_kernel_restarts_total{{camera=\"{}\"}} {n}", label(&c.id));
+        let _ = writeln!(
+            out,
+            "framebus_kernel_restarts_total{{camera=\"{}\"}} {n}",
+            label(&c.id)
+        );
     }
-    let sub_counters: [(&str, &str, fn(&SubSnapshot) -> u64); 9] = [
-        ("framebus_requests_total", "Inference requests sent.", |s| s.sent),
-        ("framebus_results_total", "Successful inference results.", |s| s.results),
-        ("framebus_missed_slots_total", "FPS-gate slots skipped because the model was busy or down.", |s| s.missed),
-        ("framebus_stale_frames_total", "Answers stale_frame (slot overwritten before it was read).", |s| s.stale),
-        ("framebus_overloaded_total", "Answers overloaded.", |s| s.overloaded),
-        ("framebus_unavailable_total", "Answers model_unavailable or shutting_down.", |s| s.unavailable),
-        ("framebus_timeouts_total", "Requests without an answer in time, or deadline_exceeded.", |s| s.timeouts),
-        ("framebus_disconnects_total", "Requests lost with a dead connection.", |s| s.disconnects),
-        ("framebus_errors_total", "Other failed requests.", |s| s.errors),
+    let sub_counters: [Counter; 9] = [
+        ("framebus_requests_total", "Inference requests sent.", |s| {
+            s.sent
+        }),
+        (
+            "framebus_results_total",
+            "Successful inference results.",
+            |s| s.results,
+        ),
+        (
+            "framebus_missed_slots_total",
+            "FPS-gate slots skipped because the model was busy or down.",
+            |s| s.missed,
+        ),
+        (
+            "framebus_stale_frames_total",
+            "Answers stale_frame (slot overwritten before it was read).",
+            |s| s.stale,
+        ),
+        ("framebus_overloaded_total", "Answers overloaded.", |s| {
+            s.overloaded
+        }),
+        (
+            "framebus_unavailable_total",
+            "Answers model_unavailable or shutting_down.",
+            |s| s.unavailable,
+        ),
+        (
+            "framebus_timeouts_total",
+            "Requests without an answer in time, or deadline_exceeded.",
+            |s| s.timeouts,
+        ),
+        (
+            "framebus_disconnects_total",
+            "Requests lost with a dead connection.",
+            |s| s.disconnects,
+        ),
+        ("framebus_errors_total", "Other failed requests.", |s| {
+            s.errors
+        }),
     ];
     for (name, help, get) in sub_counters {
         family(&mut out, name, "counter", help);
         for c in &cams {
             for s in &c.subscriptions {
-                let _ = writeln!(out, "{name}{{camera=\"{}\",model=\"{}\"}} {}", label(&c.id), label(&s.model), get(s));
+                let _ = writeln!(
+                    out,
+                    "{name}{{camera=\"{}\",model=\"{}\"}} {}",
+                    label(&c.id),
+                    label(&s.model),
+                    get(s)
+                );
             }
         }
     }
-    family(&mut out, "framebus_fps_inferred", "gauge", "Results per second.");
-    family(&mut out, "framebus_people", "gauge", "Persons in the latest result.");
-    family(&mut out, "framebus_latency_seconds", "summary", "Capture-to-result latency over the last results.");
+    family(
+        &mut out,
+        "framebus_fps_inferred",
+        "gauge",
+        "Results per second.",
+    );
+    family(
+        &mut out,
+        "framebus_people",
+        "gauge",
+        "Persons in the latest result.",
+    );
+    family(
+        &mut out,
+        "framebus_latency_seconds",
+        "summary",
+        "Capture-to-result latency over the last results.",
+    );
     for c in &cams {
         for s in &c.subscriptions {
             let l = format!("camera=\"{}\",model=\"{}\"", label(&c.id), label(&s.model));
             let _ = writeln!(out, "framebus_fps_inferred{{{l}}} {:.3}", s.fps_inferred);
             let _ = writeln!(out, "framebus_people{{{l}}} {}", s.people);
-            for (q, v) in [("0.5", s.latency_ms.p50), ("0.9", s.latency_ms.p90), ("0.99", s.latency_ms.p99)] {
-                let _ = writeln!(out, "framebus_latency_seconds{{{l},quantile=\"{q}\"}} {:.6}", v / 1e3);
+            for (q, v) in [
+                ("0.5", s.latency_ms.p50),
+                ("0.9", s.latency_ms.p90),
+                ("0.99", s.latency_ms.p99),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "framebus_latency_seconds{{{l},quantile=\"{q}\"}} {:.6}",
+                    v / 1e3
+                );
             }
-            let _ = writeln!(out, "framebus_latency_seconds_count{{{l}}} {}", s.latency_ms.count);
+            let _ = writeln!(
+                out,
+                "framebus_latency_seconds_count{{{l}}} {}",
+                s.latency_ms.count
+            );
         }
     }
-    family(&mut out, "framebus_model_up", "gauge", "1 when the model server is ready.");
+    family(
+        &mut out,
+        "framebus_model_up",
+        "gauge",
+        "1 when the model server is ready.",
+    );
     for m in &models {
-        let _ = writeln!(out, "framebus_model_up{{model=\"{}\"}} {}", label(&m.id), u8::from(m.state == ProcState::Ready));
+        let _ = writeln!(
+            out,
+            "framebus_model_up{{model=\"{}\"}} {}",
+            label(&m.id),
+            u8::from(m.state == ProcState::Ready)
+        );
     }
-    family(&mut out, "framebus_model_failed", "gauge", "1 when the model server was given up on.");
+    family(
+        &mut out,
+        "framebus_model_failed",
+        "gauge",
+        "1 when the model server was given up on.",
+    );
     for m in &models {
-        let _ = writeln!(out, "framebus_model_failed{{model=\"{}\"}} {}", label(&m.id), u8::from(m.state == ProcState::Failed));
+        let _ = writeln!(
+            out,
+            "framebus_model_failed{{model=\"{}\"}} {}",
+            label(&m.id),
+            u8::from(m.state == ProcState::Failed)
+        );
     }
-    family(&mut out, "framebus_model_restarts_total", "counter", "Model server restarts.");
+    family(
+        &mut out,
+        "framebus_model_restarts_total",
+        "counter",
+        "Model server restarts.",
+    );
     for m in &models {
-        let _ = writeln!(out, "framebus_model_restarts_total{{model=\"{}\"}} {}", label(&m.id), m.server.restarts);
+        let _ = writeln!(
+            out,
+            "framebus_model_restarts_total{{model=\"{}\"}} {}",
+            label(&m.id),
+            m.server.restarts
+        );
     }
-    family(&mut out, "framebus_model_round_trip_seconds", "summary", "Request-to-result latency at the agent over the last results.");
+    family(
+        &mut out,
+        "framebus_model_round_trip_seconds",
+        "summary",
+        "Request-to-result latency at the agent over the last results.",
+    );
     for m in &models {
         let p = m.stats.round_trip_ms;
         for (q, v) in [("0.5", p.p50), ("0.9", p.p90), ("0.99", p.p99)] {
-            let _ = writeln!(out, "framebus_model_round_trip_seconds{{model=\"{}\",quantile=\"{q}\"}} {:.6}", label(&m.id), v / 1e3);
+            let _ = writeln!(
+                out,
+                "framebus_model_round_trip_seconds{{model=\"{}\",quantile=\"{q}\"}} {:.6}",
+                label(&m.id),
+                v / 1e3
+            );
         }
-        let _ = writeln!(out, "framebus_model_round_trip_seconds_count{{model=\"{}\"}} {}", label(&m.id), p.count);
+        let _ = writeln!(
+            out,
+            "framebus_model_round_trip_seconds_count{{model=\"{}\"}} {}",
+            label(&m.id),
+            p.count
+        );
     }
     out
 }

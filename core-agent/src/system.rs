@@ -16,7 +16,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::agent::{AgentHandle, AgentSpec, SubSpec};
 use crate::clock::Clock;
 use crate::config::validate::check_camera;
-use crate::config::{validate, CameraConfig, Config, ModelConfig, SubscriptionConfig, ValidationErrors};
+use crate::config::{
+    validate, CameraConfig, Config, ModelConfig, SubscriptionConfig, ValidationErrors,
+};
 use crate::metrics::Metrics;
 use crate::results::ResultQueue;
 use crate::supervisor::child::ChildSpec;
@@ -299,7 +301,10 @@ impl System {
         arg("--batch-delay-us", &m.batch_delay_us.to_string());
         arg("--score-threshold", &m.score_threshold.to_string());
         arg("--iou-threshold", &m.iou_threshold.to_string());
-        arg("--max-frame", &self.config.limits.max_message_bytes.to_string());
+        arg(
+            "--max-frame",
+            &self.config.limits.max_message_bytes.to_string(),
+        );
         if self.config.agent.log_format == crate::config::LogFormat::Json {
             args.push("--log-json".into());
         }
@@ -460,7 +465,11 @@ impl System {
         if self.cameras.get(id).is_some_and(|rt| rt.kernel.is_some()) {
             return;
         }
-        let kernel = ProcessHandle::spawn(self.kernel_spec(&c), self.config.supervisor.clone(), self.clock.clone());
+        let kernel = ProcessHandle::spawn(
+            self.kernel_spec(&c),
+            self.config.supervisor.clone(),
+            self.clock.clone(),
+        );
         let agent = self.spawn_agent(&c, kernel.status());
         self.cameras.insert(
             id.to_owned(),
@@ -482,7 +491,13 @@ impl System {
                 None => watch::channel(ProcStatus::default()).1,
             })
             .collect();
-        AgentHandle::spawn(spec, kernel, statuses, &self.shared.metrics, self.shared.results.clone())
+        AgentHandle::spawn(
+            spec,
+            kernel,
+            statuses,
+            &self.shared.metrics,
+            self.shared.results.clone(),
+        )
     }
 
     async fn stop_camera(&mut self, id: &str) {
@@ -502,7 +517,13 @@ impl System {
         for m in &models {
             self.start_model(m);
         }
-        let ids: Vec<String> = self.config.cameras.iter().filter(|c| c.enabled).map(|c| c.id.clone()).collect();
+        let ids: Vec<String> = self
+            .config
+            .cameras
+            .iter()
+            .filter(|c| c.enabled)
+            .map(|c| c.id.clone())
+            .collect();
         for id in ids {
             self.start_camera(&id);
         }
@@ -511,7 +532,11 @@ impl System {
 
     /// Serves commands and watches files until `shutdown` turns true, then stops
     /// everything in order.
-    pub async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let watch_every = self.config.supervisor.watch_interval_ms;
         let mut tick = tokio::time::interval(Duration::from_millis(watch_every.max(100)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -581,7 +606,11 @@ impl System {
 
     /// Validates the camera against the running config (same checks as the file) and
     /// starts it when enabled.
-    async fn add_camera(&mut self, camera: CameraConfig, subs: Vec<SubscriptionConfig>) -> Result<(), ControlError> {
+    async fn add_camera(
+        &mut self,
+        camera: CameraConfig,
+        subs: Vec<SubscriptionConfig>,
+    ) -> Result<(), ControlError> {
         if self.config.camera(&camera.id).is_some() {
             return Err(ControlError::Exists(camera.id));
         }
@@ -611,7 +640,8 @@ impl System {
         }
         tracing::info!(camera = %camera.id, "camera added through the API");
         self.config = candidate;
-        self.api_cameras.insert(camera.id.clone(), (camera.clone(), subs));
+        self.api_cameras
+            .insert(camera.id.clone(), (camera.clone(), subs));
         if camera.enabled {
             self.start_camera(&camera.id);
         }
@@ -636,12 +666,16 @@ impl System {
     }
 
     async fn reload_config(&mut self) {
-        let Some((path, _)) = &self.config_watch else { return };
+        let Some((path, _)) = &self.config_watch else {
+            return;
+        };
         let path = path.clone();
         let mut next = match Config::load(&path) {
             Ok(c) => c,
             Err(e) => {
-                tracing::error!("config changed but cannot be loaded, keeping the running one: {e}");
+                tracing::error!(
+                    "config changed but cannot be loaded, keeping the running one: {e}"
+                );
                 return;
             }
         };
@@ -688,8 +722,14 @@ impl System {
                         rt.file = FileWatch::new(&n.path);
                         rt.handle.replace(spec, "config changed").await;
                     }
-                    if m.socket_path(&old.agent.socket_dir) != n.socket_path(&new.agent.socket_dir) {
-                        touched.extend(new.subscriptions.iter().filter(|s| s.model == m.id).map(|s| s.camera.clone()));
+                    if m.socket_path(&old.agent.socket_dir) != n.socket_path(&new.agent.socket_dir)
+                    {
+                        touched.extend(
+                            new.subscriptions
+                                .iter()
+                                .filter(|s| s.model == m.id)
+                                .map(|s| s.camera.clone()),
+                        );
                     }
                 }
                 Some(_) => {}
@@ -731,7 +771,9 @@ impl System {
             }
         }
         for id in touched {
-            let Some(c) = new.camera(&id).cloned() else { continue };
+            let Some(c) = new.camera(&id).cloned() else {
+                continue;
+            };
             let kernel = self.cameras.get_mut(&id).and_then(|rt| {
                 let k = rt.kernel.as_ref()?.status();
                 Some((rt.agent.take(), k))
@@ -762,7 +804,12 @@ impl System {
         }
         futures_join(agents.into_iter().map(|a| a.stop())).await;
         tracing::info!("stopping model servers");
-        futures_join(std::mem::take(&mut self.models).into_values().map(|m| m.handle.stop())).await;
+        futures_join(
+            std::mem::take(&mut self.models)
+                .into_values()
+                .map(|m| m.handle.stop()),
+        )
+        .await;
         tracing::info!("stopping frame kernels");
         futures_join(kernels.into_iter().map(|k| k.stop())).await;
         self.publish_view();

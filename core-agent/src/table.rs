@@ -6,17 +6,43 @@ use std::fmt::Write as _;
 use crate::status::{CameraStatus, ModelStatus};
 
 /// Renders the table.
-pub fn render(cameras: &[CameraStatus], models: &[ModelStatus], uptime_s: u64, results: u64, dropped: u64) -> String {
+pub fn render(
+    cameras: &[CameraStatus],
+    models: &[ModelStatus],
+    uptime_s: u64,
+    results: u64,
+    dropped: u64,
+) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "framebus  up {uptime_s}s  results {results}  dropped {dropped}");
+    let _ = writeln!(
+        out,
+        "framebus  up {uptime_s}s  results {results}  dropped {dropped}"
+    );
     let _ = writeln!(
         out,
         "{:<12} {:<12} {:>7} {:<12} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8} {:>8}",
-        "CAMERA", "STATE", "DEC/s", "MODEL", "TARGET", "INF/s", "MISSED", "STALE", "PEOPLE", "P50 ms", "P95 ms"
+        "CAMERA",
+        "STATE",
+        "DEC/s",
+        "MODEL",
+        "TARGET",
+        "INF/s",
+        "MISSED",
+        "STALE",
+        "PEOPLE",
+        "P50 ms",
+        "P95 ms"
     );
     for c in cameras {
         if c.subscriptions.is_empty() {
-            let _ = writeln!(out, "{:<12} {:<12} {:>7.1} {:<12}", trunc(&c.id, 12), trunc(&c.state, 12), c.fps_decoded, "-");
+            let _ = writeln!(
+                out,
+                "{:<12} {:<12} {:>7.1} {:<12}",
+                trunc(&c.id, 12),
+                trunc(&c.state, 12),
+                c.fps_decoded,
+                "-"
+            );
         }
         for s in &c.subscriptions {
             let _ = writeln!(
@@ -45,7 +71,12 @@ pub fn render(cameras: &[CameraStatus], models: &[ModelStatus], uptime_s: u64, r
             m.server.restarts,
             m.stats.round_trip_ms.p50
         );
-        if let Some(e) = m.server.last_error.as_ref().filter(|_| m.state.as_str() != "ready") {
+        if let Some(e) = m
+            .server
+            .last_error
+            .as_ref()
+            .filter(|_| m.state.as_str() != "ready")
+        {
             let _ = write!(out, "  ({})", trunc(e, 100));
         }
         out.push('\n');
@@ -92,7 +123,11 @@ mod tests {
                 ..SubSnapshot::default()
             }],
         };
-        let t = render(&[cam], &[], 12, 60, 0);
+        let t = render(&[cam], &[], "127.0.0.1:7878".parse().unwrap(), 12, 60, 0);
+        assert!(
+            t.starts_with("framebus  http://127.0.0.1:7878  up 12s"),
+            "{t}"
+        );
         let row = t.lines().nth(2).unwrap();
         assert!(row.starts_with("lobby"), "{t}");
         for want in ["live", "25.0", "yolov8n", "4.8", "41.0", "55.0"] {

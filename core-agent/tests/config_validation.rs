@@ -69,7 +69,11 @@ fps = 25
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stderr}");
-    assert_eq!(out.status.code(), Some(2), "exit status for an invalid config");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "exit status for an invalid config"
+    );
     // One message, every problem.
     assert!(stderr.contains("invalid config: 8 problems"), "{stderr}");
     for needle in [
@@ -94,10 +98,17 @@ fps = 25
 fn a_syntax_error_names_the_key_and_line() {
     let dirs = Dirs::new();
     std::fs::write(dirs.config(), "[agent]\napi_adr = \"127.0.0.1:1\"\n").unwrap();
-    let out = Command::new(agent_bin()).arg("--config").arg(dirs.config()).output().unwrap();
+    let out = Command::new(agent_bin())
+        .arg("--config")
+        .arg(dirs.config())
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr.contains("api_adr") && stderr.contains("line 2"), "{stderr}");
+    assert!(
+        stderr.contains("api_adr") && stderr.contains("line 2"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -119,8 +130,15 @@ fn check_accepts_a_good_config() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("config OK: 1 cameras, 1 models, 1 subscriptions, 1 outputs"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("config OK: 1 cameras, 1 models, 1 subscriptions, 1 outputs"),
+        "{stdout}"
+    );
     assert!(!dirs.rings().exists());
 }
 
@@ -132,7 +150,8 @@ fn the_example_configs_are_valid() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             let config = core_agent::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-            core_agent::config::validate(&config, false).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            core_agent::config::validate(&config, false)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             seen += 1;
         }
     }

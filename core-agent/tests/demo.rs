@@ -17,15 +17,23 @@ fn synthetic_demo_runs_the_whole_system() {
     let rings = dir.path().join("rings");
     let results = dir.path().join("results.jsonl");
     let mut cmd = Command::new(agent_bin());
-    cmd.args(["--demo", "--synthetic", "--table", "--duration", "20", "--api", "127.0.0.1:0"])
-        .arg("--bin-dir")
-        .arg(&bins)
-        .arg("--work-dir")
-        .arg(dir.path().join("work"))
-        .arg("--results")
-        .arg(&results)
-        .env("FRAMEBUS_RING_DIR", &rings)
-        .env_remove("FRAMEBUS_SOCKET_DIR");
+    cmd.args([
+        "--demo",
+        "--synthetic",
+        "--table",
+        "--duration",
+        "20",
+        "--api",
+        "127.0.0.1:0",
+    ])
+    .arg("--bin-dir")
+    .arg(&bins)
+    .arg("--work-dir")
+    .arg(dir.path().join("work"))
+    .arg("--results")
+    .arg(&results)
+    .env("FRAMEBUS_RING_DIR", &rings)
+    .env_remove("FRAMEBUS_SOCKET_DIR");
     if let Some(ort) = ort_dylib() {
         cmd.env("ORT_DYLIB_PATH", ort);
     }
@@ -36,8 +44,14 @@ fn synthetic_demo_runs_the_whole_system() {
     assert!(out.status.success(), "demo failed: {stderr}");
     assert!(stderr.contains("generated video and model"), "{stderr}");
     // The live table was printed with both cameras.
-    assert!(stdout.contains("CAMERA") && stdout.contains("PEOPLE"), "{stdout}");
-    assert!(stdout.contains("lobby") && stdout.contains("entrance"), "{stdout}");
+    assert!(
+        stdout.contains("CAMERA") && stdout.contains("PEOPLE"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("lobby") && stdout.contains("entrance"),
+        "{stdout}"
+    );
     let records: Vec<ResultRecord> = std::fs::read_to_string(&results)
         .unwrap()
         .lines()
@@ -49,8 +63,15 @@ fn synthetic_demo_runs_the_whole_system() {
         println!("{cam}: {} results, {people} persons", mine.len());
         assert!(mine.len() >= 20, "{cam}: only {} results", mine.len());
         // The generated model finds the moving boxes in the generated video.
-        assert!(mine.iter().filter(|r| r.count_of("person") > 0).count() * 2 > mine.len(), "{cam}: too few detections");
+        assert!(
+            mine.iter().filter(|r| r.count_of("person") > 0).count() * 2 > mine.len(),
+            "{cam}: too few detections"
+        );
         assert!(mine.iter().all(|r| r.model == "demo-detector"));
     }
-    assert_eq!(std::fs::read_dir(&rings).unwrap().count(), 0, "rings left behind");
+    assert_eq!(
+        std::fs::read_dir(&rings).unwrap().count(),
+        0,
+        "rings left behind"
+    );
 }

@@ -24,13 +24,17 @@ fn pid_of(v: &Value, path: &[&str]) -> Option<u32> {
 
 /// Waits for a result of (camera, model) that arrived after `since_ms`; returns when.
 fn next_result(agent: &Agent, camera: &str, model: &str, since_ms: u64, timeout: Duration) -> u64 {
-    wait_for(timeout, &format!("a new result {camera} -> {model}"), || {
-        of(&agent.results(), camera, model)
-            .iter()
-            .map(|r| r.result_unix_ms)
-            .filter(|&t| t > since_ms)
-            .min()
-    })
+    wait_for(
+        timeout,
+        &format!("a new result {camera} -> {model}"),
+        || {
+            of(&agent.results(), camera, model)
+                .iter()
+                .map(|r| r.result_unix_ms)
+                .filter(|&t| t > since_ms)
+                .min()
+        },
+    )
 }
 
 #[test]
@@ -102,23 +106,41 @@ fps = 5
     );
     let mut agent = Agent::start(dirs, &config, &[]);
     let t0 = now_ms();
-    for (c, m) in [("cam-a", "yolov8n"), ("cam-a", "yolox"), ("cam-b", "yolov8n")] {
+    for (c, m) in [
+        ("cam-a", "yolov8n"),
+        ("cam-a", "yolox"),
+        ("cam-b", "yolov8n"),
+    ] {
         next_result(&agent, c, m, 0, Duration::from_secs(120));
     }
     println!("all pairs delivering {} ms after start", now_ms() - t0);
 
     // A model file that cannot load: failed, with the reason; the rest runs.
-    let broken = wait_for(Duration::from_secs(60), "the broken model marked failed", || {
-        let m = agent.model("broken");
-        (m["state"] == "failed").then_some(m)
-    });
+    let broken = wait_for(
+        Duration::from_secs(60),
+        "the broken model marked failed",
+        || {
+            let m = agent.model("broken");
+            (m["state"] == "failed").then_some(m)
+        },
+    );
     let reason = broken["server"]["last_error"].as_str().unwrap().to_owned();
     println!("broken model: {reason}");
-    assert!(reason.contains("given up") && reason.contains("exited with status"), "{reason}");
-    assert!(reason.to_lowercase().contains("model") || reason.contains("onnx"), "{reason}");
+    assert!(
+        reason.contains("given up") && reason.contains("exited with status"),
+        "{reason}"
+    );
+    assert!(
+        reason.to_lowercase().contains("model") || reason.contains("onnx"),
+        "{reason}"
+    );
     let (_, metrics) = agent.http("GET", "/metrics", None);
     assert!(metrics.contains("framebus_model_failed{model=\"broken\"} 1"));
-    assert_eq!(agent.http("GET", "/ready", None).0, 503, "not ready while a model failed");
+    assert_eq!(
+        agent.http("GET", "/ready", None).0,
+        503,
+        "not ready while a model failed"
+    );
 
     // 1. kill -9 of a model server mid-stream.
     let before = agent.model("yolov8n");
@@ -126,7 +148,13 @@ fps = 5
     let yolox_before = of(&agent.results(), "cam-a", "yolox").len();
     let killed_at = now_ms();
     kill(old_pid, libc::SIGKILL);
-    let resumed = next_result(&agent, "cam-b", "yolov8n", killed_at, Duration::from_secs(60));
+    let resumed = next_result(
+        &agent,
+        "cam-b",
+        "yolov8n",
+        killed_at,
+        Duration::from_secs(60),
+    );
     let after = wait_for(Duration::from_secs(10), "new server pid", || {
         let m = agent.model("yolov8n");
         (m["state"] == "ready" && pid_of(&m, &["server", "pid"]) != Some(old_pid)).then_some(m)
@@ -139,7 +167,10 @@ fps = 5
          failure was noticed, of which model load {load_ms} ms)"
     );
     assert_eq!(after["server"]["restarts"], 1);
-    assert!(after["server"]["last_error"].as_str().unwrap().contains("SIGKILL"));
+    assert!(after["server"]["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("SIGKILL"));
     // Goal: within 1 s plus the model's load time (printed above; asserted loosely).
     assert!(gap < 5_000 + load_ms, "results resumed only after {gap} ms");
     // The other model kept answering during the outage.
@@ -147,7 +178,10 @@ fps = 5
         .iter()
         .filter(|r| r.result_unix_ms > killed_at && r.result_unix_ms < resumed)
         .count();
-    println!("yolox answered {yolox_during} times during the yolov8n outage ({} before)", yolox_before);
+    println!(
+        "yolox answered {yolox_during} times during the yolov8n outage ({} before)",
+        yolox_before
+    );
     assert_eq!(agent.model("yolox")["server"]["restarts"], 0);
     if gap > 600 {
         assert!(yolox_during > 0, "the other model stalled");
@@ -159,7 +193,13 @@ fps = 5
     let generation = cam["ring"]["generation"].as_u64().unwrap();
     let killed_at = now_ms();
     kill(kernel_pid, libc::SIGKILL);
-    let resumed = next_result(&agent, "cam-b", "yolov8n", killed_at, Duration::from_secs(60));
+    let resumed = next_result(
+        &agent,
+        "cam-b",
+        "yolov8n",
+        killed_at,
+        Duration::from_secs(60),
+    );
     let cam = wait_for(Duration::from_secs(10), "the new ring generation", || {
         let c = agent.camera("cam-b");
         (c["ring"]["generation"].as_u64() != Some(generation)).then_some(c)
@@ -176,18 +216,35 @@ fps = 5
     cam_b.vanish();
     let gone_at = now_ms();
     let state = wait_for(Duration::from_secs(30), "cam-b to notice the loss", || {
-        let s = agent.camera("cam-b")["state"].as_str().unwrap_or("").to_owned();
+        let s = agent.camera("cam-b")["state"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
         (s == "reconnecting").then_some(s)
     });
-    println!("cam-b {state} {} ms after the camera vanished", now_ms() - gone_at);
+    println!(
+        "cam-b {state} {} ms after the camera vanished",
+        now_ms() - gone_at
+    );
     // The other camera is not disturbed.
-    next_result(&agent, "cam-a", "yolov8n", now_ms(), Duration::from_secs(10));
+    next_result(
+        &agent,
+        "cam-a",
+        "yolov8n",
+        now_ms(),
+        Duration::from_secs(10),
+    );
     cam_b.come_back();
     let back_at = now_ms();
     let resumed = next_result(&agent, "cam-b", "yolov8n", back_at, Duration::from_secs(60));
-    println!("MEASURED camera back: results again after {} ms", resumed - back_at);
+    println!(
+        "MEASURED camera back: results again after {} ms",
+        resumed - back_at
+    );
     // The agent samples the ring header once a second.
-    wait_for(Duration::from_secs(5), "cam-b live again", || (agent.camera("cam-b")["state"] == "live").then_some(()));
+    wait_for(Duration::from_secs(5), "cam-b live again", || {
+        (agent.camera("cam-b")["state"] == "live").then_some(())
+    });
 
     // 4. Hot reload: replacing one model's file restarts only that server.
     let v8_pid = pid_of(&agent.model("yolov8n"), &["server", "pid"]);
@@ -197,10 +254,14 @@ fps = 5
     std::fs::copy(assets.join("models/yolox_nano.onnx"), &tmp).unwrap();
     std::fs::rename(&tmp, &yolox).unwrap();
     let replaced_at = now_ms();
-    let restarted = wait_for(Duration::from_secs(30), "the yolox server to restart", || {
-        let m = agent.model("yolox");
-        (m["state"] == "ready" && pid_of(&m, &["server", "pid"]) != x_pid).then_some(m)
-    });
+    let restarted = wait_for(
+        Duration::from_secs(30),
+        "the yolox server to restart",
+        || {
+            let m = agent.model("yolox");
+            (m["state"] == "ready" && pid_of(&m, &["server", "pid"]) != x_pid).then_some(m)
+        },
+    );
     let ready_at = now_ms();
     let resumed = next_result(&agent, "cam-a", "yolox", ready_at, Duration::from_secs(60));
     println!(
@@ -211,8 +272,15 @@ fps = 5
         resumed - ready_at
     );
     assert_eq!(restarted["server"]["restarts"], 1);
-    assert!(restarted["server"]["last_error"].is_null(), "a reload is not a failure");
-    assert_eq!(pid_of(&agent.model("yolov8n"), &["server", "pid"]), v8_pid, "the other server restarted");
+    assert!(
+        restarted["server"]["last_error"].is_null(),
+        "a reload is not a failure"
+    );
+    assert_eq!(
+        pid_of(&agent.model("yolov8n"), &["server", "pid"]),
+        v8_pid,
+        "the other server restarted"
+    );
 
     // Clean shutdown still removes every ring and socket.
     let status = agent.stop(Duration::from_secs(30));

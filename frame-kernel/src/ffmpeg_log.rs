@@ -3,12 +3,15 @@
 //! corrupt stream can make the decoder print hundreds of lines per second.
 
 use std::ffi::{c_char, c_int, c_void, CStr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use ffmpeg_next::ffi;
 
 static CAMERA: OnceLock<String> = OnceLock::new();
+/// While set, FFmpeg's errors and warnings are logged at debug level: during
+/// reconnects every attempt fails the same way, and the kernel logs each loss itself.
+static QUIET: AtomicBool = AtomicBool::new(false);
 
 /// Most FFmpeg lines logged per second; the rest are counted and reported.
 const MAX_LINES_PER_SEC: u64 = 50;
@@ -31,6 +34,11 @@ pub fn install(camera_id: &str, verbose: bool) {
         });
         ffi::av_log_set_callback(Some(callback));
     }
+}
+
+/// Demotes FFmpeg's errors and warnings to debug (`true`) or restores them.
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
 }
 
 fn admit() -> bool {
@@ -91,6 +99,11 @@ unsafe extern "C" fn callback(
         return;
     }
     let camera = camera();
+    let level = if QUIET.load(Ordering::Relaxed) {
+        level.max(ffi::AV_LOG_VERBOSE)
+    } else {
+        level
+    };
     match level {
         l if l <= ffi::AV_LOG_FATAL => tracing::error!(target: "ffmpeg", camera, "{text}"),
         l if l <= ffi::AV_LOG_WARNING => tracing::warn!(target: "ffmpeg", camera, "{text}"),

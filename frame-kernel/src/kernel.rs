@@ -267,13 +267,17 @@ impl<'a> Driver<'a> {
     /// The source is gone: mark the ring, wait out the backoff (heartbeat continues).
     fn lost(&mut self, reason: LossReason) {
         self.output.set_state(RingState::Reconnecting);
+        crate::ffmpeg_log::set_quiet(true);
         let was_live = self.link.phase() == Phase::Live;
         let delay = self.link.on_lost();
         let n = self.link.reconnects() + 1;
-        if was_live || n.is_power_of_two() {
-            tracing::warn!(%reason, retry_in_ms = delay.as_millis() as u64, attempt = n, "camera lost; reconnecting");
+        let retry_in_ms = delay.as_millis() as u64;
+        if was_live {
+            tracing::warn!(%reason, retry_in_ms, "camera lost; reconnecting");
+        } else if n.is_power_of_two() {
+            tracing::warn!(%reason, retry_in_ms, attempt = n, "camera unreachable; retrying");
         } else {
-            tracing::debug!(%reason, retry_in_ms = delay.as_millis() as u64, attempt = n, "reconnect failed");
+            tracing::debug!(%reason, retry_in_ms, attempt = n, "camera unreachable; retrying");
         }
         self.pacer.reanchor();
         let until = self.clock.now_ns().saturating_add(duration_ns(delay));
@@ -368,6 +372,7 @@ impl<'a> Driver<'a> {
         }
         if self.link.on_frame() {
             self.output.set_state(RingState::Live);
+            crate::ffmpeg_log::set_quiet(false);
             tracing::info!(reconnects = self.link.reconnects(), "live");
         }
         let pts = decoder.frame().timestamp().map(|t| source.ts_to_ns(t));

@@ -88,8 +88,10 @@ pub struct ServerConfig {
     /// On shutdown, longest wait for in-flight requests, in seconds.
     #[arg(long, default_value_t = 30)]
     pub drain_timeout_s: u64,
-    /// Whether idle ONNX Runtime threads spin between runs (lower latency, more CPU).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    /// Whether idle ONNX Runtime intra-op threads spin waiting for work. Off by default:
+    /// spinning buys little latency on an idle machine and costs a lot when decoders and
+    /// other servers share the cores (measured 2x slower runs under contention).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     pub spin: bool,
     /// Tokio threads for socket I/O.
     #[arg(long, default_value_t = 1)]
@@ -253,7 +255,7 @@ mod tests {
         assert_eq!((c.instances, c.max_batch, c.max_inflight), (1, 8, 64));
         assert_eq!(c.family, FamilyChoice::Auto);
         assert!(c.threads() >= 1);
-        assert!(c.spin);
+        assert!(!c.spin);
     }
 
     #[test]

@@ -561,3 +561,31 @@ fn start_infer(
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_replaces_stale_sockets_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap()); // stale file
+        let listener = bind_socket(&path, 0o660).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660);
+        // Live: refused, left in place.
+        assert!(matches!(
+            bind_socket(&path, 0o660),
+            Err(BindError::InUse { .. })
+        ));
+        drop(listener);
+        let file = dir.path().join("f.sock");
+        std::fs::write(&file, "x").unwrap();
+        assert!(matches!(
+            bind_socket(&file, 0o660),
+            Err(BindError::NotASocket { .. })
+        ));
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
+    }
+}

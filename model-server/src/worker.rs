@@ -40,7 +40,7 @@ pub struct Job {
 pub struct Reply {
     tx: mpsc::UnboundedSender<InferenceResponse>,
     fallback: Option<InferenceResponse>,
-    _permit: OwnedSemaphorePermit,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Reply {
@@ -60,13 +60,16 @@ impl Reply {
         Reply {
             tx,
             fallback: Some(fallback),
-            _permit: permit,
+            permit: Some(permit),
         }
     }
 
-    /// Hands the answer to the connection (a no-op if the client has gone).
+    /// Hands the answer to the connection (a no-op if the client has gone). The permit
+    /// is released first: once the client can see the answer, the request no longer
+    /// counts as in flight.
     pub fn send(mut self, response: InferenceResponse) {
         self.fallback = None;
+        self.permit = None;
         let _ = self.tx.send(response);
     }
 }
@@ -74,6 +77,7 @@ impl Reply {
 impl Drop for Reply {
     fn drop(&mut self) {
         if let Some(fallback) = self.fallback.take() {
+            self.permit = None;
             let _ = self.tx.send(fallback);
         }
     }

@@ -53,6 +53,10 @@ struct Cli {
     /// Largest camera count tried per resolution.
     #[arg(long, default_value_t = 64)]
     max_cameras: usize,
+    /// Scheduling niceness for this process and every child (e.g. -10 on a shared
+    /// machine, so unrelated load disturbs the measurement less; needs privileges).
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    nice: i32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -387,6 +391,16 @@ fn live_capacity(
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if cli.nice != 0 {
+        // SAFETY: plain syscall on this process; children inherit the niceness.
+        let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, cli.nice) };
+        ensure!(
+            r == 0,
+            "setpriority({}): {}",
+            cli.nice,
+            std::io::Error::last_os_error()
+        );
+    }
     let kernel = match &cli.kernel {
         Some(k) => k.clone(),
         None => std::env::current_exe()?.with_file_name("frame-kernel"),

@@ -67,6 +67,9 @@ struct Cli {
     /// Pings to time.
     #[arg(long, default_value_t = 20_000)]
     pings: usize,
+    /// ONNX Runtime intra-op spinning, for the raw sessions and the server alike.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    spin: bool,
     /// Also write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -240,7 +243,7 @@ fn load(
             model: model.to_path_buf(),
             device: Device::Cpu,
             intra_threads: threads,
-            spinning: true, // the server's default
+            spinning: spin,
         },
         instances,
     )?)
@@ -259,7 +262,7 @@ fn bench_model(
 ) -> Result<ModelResult> {
     eprintln!("== {name}");
     // The tensor the server would build, and the raw latency with all cores.
-    let mut loaded = load(runtime, model, cores, 1)?;
+    let mut loaded = load(runtime, model, cores, 1, cli.spin)?;
     let info = loaded.info.clone();
     let layout = family::detect(
         FamilyChoice::Auto,
@@ -324,7 +327,7 @@ fn bench_model(
     configs.dedup();
     let mut raw_configs = Vec::new();
     for &(threads, instances) in &configs {
-        let mut loaded = load(runtime, model, threads, instances)?;
+        let mut loaded = load(runtime, model, threads, instances, cli.spin)?;
         let (n, secs) = raw_window(&mut loaded.instances, &tensor, duration)?;
         let per_s = n as f64 / secs;
         eprintln!("raw {threads} threads x {instances} instances: {per_s:.2}/s");
@@ -341,7 +344,7 @@ fn bench_model(
 
     // The server with the best configuration; each point alternates raw (best) and server
     // windows so the ratio compares like with like.
-    let mut raw_best = load(runtime, model, best.threads, best.instances)?;
+    let mut raw_best = load(runtime, model, best.threads, best.instances, cli.spin)?;
     let server = ServerProc::start(cli, server_bin, model, best.threads, best.instances)?;
     let (_writer, ring) = server.ring(frame)?;
     let half = duration / 2;
@@ -553,6 +556,7 @@ impl ServerProc {
             .args(["--threads", &threads.to_string()])
             .args(["--instances", &instances.to_string()])
             .args(["--max-inflight", "256"])
+            .args(["--spin", &cli.spin.to_string()])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .spawn()

@@ -62,7 +62,11 @@ impl FpsGate {
 
     fn slot_of(&mut self, ts_ns: u64) -> u64 {
         let anchor = *self.anchor_ns.get_or_insert(ts_ns);
-        if ts_ns < anchor || self.served_slot.is_some_and(|s| (ts_ns - anchor) / self.interval_ns < s) {
+        if ts_ns < anchor
+            || self
+                .served_slot
+                .is_some_and(|s| (ts_ns - anchor) / self.interval_ns < s)
+        {
             // Time went backwards (should not happen with a monotonic clock): start over.
             self.anchor_ns = Some(ts_ns);
             self.served_slot = None;

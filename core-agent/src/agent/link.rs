@@ -113,7 +113,10 @@ impl Link {
     }
 
     /// Connects if not connected, at most once per retry interval.
-    pub async fn ensure_connected(&mut self, events: &mpsc::Sender<LinkEvent>) -> Result<(), LinkError> {
+    pub async fn ensure_connected(
+        &mut self,
+        events: &mpsc::Sender<LinkEvent>,
+    ) -> Result<(), LinkError> {
         if self.writer.is_some() {
             return Ok(());
         }
@@ -124,10 +127,13 @@ impl Link {
             }
         }
         self.last_attempt = Some(Instant::now());
-        let stream = UnixStream::connect(&self.socket).await.map_err(|source| LinkError::Connect {
-            path: self.socket.clone(),
-            source,
-        })?;
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| LinkError::Connect {
+                    path: self.socket.clone(),
+                    source,
+                })?;
         let (read, write) = stream.into_split();
         self.conn += 1;
         let (sub, conn, max, tx) = (self.sub, self.conn, self.max_message, events.clone());
@@ -137,7 +143,15 @@ impl Link {
                 match read_frame(&mut read, max).await {
                     Ok(Some(frame)) => match decode_response(&frame) {
                         Ok(response) => {
-                            if tx.send(LinkEvent::Answer { sub, conn, response }).await.is_err() {
+                            if tx
+                                .send(LinkEvent::Answer {
+                                    sub,
+                                    conn,
+                                    response,
+                                })
+                                .await
+                                .is_err()
+                            {
                                 return;
                             }
                         }

@@ -182,7 +182,11 @@ impl Agent {
                     continue;
                 }
             };
-            let (waiter, wake) = match RingWaiter::start(&self.spec.ring_dir, &self.spec.ring, reader.generation()) {
+            let (waiter, wake) = match RingWaiter::start(
+                &self.spec.ring_dir,
+                &self.spec.ring,
+                reader.generation(),
+            ) {
                 Ok(w) => w,
                 Err(e) => {
                     tracing::error!(camera = %self.spec.camera, "cannot start the ring waiter: {e}");
@@ -196,7 +200,7 @@ impl Agent {
             if opened > 1 {
                 self.cam.ring_reopens.fetch_add(1, Ordering::Relaxed);
             }
-            tracing::info!(camera = %self.spec.camera, generation = reader.generation(), "ring open");
+            tracing::info!(camera = %self.spec.camera, generation = %format!("{:016x}", reader.generation()), "ring open");
             self.sampled = None;
             let end = self.serve(&reader, wake, epoch).await;
             drop(waiter);
@@ -238,7 +242,12 @@ impl Agent {
         }
     }
 
-    async fn serve(&mut self, reader: &RingReader, mut wake: watch::Receiver<Wake>, epoch: u64) -> RingEnd {
+    async fn serve(
+        &mut self,
+        reader: &RingReader,
+        mut wake: watch::Receiver<Wake>,
+        epoch: u64,
+    ) -> RingEnd {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ticks = 0u32;
@@ -274,8 +283,14 @@ impl Agent {
                 _ = tick.tick() => {
                     self.expire();
                     ticks += 1;
-                    if ticks % SAMPLE_EVERY == 0 {
+                    if ticks.is_multiple_of(SAMPLE_EVERY) {
                         self.sample(reader);
+                        // The kernel may replace its ring without restarting (new frame
+                        // size after a reconnect): follow the file.
+                        if !reader.is_current() {
+                            tracing::info!(camera = %self.spec.camera, "ring replaced");
+                            return RingEnd::Reopen;
+                        }
                     }
                 }
             }
@@ -299,7 +314,11 @@ impl Agent {
             frames_decoded: c.frames_decoded,
             decode_errors: c.decode_errors,
             reconnects: c.reconnects,
-            fps_decoded: if c.fps_milli > 0 { f64::from(c.fps_milli) / 1000.0 } else { fps },
+            fps_decoded: if c.fps_milli > 0 {
+                f64::from(c.fps_milli) / 1000.0
+            } else {
+                fps
+            },
         };
     }
 
@@ -351,7 +370,9 @@ impl Agent {
                 }
             }
             let verdict = sub.gate.offer(info.capture_ts_ns, can_send);
-            sub.metrics.missed.store(sub.gate.missed(), Ordering::Relaxed);
+            sub.metrics
+                .missed
+                .store(sub.gate.missed(), Ordering::Relaxed);
             if verdict != Verdict::Send {
                 continue;
             }
@@ -399,7 +420,9 @@ impl Agent {
     fn on_event(&mut self, event: LinkEvent) {
         match event {
             LinkEvent::Closed { sub, conn, reason } => {
-                let Some(s) = self.subs.get_mut(sub) else { return };
+                let Some(s) = self.subs.get_mut(sub) else {
+                    return;
+                };
                 if conn == s.link.conn() && s.link.is_connected() {
                     let lost = s.link.disconnect() as u64;
                     s.metrics.disconnects.fetch_add(lost, Ordering::Relaxed);
@@ -407,28 +430,39 @@ impl Agent {
                     tracing::info!(camera = %self.spec.camera, model = %s.spec.model, lost, "connection closed: {reason}");
                 }
             }
-            LinkEvent::Answer { sub, conn, response } => {
+            LinkEvent::Answer {
+                sub,
+                conn,
+                response,
+            } => {
                 let camera = self.spec.camera.clone();
-                let Some(s) = self.subs.get_mut(sub) else { return };
+                let Some(s) = self.subs.get_mut(sub) else {
+                    return;
+                };
                 if conn != s.link.conn() {
                     return;
                 }
                 match response {
                     Response::InferResult(r) => {
                         // Unknown ids were already given up (timeout): ignore the late answer.
-                        let Some(p) = s.link.in_flight.remove(&r.id) else { return };
+                        let Some(p) = s.link.in_flight.remove(&r.id) else {
+                            return;
+                        };
                         if let Some(err) = r.error {
                             s.metrics.count_error(err.code);
                             s.model.failures.fetch_add(1, Ordering::Relaxed);
                             tracing::debug!(camera = %camera, model = %s.spec.model, frame = p.frame_id, "{err}");
                             return;
                         }
-                        let record = make_record(&camera, &s.spec, p, r.frame_id, r.timings, r.detections);
+                        let record =
+                            make_record(&camera, &s.spec, p, r.frame_id, r.timings, r.detections);
                         let now = Instant::now();
                         let m = &s.metrics;
                         m.results.fetch_add(1, Ordering::Relaxed);
-                        m.people.store(record.count_of("person") as u64, Ordering::Relaxed);
-                        m.detections.store(record.detections.len() as u64, Ordering::Relaxed);
+                        m.people
+                            .store(record.count_of("person") as u64, Ordering::Relaxed);
+                        m.detections
+                            .store(record.detections.len() as u64, Ordering::Relaxed);
                         locked(&m.latency).record(record.latency_ms.capture_to_result);
                         locked(&m.rate).mark(now);
                         s.model.results.fetch_add(1, Ordering::Relaxed);
@@ -449,7 +483,9 @@ impl Agent {
                             s.metrics.disconnects.fetch_add(lost, Ordering::Relaxed);
                         }
                     }
-                    other => tracing::debug!(camera = %camera, "unexpected {} answer", other.type_name()),
+                    other => {
+                        tracing::debug!(camera = %camera, "unexpected {} answer", other.type_name())
+                    }
                 }
             }
         }
@@ -480,7 +516,7 @@ fn make_record(
     mut detections: Vec<proto_schema::message::Detection>,
 ) -> ResultRecord {
     if !spec.classes.is_empty() {
-        detections.retain(|d| spec.classes.iter().any(|c| *c == d.class_name));
+        detections.retain(|d| spec.classes.contains(&d.class_name));
     }
     let age_ns = capture_age_ns(p.capture_ts_ns);
     let unix_ns = unix_now_ns();

@@ -34,7 +34,11 @@ const WAIT_SLICE: Duration = Duration::from_millis(200);
 impl RingWaiter {
     /// Opens its own reader of `dir/name` and starts waiting. Reports `closed` at once if
     /// the ring's generation is no longer `generation`.
-    pub fn start(dir: &Path, name: &str, generation: u64) -> std::io::Result<(Self, watch::Receiver<Wake>)> {
+    pub fn start(
+        dir: &Path,
+        name: &str,
+        generation: u64,
+    ) -> std::io::Result<(Self, watch::Receiver<Wake>)> {
         let (tx, rx) = watch::channel(Wake::default());
         let stop = Arc::new(AtomicBool::new(false));
         let (dir, name, flag) = (dir.to_path_buf(), name.to_owned(), stop.clone());
@@ -44,7 +48,10 @@ impl RingWaiter {
                 let reader = match RingReader::open(&dir, &name) {
                     Ok(r) if r.generation() == generation => r,
                     _ => {
-                        let _ = tx.send(Wake { write_seq: 0, closed: true });
+                        let _ = tx.send(Wake {
+                            write_seq: 0,
+                            closed: true,
+                        });
                         return;
                     }
                 };
@@ -53,7 +60,13 @@ impl RingWaiter {
                     match reader.wait_for_publish(last, WAIT_SLICE) {
                         WaitOutcome::Published(seq) => {
                             last = seq;
-                            if tx.send(Wake { write_seq: seq, closed: false }).is_err() {
+                            if tx
+                                .send(Wake {
+                                    write_seq: seq,
+                                    closed: false,
+                                })
+                                .is_err()
+                            {
                                 return;
                             }
                         }
@@ -63,7 +76,10 @@ impl RingWaiter {
                             }
                         }
                         WaitOutcome::Closed => {
-                            let _ = tx.send(Wake { write_seq: last, closed: true });
+                            let _ = tx.send(Wake {
+                                write_seq: last,
+                                closed: true,
+                            });
                             return;
                         }
                     }

@@ -180,7 +180,11 @@ pub struct ValidationErrors(pub Vec<ConfigError>);
 impl fmt::Display for ValidationErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0.len();
-        write!(f, "invalid config: {n} problem{}", if n == 1 { "" } else { "s" })?;
+        write!(
+            f,
+            "invalid config: {n} problem{}",
+            if n == 1 { "" } else { "s" }
+        )?;
         for e in &self.0 {
             write!(f, "\n  - {e}")?;
         }
@@ -207,7 +211,13 @@ pub fn validate(config: &Config, check_files: bool) -> Result<(), ValidationErro
     }
 }
 
-fn range(errs: &mut Vec<ConfigError>, ok: bool, field: String, value: impl fmt::Display, expected: &'static str) {
+fn range(
+    errs: &mut Vec<ConfigError>,
+    ok: bool,
+    field: String,
+    value: impl fmt::Display,
+    expected: &'static str,
+) {
     if !ok {
         errs.push(ConfigError::OutOfRange {
             field,
@@ -224,23 +234,119 @@ fn check_agent(c: &Config, errs: &mut Vec<ConfigError>) {
         });
     }
     let l = &c.limits;
-    range(errs, l.max_in_flight >= 1 && l.max_in_flight <= 64, "limits.max_in_flight".into(), l.max_in_flight, "1..=64");
-    range(errs, l.result_queue >= 1 && l.result_queue <= 1 << 20, "limits.result_queue".into(), l.result_queue, "1..=1048576");
-    range(errs, l.max_cameras >= 1, "limits.max_cameras".into(), l.max_cameras, ">= 1");
-    range(errs, l.max_models >= 1, "limits.max_models".into(), l.max_models, ">= 1");
-    range(errs, l.request_timeout_ms >= 10, "limits.request_timeout_ms".into(), l.request_timeout_ms, ">= 10");
-    range(errs, l.max_message_bytes >= 4096, "limits.max_message_bytes".into(), l.max_message_bytes, ">= 4096");
+    range(
+        errs,
+        l.max_in_flight >= 1 && l.max_in_flight <= 64,
+        "limits.max_in_flight".into(),
+        l.max_in_flight,
+        "1..=64",
+    );
+    range(
+        errs,
+        l.result_queue >= 1 && l.result_queue <= 1 << 20,
+        "limits.result_queue".into(),
+        l.result_queue,
+        "1..=1048576",
+    );
+    range(
+        errs,
+        l.max_cameras >= 1,
+        "limits.max_cameras".into(),
+        l.max_cameras,
+        ">= 1",
+    );
+    range(
+        errs,
+        l.max_models >= 1,
+        "limits.max_models".into(),
+        l.max_models,
+        ">= 1",
+    );
+    range(
+        errs,
+        l.request_timeout_ms >= 10,
+        "limits.request_timeout_ms".into(),
+        l.request_timeout_ms,
+        ">= 10",
+    );
+    range(
+        errs,
+        l.max_message_bytes >= 4096,
+        "limits.max_message_bytes".into(),
+        l.max_message_bytes,
+        ">= 4096",
+    );
     let s = &c.supervisor;
-    range(errs, s.backoff_initial_ms >= 1, "supervisor.backoff_initial_ms".into(), s.backoff_initial_ms, ">= 1");
-    range(errs, s.backoff_max_ms >= s.backoff_initial_ms, "supervisor.backoff_max_ms".into(), s.backoff_max_ms, ">= backoff_initial_ms");
-    range(errs, s.restart_limit >= 1, "supervisor.restart_limit".into(), s.restart_limit, ">= 1");
-    range(errs, s.restart_window_s >= 1, "supervisor.restart_window_s".into(), s.restart_window_s, ">= 1");
-    range(errs, s.health_interval_ms >= 10, "supervisor.health_interval_ms".into(), s.health_interval_ms, ">= 10");
-    range(errs, s.ping_timeout_ms >= 10, "supervisor.ping_timeout_ms".into(), s.ping_timeout_ms, ">= 10");
-    range(errs, s.unhealthy_after >= 1, "supervisor.unhealthy_after".into(), s.unhealthy_after, ">= 1");
-    range(errs, s.heartbeat_timeout_ms >= 100, "supervisor.heartbeat_timeout_ms".into(), s.heartbeat_timeout_ms, ">= 100");
-    range(errs, s.ready_timeout_s >= 1, "supervisor.ready_timeout_s".into(), s.ready_timeout_s, ">= 1");
-    range(errs, c.agent.table_interval_s >= 1, "agent.table_interval_s".into(), c.agent.table_interval_s, ">= 1");
+    range(
+        errs,
+        s.backoff_initial_ms >= 1,
+        "supervisor.backoff_initial_ms".into(),
+        s.backoff_initial_ms,
+        ">= 1",
+    );
+    range(
+        errs,
+        s.backoff_max_ms >= s.backoff_initial_ms,
+        "supervisor.backoff_max_ms".into(),
+        s.backoff_max_ms,
+        ">= backoff_initial_ms",
+    );
+    range(
+        errs,
+        s.restart_limit >= 1,
+        "supervisor.restart_limit".into(),
+        s.restart_limit,
+        ">= 1",
+    );
+    range(
+        errs,
+        s.restart_window_s >= 1,
+        "supervisor.restart_window_s".into(),
+        s.restart_window_s,
+        ">= 1",
+    );
+    range(
+        errs,
+        s.health_interval_ms >= 10,
+        "supervisor.health_interval_ms".into(),
+        s.health_interval_ms,
+        ">= 10",
+    );
+    range(
+        errs,
+        s.ping_timeout_ms >= 10,
+        "supervisor.ping_timeout_ms".into(),
+        s.ping_timeout_ms,
+        ">= 10",
+    );
+    range(
+        errs,
+        s.unhealthy_after >= 1,
+        "supervisor.unhealthy_after".into(),
+        s.unhealthy_after,
+        ">= 1",
+    );
+    range(
+        errs,
+        s.heartbeat_timeout_ms >= 100,
+        "supervisor.heartbeat_timeout_ms".into(),
+        s.heartbeat_timeout_ms,
+        ">= 100",
+    );
+    range(
+        errs,
+        s.ready_timeout_s >= 1,
+        "supervisor.ready_timeout_s".into(),
+        s.ready_timeout_s,
+        ">= 1",
+    );
+    range(
+        errs,
+        c.agent.table_interval_s >= 1,
+        "agent.table_interval_s".into(),
+        c.agent.table_interval_s,
+        ">= 1",
+    );
 }
 
 fn check_id(kind: &'static str, id: &str, errs: &mut Vec<ConfigError>) -> bool {
@@ -302,20 +408,42 @@ pub fn check_camera(cam: &CameraConfig, check_files: bool, errs: &mut Vec<Config
         }),
     }
     if let Some(fps) = cam.fps {
-        range(errs, fps.is_finite() && fps > 0.0 && fps <= 1000.0, format!("cameras.{}.fps", cam.id), fps, "0 < fps <= 1000");
+        range(
+            errs,
+            fps.is_finite() && fps > 0.0 && fps <= 1000.0,
+            format!("cameras.{}.fps", cam.id),
+            fps,
+            "0 < fps <= 1000",
+        );
     }
     if let Some(mb) = cam.rss_limit_mb {
-        range(errs, mb >= 16, format!("cameras.{}.rss_limit_mb", cam.id), mb, ">= 16");
+        range(
+            errs,
+            mb >= 16,
+            format!("cameras.{}.rss_limit_mb", cam.id),
+            mb,
+            ">= 16",
+        );
     }
     if let Some(n) = cam.ring_slots {
         use proto_schema::ring::layout::{MAX_SLOTS, MIN_SLOTS};
-        range(errs, (MIN_SLOTS..=MAX_SLOTS).contains(&n), format!("cameras.{}.ring_slots", cam.id), n, "2..=1024");
+        range(
+            errs,
+            (MIN_SLOTS..=MAX_SLOTS).contains(&n),
+            format!("cameras.{}.ring_slots", cam.id),
+            n,
+            "2..=1024",
+        );
     }
     check_affinity(format!("camera {}", cam.id), &cam.cpu_affinity, errs);
 }
 
 /// Returns the ids of the cameras, for the subscription checks.
-fn check_cameras(c: &Config, check_files: bool, errs: &mut Vec<ConfigError>) -> BTreeMap<String, Option<f64>> {
+fn check_cameras(
+    c: &Config,
+    check_files: bool,
+    errs: &mut Vec<ConfigError>,
+) -> BTreeMap<String, Option<f64>> {
     let mut ids = BTreeMap::new();
     let mut rings: BTreeMap<&str, &str> = BTreeMap::new();
     if c.cameras.len() > c.limits.max_cameras {
@@ -372,12 +500,48 @@ fn check_models(c: &Config, check_files: bool, errs: &mut Vec<ConfigError>) -> B
             });
         }
         let f = |name: &str| format!("models.{}.{name}", m.id);
-        range(errs, (1..=256).contains(&m.threads), f("threads"), m.threads, "1..=256");
-        range(errs, (1..=64).contains(&m.instances), f("instances"), m.instances, "1..=64");
-        range(errs, (1..=64).contains(&m.max_batch), f("max_batch"), m.max_batch, "1..=64");
-        range(errs, m.batch_delay_us <= 1_000_000, f("batch_delay_us"), m.batch_delay_us, "0..=1000000");
-        range(errs, (0.0..=1.0).contains(&m.score_threshold), f("score_threshold"), m.score_threshold, "0..=1");
-        range(errs, (0.0..=1.0).contains(&m.iou_threshold), f("iou_threshold"), m.iou_threshold, "0..=1");
+        range(
+            errs,
+            (1..=256).contains(&m.threads),
+            f("threads"),
+            m.threads,
+            "1..=256",
+        );
+        range(
+            errs,
+            (1..=64).contains(&m.instances),
+            f("instances"),
+            m.instances,
+            "1..=64",
+        );
+        range(
+            errs,
+            (1..=64).contains(&m.max_batch),
+            f("max_batch"),
+            m.max_batch,
+            "1..=64",
+        );
+        range(
+            errs,
+            m.batch_delay_us <= 1_000_000,
+            f("batch_delay_us"),
+            m.batch_delay_us,
+            "0..=1000000",
+        );
+        range(
+            errs,
+            (0.0..=1.0).contains(&m.score_threshold),
+            f("score_threshold"),
+            m.score_threshold,
+            "0..=1",
+        );
+        range(
+            errs,
+            (0.0..=1.0).contains(&m.iou_threshold),
+            f("iou_threshold"),
+            m.iou_threshold,
+            "0..=1",
+        );
         if let Some(mb) = m.rss_limit_mb {
             range(errs, mb >= 16, f("rss_limit_mb"), mb, ">= 16");
         }
@@ -440,7 +604,13 @@ fn check_subscriptions(
             });
         }
         if let Some(n) = s.max_in_flight {
-            range(errs, (1..=64).contains(&n), format!("subscriptions.{}->{}.max_in_flight", s.camera, s.model), n, "1..=64");
+            range(
+                errs,
+                (1..=64).contains(&n),
+                format!("subscriptions.{}->{}.max_in_flight", s.camera, s.model),
+                n,
+                "1..=64",
+            );
         }
     }
 }
@@ -547,18 +717,39 @@ mod tests {
         let errs = validate(&parse(bad), false).unwrap_err().0;
         let has = |f: &dyn Fn(&ConfigError) -> bool| errs.iter().any(f);
         assert!(has(&|e| matches!(e, ConfigError::NonLoopbackApi { .. })));
-        assert!(has(&|e| matches!(e, ConfigError::DuplicateId { kind: "camera", id } if id == "cam1")));
-        assert!(has(&|e| matches!(e, ConfigError::InvalidId { id, .. } if id == "bad id!")));
+        assert!(has(
+            &|e| matches!(e, ConfigError::DuplicateId { kind: "camera", id } if id == "cam1")
+        ));
+        assert!(has(
+            &|e| matches!(e, ConfigError::InvalidId { id, .. } if id == "bad id!")
+        ));
         assert!(has(&|e| matches!(e, ConfigError::EmptySource { .. })));
         assert!(has(&|e| matches!(e, ConfigError::InvalidGeometry { .. })));
-        assert!(has(&|e| matches!(e, ConfigError::SharedRing { ring, first, second } if ring == "cam1" && first == "cam1" && second == "cam3")));
-        assert!(has(&|e| matches!(e, ConfigError::SharedSocket { first, second, .. } if first == "m1" && second == "m2")));
-        assert!(has(&|e| matches!(e, ConfigError::OutOfRange { field, .. } if field == "models.m1.threads")));
-        assert!(has(&|e| matches!(e, ConfigError::OutOfRange { field, .. } if field == "models.m2.score_threshold")));
-        assert!(has(&|e| matches!(e, ConfigError::UnknownModel { model, .. } if model == "nope")));
-        assert!(has(&|e| matches!(e, ConfigError::FpsAboveCamera { fps, camera_fps, .. } if *fps == 30.0 && *camera_fps == 25.0)));
-        assert!(has(&|e| matches!(e, ConfigError::DuplicateSubscription { .. })));
-        assert!(has(&|e| matches!(e, ConfigError::UnknownCamera { camera, .. } if camera == "ghost")));
+        assert!(has(
+            &|e| matches!(e, ConfigError::SharedRing { ring, first, second } if ring == "cam1" && first == "cam1" && second == "cam3")
+        ));
+        assert!(has(
+            &|e| matches!(e, ConfigError::SharedSocket { first, second, .. } if first == "m1" && second == "m2")
+        ));
+        assert!(has(
+            &|e| matches!(e, ConfigError::OutOfRange { field, .. } if field == "models.m1.threads")
+        ));
+        assert!(has(
+            &|e| matches!(e, ConfigError::OutOfRange { field, .. } if field == "models.m2.score_threshold")
+        ));
+        assert!(has(
+            &|e| matches!(e, ConfigError::UnknownModel { model, .. } if model == "nope")
+        ));
+        assert!(has(
+            &|e| matches!(e, ConfigError::FpsAboveCamera { fps, camera_fps, .. } if *fps == 30.0 && *camera_fps == 25.0)
+        ));
+        assert!(has(&|e| matches!(
+            e,
+            ConfigError::DuplicateSubscription { .. }
+        )));
+        assert!(has(
+            &|e| matches!(e, ConfigError::UnknownCamera { camera, .. } if camera == "ghost")
+        ));
         assert!(has(&|e| matches!(e, ConfigError::InvalidFps { .. })));
         assert_eq!(errs.len(), 14, "{errs:#?}");
         let text = ValidationErrors(errs).to_string();
@@ -589,6 +780,9 @@ mod tests {
         let mut c = parse(GOOD);
         c.models[1].socket = Some(c.agent.socket_dir.join("yolov8n.sock"));
         let errs = validate(&c, false).unwrap_err().0;
-        assert!(matches!(&errs[0], ConfigError::SharedSocket { .. }), "{errs:?}");
+        assert!(
+            matches!(&errs[0], ConfigError::SharedSocket { .. }),
+            "{errs:?}"
+        );
     }
 }

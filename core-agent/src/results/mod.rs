@@ -55,7 +55,10 @@ pub struct Latencies {
 impl ResultRecord {
     /// Number of detections of class `name`.
     pub fn count_of(&self, name: &str) -> usize {
-        self.detections.iter().filter(|d| d.class_name == name).count()
+        self.detections
+            .iter()
+            .filter(|d| d.class_name == name)
+            .count()
     }
 }
 
@@ -183,7 +186,10 @@ impl Dispatcher {
                                 let n = e.fetch_add(1, Ordering::Relaxed);
                                 // Log the first error and then every 1000th, not each one.
                                 if n == logged {
-                                    tracing::warn!(sink = sink.name(), "cannot write result: {err}");
+                                    tracing::warn!(
+                                        sink = sink.name(),
+                                        "cannot write result: {err}"
+                                    );
                                     logged = n + 1000;
                                 }
                             }
@@ -260,7 +266,12 @@ mod tests {
             assert!(q.push(record(i)));
         }
         assert_eq!(q.dropped(), 2);
-        let ids: Vec<u64> = q.pop_all(Duration::ZERO).unwrap().iter().map(|r| r.frame_id).collect();
+        let ids: Vec<u64> = q
+            .pop_all(Duration::ZERO)
+            .unwrap()
+            .iter()
+            .map(|r| r.frame_id)
+            .collect();
         assert_eq!(ids, vec![2, 3, 4]);
         q.close();
         assert!(!q.push(record(9)));
@@ -272,13 +283,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.jsonl");
         let q = ResultQueue::new(100);
-        let d = Dispatcher::start(q.clone(), vec![Box::new(JsonlSink::create(&path).unwrap())]).unwrap();
+        let d = Dispatcher::start(q.clone(), vec![Box::new(JsonlSink::create(&path).unwrap())])
+            .unwrap();
         for i in 0..50 {
             q.push(record(i));
         }
         d.finish();
         let text = std::fs::read_to_string(&path).unwrap();
-        let recs: Vec<ResultRecord> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let recs: Vec<ResultRecord> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(recs.len(), 50);
         assert_eq!(recs[49], record(49));
         assert_eq!(recs[0].count_of("person"), 1);

@@ -46,7 +46,11 @@ pub trait Sink: Send {
     fn flush(&mut self) -> Result<(), SinkError>;
 }
 
-fn write_json_line(out: &mut impl Write, name: &str, record: &ResultRecord) -> Result<(), SinkError> {
+fn write_json_line(
+    out: &mut impl Write,
+    name: &str,
+    record: &ResultRecord,
+) -> Result<(), SinkError> {
     serde_json::to_writer(&mut *out, record).map_err(|source| SinkError::Encode {
         sink: name.to_owned(),
         source,
@@ -111,10 +115,12 @@ impl Sink for StdoutSink {
         write_json_line(&mut std::io::stdout().lock(), "stdout", record)
     }
     fn flush(&mut self) -> Result<(), SinkError> {
-        std::io::stdout().flush().map_err(|source| SinkError::Write {
-            sink: "stdout".into(),
-            source,
-        })
+        std::io::stdout()
+            .flush()
+            .map_err(|source| SinkError::Write {
+                sink: "stdout".into(),
+                source,
+            })
     }
 }
 

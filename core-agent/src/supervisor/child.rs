@@ -109,10 +109,20 @@ pub fn spawn(spec: &ChildSpec) -> Result<RunningChild, SpawnError> {
     }
     let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
     if let Some(out) = child.stdout.take() {
-        tokio::spawn(forward(out, spec.name.clone(), spec.log_format, tail.clone()));
+        tokio::spawn(forward(
+            out,
+            spec.name.clone(),
+            spec.log_format,
+            tail.clone(),
+        ));
     }
     if let Some(err) = child.stderr.take() {
-        tokio::spawn(forward(err, spec.name.clone(), spec.log_format, tail.clone()));
+        tokio::spawn(forward(
+            err,
+            spec.name.clone(),
+            spec.log_format,
+            tail.clone(),
+        ));
     }
     Ok(RunningChild {
         child,
@@ -250,10 +260,14 @@ fn signal_name(sig: i32) -> &'static str {
 pub fn last_error_line(lines: &[String]) -> Option<String> {
     let is_err = |l: &&String| {
         let t = l.trim();
-        let prefixed = t
-            .split_once(": ")
-            .is_some_and(|(head, _)| !head.is_empty() && head.chars().all(|c| c.is_ascii_lowercase() || c == '-'));
-        t.contains("ERROR") || t.contains("panicked") || t.starts_with("Error") || t.starts_with("error") || prefixed
+        let prefixed = t.split_once(": ").is_some_and(|(head, _)| {
+            !head.is_empty() && head.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+        });
+        t.contains("ERROR")
+            || t.contains("panicked")
+            || t.starts_with("Error")
+            || t.starts_with("error")
+            || prefixed
     };
     lines.iter().rev().find(is_err).map(|l| l.trim().to_owned())
 }
@@ -266,11 +280,7 @@ async fn forward(
 ) {
     let mut reader = BufReader::new(stream);
     let mut line: Vec<u8> = Vec::new();
-    loop {
-        let buf = match reader.fill_buf().await {
-            Ok(b) => b,
-            Err(_) => break,
-        };
+    while let Ok(buf) = reader.fill_buf().await {
         if buf.is_empty() {
             if !line.is_empty() {
                 emit(&name, format, &tail, &line);
@@ -339,7 +349,10 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(c.tail().contains(&"hello".to_owned()));
-        assert_eq!(c.exit_reason(&status), "exited with status 3: Error: bad model file");
+        assert_eq!(
+            c.exit_reason(&status),
+            "exited with status 3: Error: bad model file"
+        );
     }
 
     #[tokio::test]
@@ -366,7 +379,10 @@ mod tests {
 
     #[tokio::test]
     async fn affinity_is_applied() {
-        let mut s = spec("/bin/sh", &["-c", "grep Cpus_allowed_list /proc/self/status"]);
+        let mut s = spec(
+            "/bin/sh",
+            &["-c", "grep Cpus_allowed_list /proc/self/status"],
+        );
         s.cpu_affinity = Some(vec![0]);
         let mut c = spawn(&s).unwrap();
         c.wait().await.unwrap();
@@ -381,7 +397,10 @@ mod tests {
 
     #[test]
     fn missing_binary_is_a_typed_error() {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let err = rt.block_on(async { spawn(&spec("/no/such/binary", &[])).unwrap_err() });
         assert!(err.to_string().contains("/no/such/binary"));
     }
@@ -389,12 +408,23 @@ mod tests {
     #[test]
     fn error_line_choice() {
         let l = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(last_error_line(&l(&["a", "ERROR x", "b"])).as_deref(), Some("ERROR x"));
         assert_eq!(
-            last_error_line(&l(&["2025 INFO x: ready", "model-server: cannot load m.onnx", "2025 INFO bye"])).as_deref(),
+            last_error_line(&l(&["a", "ERROR x", "b"])).as_deref(),
+            Some("ERROR x")
+        );
+        assert_eq!(
+            last_error_line(&l(&[
+                "2025 INFO x: ready",
+                "model-server: cannot load m.onnx",
+                "2025 INFO bye"
+            ]))
+            .as_deref(),
             Some("model-server: cannot load m.onnx")
         );
-        assert_eq!(last_error_line(&l(&["2025 INFO model_server::app: ready socket=/s", " "])), None);
+        assert_eq!(
+            last_error_line(&l(&["2025 INFO model_server::app: ready socket=/s", " "])),
+            None
+        );
         assert_eq!(last_error_line(&[]), None);
     }
 }

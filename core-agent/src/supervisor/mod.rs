@@ -192,7 +192,10 @@ impl ProcessHandle {
 
     /// Asks for a restart with a new spec.
     pub async fn replace(&self, spec: ProcessSpec, reason: impl Into<String>) {
-        let _ = self.ctrl.send(Control::Replace(Box::new(spec), reason.into())).await;
+        let _ = self
+            .ctrl
+            .send(Control::Replace(Box::new(spec), reason.into()))
+            .await;
     }
 
     /// Stops the process (SIGTERM, then SIGKILL after the grace time) and waits for the
@@ -238,7 +241,9 @@ impl Supervisor {
             match std::fs::remove_file(f) {
                 Ok(()) => tracing::debug!(process = self.name(), file = %f.display(), "removed"),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!(process = self.name(), file = %f.display(), "cannot remove: {e}"),
+                Err(e) => {
+                    tracing::warn!(process = self.name(), file = %f.display(), "cannot remove: {e}")
+                }
             }
         }
     }
@@ -287,7 +292,10 @@ impl Supervisor {
                     self.update(|s| s.restarts += 1);
                 }
                 Decision::GiveUp { failures, window } => {
-                    let why = format!("{reason} ({failures} failures within {}s; given up)", window.as_secs());
+                    let why = format!(
+                        "{reason} ({failures} failures within {}s; given up)",
+                        window.as_secs()
+                    );
                     tracing::error!(process = self.name(), "{why}");
                     self.update(|s| {
                         s.state = ProcState::Failed;
@@ -325,7 +333,11 @@ impl Supervisor {
             }
         };
         match child.stop(grace).await {
-            Ok(st) => tracing::info!(process = self.name(), "stopped ({})", child::describe_status(&st)),
+            Ok(st) => tracing::info!(
+                process = self.name(),
+                "stopped ({})",
+                child::describe_status(&st)
+            ),
             Err(e) => tracing::warn!(process = self.name(), "stop: {e}"),
         }
         outcome
@@ -369,7 +381,11 @@ impl Supervisor {
         let load_ms = started.elapsed().as_millis() as u64;
         let recovery_ms = failed_at.take().map(|t| t.elapsed().as_millis() as u64);
         match recovery_ms {
-            Some(r) => tracing::info!(process = self.name(), pid, "ready in {load_ms} ms; recovered {r} ms after the failure"),
+            Some(r) => tracing::info!(
+                process = self.name(),
+                pid,
+                "ready in {load_ms} ms; recovered {r} ms after the failure"
+            ),
             None => tracing::info!(process = self.name(), pid, "ready in {load_ms} ms"),
         }
         self.update(|s| {
@@ -381,7 +397,8 @@ impl Supervisor {
             }
         });
 
-        let mut tick = tokio::time::interval(Duration::from_millis(self.settings.health_interval_ms));
+        let mut tick =
+            tokio::time::interval(Duration::from_millis(self.settings.health_interval_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         let mut bad_checks = 0u32;
@@ -416,7 +433,10 @@ impl Supervisor {
                 Ok(()) => bad_checks = 0,
                 Err(reason) => {
                     bad_checks += 1;
-                    tracing::debug!(process = self.name(), "health check {bad_checks} failed: {reason}");
+                    tracing::debug!(
+                        process = self.name(),
+                        "health check {bad_checks} failed: {reason}"
+                    );
                     if bad_checks >= self.settings.unhealthy_after {
                         let _ = child.kill().await;
                         return Outcome::Failed(format!("unhealthy, killed: {reason}"));
@@ -437,18 +457,29 @@ async fn settle_output() {
 }
 
 /// Polls until the process is ready; `Err` after `ready_timeout_s`.
-async fn wait_ready(readiness: &Readiness, pid: u32, s: &SupervisorSettings, max: usize) -> Result<(), String> {
+async fn wait_ready(
+    readiness: &Readiness,
+    pid: u32,
+    s: &SupervisorSettings,
+    max: usize,
+) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(s.ready_timeout_s);
     let poll = Duration::from_millis(20);
     let timeout = Duration::from_millis(s.ping_timeout_ms);
     let mut last = String::from("no probe yet");
     while tokio::time::Instant::now() < deadline {
         let r = match readiness {
-            Readiness::Server { socket } => probe::serving_status(socket, timeout, max).await.map(|_| ()),
-            Readiness::Ring { dir, name } => {
-                probe::check_ring(dir, name, pid, Duration::from_millis(s.heartbeat_timeout_ms), monotonic_now_ns())
-                    .map(|_| ())
-            }
+            Readiness::Server { socket } => probe::serving_status(socket, timeout, max)
+                .await
+                .map(|_| ()),
+            Readiness::Ring { dir, name } => probe::check_ring(
+                dir,
+                name,
+                pid,
+                Duration::from_millis(s.heartbeat_timeout_ms),
+                monotonic_now_ns(),
+            )
+            .map(|_| ()),
         };
         match r {
             Ok(()) => return Ok(()),
@@ -456,19 +487,33 @@ async fn wait_ready(readiness: &Readiness, pid: u32, s: &SupervisorSettings, max
         }
         tokio::time::sleep(poll).await;
     }
-    Err(format!("not ready after {} s (last check: {last})", s.ready_timeout_s))
+    Err(format!(
+        "not ready after {} s (last check: {last})",
+        s.ready_timeout_s
+    ))
 }
 
-async fn health_check(readiness: &Readiness, pid: u32, s: &SupervisorSettings, max: usize) -> Result<(), String> {
+async fn health_check(
+    readiness: &Readiness,
+    pid: u32,
+    s: &SupervisorSettings,
+    max: usize,
+) -> Result<(), String> {
     match readiness {
-        Readiness::Server { socket } => probe::ping(socket, Duration::from_millis(s.ping_timeout_ms), max)
-            .await
-            .map_err(|e| e.to_string()),
-        Readiness::Ring { dir, name } => {
-            probe::check_ring(dir, name, pid, Duration::from_millis(s.heartbeat_timeout_ms), monotonic_now_ns())
-                .map(|_| ())
+        Readiness::Server { socket } => {
+            probe::ping(socket, Duration::from_millis(s.ping_timeout_ms), max)
+                .await
                 .map_err(|e| e.to_string())
         }
+        Readiness::Ring { dir, name } => probe::check_ring(
+            dir,
+            name,
+            pid,
+            Duration::from_millis(s.heartbeat_timeout_ms),
+            monotonic_now_ns(),
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string()),
     }
 }
 
@@ -512,7 +557,10 @@ mod tests {
         }
     }
 
-    async fn wait_for(rx: &mut wch::Receiver<ProcStatus>, what: impl Fn(&ProcStatus) -> bool) -> ProcStatus {
+    async fn wait_for(
+        rx: &mut wch::Receiver<ProcStatus>,
+        what: impl Fn(&ProcStatus) -> bool,
+    ) -> ProcStatus {
         tokio::time::timeout(Duration::from_secs(10), async {
             loop {
                 if what(&rx.borrow_and_update()) {
@@ -527,13 +575,18 @@ mod tests {
 
     /// Answers `get_status` (ready) and `ping` on `path` while `answer` is set; the
     /// supervised process itself is a plain `sleep`.
-    fn fake_server(path: &std::path::Path, answer: Arc<std::sync::atomic::AtomicBool>) -> tokio::task::JoinHandle<()> {
+    fn fake_server(
+        path: &std::path::Path,
+        answer: Arc<std::sync::atomic::AtomicBool>,
+    ) -> tokio::task::JoinHandle<()> {
         use proto_schema::framing::{read_frame, write_message};
         use proto_schema::message::{decode_request, Request, Response, ServerState, StatusReport};
         let listener = tokio::net::UnixListener::bind(path).unwrap();
         tokio::spawn(async move {
             loop {
-                let Ok((mut s, _)) = listener.accept().await else { return };
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
                 let answer = answer.clone();
                 tokio::spawn(async move {
                     while let Ok(Some(frame)) = read_frame(&mut s, 1 << 20).await {
@@ -582,16 +635,26 @@ mod tests {
         let socket = dir.path().join("m.sock");
         let answer = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let _server = fake_server(&socket, answer);
-        let handle = ProcessHandle::spawn(sh("exec sleep 30", socket), settings(), Arc::new(SystemClock));
+        let handle = ProcessHandle::spawn(
+            sh("exec sleep 30", socket),
+            settings(),
+            Arc::new(SystemClock),
+        );
         let mut rx = handle.status();
         let first = wait_for(&mut rx, |s| s.state == ProcState::Ready).await;
         assert_eq!(first.ready_epoch, 1);
         assert!(first.last_recovery_ms.is_none());
         kill9(first.pid.unwrap());
-        let again = wait_for(&mut rx, |s| s.state == ProcState::Ready && s.ready_epoch == 2).await;
+        let again = wait_for(&mut rx, |s| {
+            s.state == ProcState::Ready && s.ready_epoch == 2
+        })
+        .await;
         assert_ne!(again.pid, first.pid);
         assert_eq!(again.restarts, 1);
-        assert!(again.last_error.as_deref().unwrap().contains("SIGKILL"), "{again:?}");
+        assert!(
+            again.last_error.as_deref().unwrap().contains("SIGKILL"),
+            "{again:?}"
+        );
         let recovery = again.last_recovery_ms.expect("recovery measured");
         println!("recovered {recovery} ms after kill -9 (backoff 10 ms)");
         handle.stop().await;
@@ -603,15 +666,25 @@ mod tests {
         let socket = dir.path().join("m.sock");
         let answer = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let _server = fake_server(&socket, answer.clone());
-        let handle = ProcessHandle::spawn(sh("exec sleep 30", socket), settings(), Arc::new(SystemClock));
+        let handle = ProcessHandle::spawn(
+            sh("exec sleep 30", socket),
+            settings(),
+            Arc::new(SystemClock),
+        );
         let mut rx = handle.status();
         wait_for(&mut rx, |s| s.state == ProcState::Ready).await;
         answer.store(false, std::sync::atomic::Ordering::SeqCst);
         let st = wait_for(&mut rx, |s| s.restarts >= 1).await;
         let err = st.last_error.unwrap();
-        assert!(err.contains("unhealthy") && err.contains("no answer"), "{err}");
+        assert!(
+            err.contains("unhealthy") && err.contains("no answer"),
+            "{err}"
+        );
         answer.store(true, std::sync::atomic::Ordering::SeqCst);
-        wait_for(&mut rx, |s| s.state == ProcState::Ready && s.ready_epoch >= 2).await;
+        wait_for(&mut rx, |s| {
+            s.state == ProcState::Ready && s.ready_epoch >= 2
+        })
+        .await;
         handle.stop().await;
     }
 
@@ -621,11 +694,19 @@ mod tests {
         let socket = dir.path().join("m.sock");
         let _server = fake_server(&socket, Arc::new(std::sync::atomic::AtomicBool::new(true)));
         // The shell holds a 40 MB string, well above the 16 MiB limit.
-        let mut spec = sh("x=$(head -c 40000000 /dev/zero | tr '\\0' a); sleep 30", socket);
+        let mut spec = sh(
+            "x=$(head -c 40000000 /dev/zero | tr '\\0' a); sleep 30",
+            socket,
+        );
         spec.rss_limit_bytes = Some(16 << 20);
         let handle = ProcessHandle::spawn(spec, settings(), Arc::new(SystemClock));
         let mut rx = handle.status();
-        let st = wait_for(&mut rx, |s| s.last_error.as_deref().is_some_and(|e| e.contains("resident memory"))).await;
+        let st = wait_for(&mut rx, |s| {
+            s.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("resident memory"))
+        })
+        .await;
         assert!(st.last_error.unwrap().contains("over the limit of 16 MiB"));
         handle.stop().await;
     }
@@ -633,7 +714,10 @@ mod tests {
     #[tokio::test]
     async fn a_crashing_process_is_restarted_then_given_up_with_its_reason() {
         let dir = tempfile::tempdir().unwrap();
-        let spec = sh("echo 'error: cannot load model: bad magic' >&2; exit 2", dir.path().join("x.sock"));
+        let spec = sh(
+            "echo 'error: cannot load model: bad magic' >&2; exit 2",
+            dir.path().join("x.sock"),
+        );
         let handle = ProcessHandle::spawn(spec, settings(), Arc::new(SystemClock));
         let mut rx = handle.status();
         let st = wait_for(&mut rx, |s| s.state == ProcState::Failed).await;
@@ -682,7 +766,10 @@ mod tests {
         assert!(owned.exists());
         let started = Instant::now();
         handle.stop().await;
-        assert!(started.elapsed() < Duration::from_secs(2), "sleep ignores nothing: SIGTERM suffices");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "sleep ignores nothing: SIGTERM suffices"
+        );
         assert!(!owned.exists());
         assert_eq!(rx.borrow().state, ProcState::Stopped);
     }

@@ -126,11 +126,17 @@ mod tests {
         }
         // The first failure is now 50 s old; 20 s later two have left the window.
         clock.advance(Duration::from_secs(20));
-        assert_eq!(p.on_failure(), Decision::RestartAfter(Duration::from_millis(800)));
+        assert_eq!(
+            p.on_failure(),
+            Decision::RestartAfter(Duration::from_millis(800))
+        );
         assert_eq!(p.recent_failures(), 4);
         // A long healthy run: back to the first step.
         clock.advance(Duration::from_secs(61));
-        assert_eq!(p.on_failure(), Decision::RestartAfter(Duration::from_millis(100)));
+        assert_eq!(
+            p.on_failure(),
+            Decision::RestartAfter(Duration::from_millis(100))
+        );
     }
 
     #[test]
@@ -141,6 +147,9 @@ mod tests {
             p.on_failure();
         }
         p.reset();
-        assert_eq!(p.on_failure(), Decision::RestartAfter(Duration::from_millis(100)));
+        assert_eq!(
+            p.on_failure(),
+            Decision::RestartAfter(Duration::from_millis(100))
+        );
     }
 }

@@ -87,27 +87,39 @@ pub enum ProbeError {
     },
 }
 
-async fn exchange(socket: &Path, request: &Request, timeout: Duration, max: usize) -> Result<Response, ProbeError> {
+async fn exchange(
+    socket: &Path,
+    request: &Request,
+    timeout: Duration,
+    max: usize,
+) -> Result<Response, ProbeError> {
     let work = async {
-        let mut stream = UnixStream::connect(socket).await.map_err(|source| ProbeError::Connect {
-            path: socket.to_path_buf(),
-            source,
-        })?;
+        let mut stream =
+            UnixStream::connect(socket)
+                .await
+                .map_err(|source| ProbeError::Connect {
+                    path: socket.to_path_buf(),
+                    source,
+                })?;
         let proto = |message: String| ProbeError::Protocol {
             path: socket.to_path_buf(),
             message,
         };
-        write_message(&mut stream, request, max).await.map_err(|e| proto(e.to_string()))?;
+        write_message(&mut stream, request, max)
+            .await
+            .map_err(|e| proto(e.to_string()))?;
         let frame = read_frame(&mut stream, max)
             .await
             .map_err(|e| proto(e.to_string()))?
             .ok_or_else(|| proto("connection closed before the answer".to_owned()))?;
         decode_response(&frame).map_err(|e| proto(e.to_string()))
     };
-    tokio::time::timeout(timeout, work).await.map_err(|_| ProbeError::Timeout {
-        path: socket.to_path_buf(),
-        timeout,
-    })?
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| ProbeError::Timeout {
+            path: socket.to_path_buf(),
+            timeout,
+        })?
 }
 
 /// Sends `ping` and waits for `pong`.
@@ -122,7 +134,11 @@ pub async fn ping(socket: &Path, timeout: Duration, max: usize) -> Result<(), Pr
 }
 
 /// Asks for the server's status; `Ok` only while it serves (`ready` or `degraded`).
-pub async fn serving_status(socket: &Path, timeout: Duration, max: usize) -> Result<StatusReport, ProbeError> {
+pub async fn serving_status(
+    socket: &Path,
+    timeout: Duration,
+    max: usize,
+) -> Result<StatusReport, ProbeError> {
     match exchange(socket, &Request::get_status(2), timeout, max).await? {
         Response::Status(s) => match s.state {
             ServerState::Ready | ServerState::Degraded => Ok(s),
@@ -148,7 +164,13 @@ pub struct RingHealth {
 
 /// Opens the ring and checks that `pid` writes it and that its heartbeat is younger
 /// than `limit` (measured against `now_ns`, CLOCK_MONOTONIC).
-pub fn check_ring(dir: &Path, name: &str, pid: u32, limit: Duration, now_ns: u64) -> Result<RingHealth, ProbeError> {
+pub fn check_ring(
+    dir: &Path,
+    name: &str,
+    pid: u32,
+    limit: Duration,
+    now_ns: u64,
+) -> Result<RingHealth, ProbeError> {
     let reader = RingReader::open(dir, name).map_err(|e| ProbeError::Ring {
         name: name.to_owned(),
         message: e.to_string(),
@@ -162,7 +184,9 @@ pub fn check_ring(dir: &Path, name: &str, pid: u32, limit: Duration, now_ns: u64
         });
     }
     if h.state == RingState::Closed {
-        return Err(ProbeError::RingClosed { name: name.to_owned() });
+        return Err(ProbeError::RingClosed {
+            name: name.to_owned(),
+        });
     }
     let age = heartbeat_age(h.heartbeat_ns, now_ns);
     if age > limit {
@@ -187,10 +211,11 @@ pub fn heartbeat_age(heartbeat_ns: u64, now_ns: u64) -> Duration {
 
 /// Resident memory of `pid` in bytes.
 pub fn rss_bytes(pid: u32) -> Result<u64, ProbeError> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| ProbeError::Proc {
-        pid,
-        message: e.to_string(),
-    })?;
+    let text =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| ProbeError::Proc {
+            pid,
+            message: e.to_string(),
+        })?;
     parse_vm_rss(&text).ok_or_else(|| ProbeError::Proc {
         pid,
         message: "no VmRSS line".to_owned(),
@@ -233,16 +258,23 @@ mod tests {
 
     #[test]
     fn heartbeat_age_saturates() {
-        assert_eq!(heartbeat_age(1_000, 3_000_000_000), Duration::from_nanos(2_999_999_000));
+        assert_eq!(
+            heartbeat_age(1_000, 3_000_000_000),
+            Duration::from_nanos(2_999_999_000)
+        );
         assert_eq!(heartbeat_age(5, 1), Duration::ZERO);
     }
 
     #[tokio::test]
     async fn ping_to_nowhere_is_a_connect_error() {
         let dir = tempfile::tempdir().unwrap();
-        let err = ping(&dir.path().join("none.sock"), Duration::from_millis(200), 1 << 20)
-            .await
-            .unwrap_err();
+        let err = ping(
+            &dir.path().join("none.sock"),
+            Duration::from_millis(200),
+            1 << 20,
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(err, ProbeError::Connect { .. }), "{err}");
     }
 
@@ -255,7 +287,9 @@ mod tests {
             let (_s, _) = listener.accept().await.unwrap();
             tokio::time::sleep(Duration::from_secs(5)).await;
         });
-        let err = ping(&path, Duration::from_millis(100), 1 << 20).await.unwrap_err();
+        let err = ping(&path, Duration::from_millis(100), 1 << 20)
+            .await
+            .unwrap_err();
         assert!(matches!(err, ProbeError::Timeout { .. }), "{err}");
     }
 }

@@ -84,7 +84,11 @@ mod tests {
     use super::*;
 
     fn stamp(len: u64, mtime_ns: i128) -> Option<FileStamp> {
-        Some(FileStamp { len, mtime_ns, ino: 1 })
+        Some(FileStamp {
+            len,
+            mtime_ns,
+            ino: 1,
+        })
     }
 
     #[test]

@@ -23,7 +23,10 @@ pub fn serial() -> MutexGuard<'static, ()> {
 }
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 pub fn agent_bin() -> PathBuf {
@@ -47,13 +50,23 @@ pub fn bin_dir() -> PathBuf {
             eprintln!("building {missing:?} into {}", target.display());
             let mut cmd = Command::new(cargo);
             cmd.current_dir(workspace_root())
-                .args(["build", "-p", "frame-kernel", "-p", "model-server", "--target-dir"])
+                .args([
+                    "build",
+                    "-p",
+                    "frame-kernel",
+                    "-p",
+                    "model-server",
+                    "--target-dir",
+                ])
                 .arg(&target);
             if profile == "release" {
                 cmd.arg("--release");
             }
             let st = cmd.status().expect("run cargo build");
-            assert!(st.success(), "cannot build {missing:?}: run `cargo build --workspace --bins` first");
+            assert!(
+                st.success(),
+                "cannot build {missing:?}: run `cargo build --workspace --bins` first"
+            );
         }
         dir
     })
@@ -75,17 +88,26 @@ pub fn assets() -> Option<PathBuf> {
         return Some(dir);
     }
     let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
-    assert!(!ci, "CI is set but the assets are missing in {}", dir.display());
-    println!("SKIP: assets not found in {} (set FRAMEBUS_ASSETS)", dir.display());
+    assert!(
+        !ci,
+        "CI is set but the assets are missing in {}",
+        dir.display()
+    );
+    println!(
+        "SKIP: assets not found in {} (set FRAMEBUS_ASSETS)",
+        dir.display()
+    );
     None
 }
 
 /// The ONNX Runtime library for the model servers.
 pub fn ort_dylib() -> Option<PathBuf> {
-    std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from).or_else(|| {
-        let p = workspace_root().join(".local/lib/libonnxruntime.so");
-        p.is_file().then_some(p)
-    })
+    std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let p = workspace_root().join(".local/lib/libonnxruntime.so");
+            p.is_file().then_some(p)
+        })
 }
 
 /// Polls `f` every 100 ms until it returns `Some` or `timeout` passes.
@@ -95,7 +117,10 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -123,12 +148,22 @@ impl Lines {
         });
     }
 
+    /// Collects the lines of `stream` (echoed to stderr).
+    pub fn pump_public(&self, stream: impl Read + Send + 'static) {
+        self.pump(stream, "[agent] ".into());
+    }
+
     pub fn all(&self) -> Vec<String> {
         self.0.lock().unwrap().clone()
     }
 
     pub fn find(&self, needle: &str) -> Option<String> {
-        self.0.lock().unwrap().iter().find(|l| l.contains(needle)).cloned()
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains(needle))
+            .cloned()
     }
 }
 
@@ -242,7 +277,10 @@ pub struct Dirs {
 impl Dirs {
     pub fn new() -> Dirs {
         Dirs {
-            root: tempfile::Builder::new().prefix("framebus-test").tempdir().unwrap(),
+            root: tempfile::Builder::new()
+                .prefix("framebus-test")
+                .tempdir()
+                .unwrap(),
         }
     }
     pub fn rings(&self) -> PathBuf {
@@ -332,7 +370,8 @@ impl Agent {
 
     /// One HTTP/1.1 request; returns status and body.
     pub fn http(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-        let mut s = TcpStream::connect_timeout(&self.api, Duration::from_secs(5)).expect("connect to the API");
+        let mut s = TcpStream::connect_timeout(&self.api, Duration::from_secs(5))
+            .expect("connect to the API");
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let body = body.unwrap_or("");
         write!(
@@ -345,8 +384,15 @@ impl Agent {
         let mut raw = String::new();
         s.read_to_string(&mut raw).unwrap();
         let (head, rest) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-        let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
             dechunk(rest)
         } else {
             rest.to_owned()
@@ -372,7 +418,9 @@ impl Agent {
 
     /// Waits for `/ready` to say ready.
     pub fn wait_ready(&self, timeout: Duration) {
-        wait_for(timeout, "/ready", || (self.http("GET", "/ready", None).0 == 200).then_some(()));
+        wait_for(timeout, "/ready", || {
+            (self.http("GET", "/ready", None).0 == 200).then_some(())
+        });
     }
 
     pub fn pid(&self) -> u32 {
@@ -429,7 +477,10 @@ fn dechunk(mut s: &str) -> String {
 
 /// Results of one (camera, model) pair.
 pub fn of<'a>(records: &'a [ResultRecord], camera: &str, model: &str) -> Vec<&'a ResultRecord> {
-    records.iter().filter(|r| r.camera == camera && r.model == model).collect()
+    records
+        .iter()
+        .filter(|r| r.camera == camera && r.model == model)
+        .collect()
 }
 
 /// Rate of records per second over their capture times.
@@ -446,13 +497,22 @@ pub fn rate(records: &[&ResultRecord]) -> f64 {
 pub fn children_of(ppid: u32) -> Vec<(u32, String)> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
         // pid (comm) state ppid ...
-        let Some(after) = stat.rsplit_once(") ") else { continue };
+        let Some(after) = stat.rsplit_once(") ") else {
+            continue;
+        };
         let fields: Vec<&str> = after.1.split_whitespace().collect();
         if fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(ppid) && fields[0] != "Z" {
-            let comm = stat.split_once('(').and_then(|(_, r)| r.rsplit_once(')')).map(|(c, _)| c.to_owned());
+            let comm = stat
+                .split_once('(')
+                .and_then(|(_, r)| r.rsplit_once(')'))
+                .map(|(c, _)| c.to_owned());
             out.push((pid, comm.unwrap_or_default()));
         }
     }
