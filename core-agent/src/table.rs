@@ -9,6 +9,7 @@ use crate::status::{CameraStatus, ModelStatus};
 pub fn render(
     cameras: &[CameraStatus],
     models: &[ModelStatus],
+    api: std::net::SocketAddr,
     uptime_s: u64,
     results: u64,
     dropped: u64,
@@ -16,7 +17,7 @@ pub fn render(
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "framebus  up {uptime_s}s  results {results}  dropped {dropped}"
+        "framebus  http://{api}  up {uptime_s}s  results {results}  dropped {dropped}"
     );
     let _ = writeln!(
         out,

@@ -157,6 +157,11 @@ fn serve_until_shutdown(config: &ServerConfig, shared: &Arc<Shared>) -> anyhow::
         tokio::spawn(async move {
             wait_for_signal().await;
             signals.begin_shutdown();
+            // A second signal means "now": skip the drain (a stale socket file is
+            // removed by the next start).
+            wait_for_signal().await;
+            tracing::warn!("second signal: exiting without draining");
+            std::process::exit(130);
         });
         tracing::info!(
             socket = %config.socket.display(),

@@ -73,7 +73,7 @@ enum Cmd {
 
 #[derive(Debug, Clone, clap::Args, Serialize)]
 struct Opts {
-    /// Cameras: saturate and live try 1..=N (defaults 3 and 6), recovery runs N (default 3).
+    /// Cameras: saturate and live try 1..=N (defaults 3 and 6), recovery runs N (default 2).
     #[arg(long)]
     cameras: Option<usize>,
     /// Detection rate per camera: default 25 (saturate) or 5 (live, recovery).
@@ -318,7 +318,7 @@ fn run_scenario(scenario: Scenario, opts: &Opts) -> Result<()> {
             let instances = opts.instances;
             let p = scenario_recovery::RecoveryParams {
                 source: opts.source,
-                cameras: opts.cameras.unwrap_or(3),
+                cameras: opts.cameras.unwrap_or(2),
                 camera_fps: 25.0,
                 detect_fps: opts.fps.unwrap_or(2.0),
                 repeats: opts.repeats.max(1),

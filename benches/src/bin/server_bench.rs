@@ -5,7 +5,8 @@
 //!    write to response read; the frame read from a ring, letterboxed, inferred, decoded)
 //!    minus raw `session.run` latency on the same letterboxed tensor with the same intra-op
 //!    threads, p50 and p99.
-//! 2. Ping round trip on one persistent connection, p50 and p99.
+//! 2. Ping round trip on one persistent connection, p50 and p99, next to the same frame
+//!    echoed by a bare blocking thread (the floor of any Unix-socket server here).
 //! 3. Throughput with 1, 2, 4, 8 concurrent clients against the best raw ONNX Runtime
 //!    configuration (threads x instances) found on this machine, which the server is then
 //!    started with.
@@ -137,6 +138,8 @@ struct ClientPoint {
 struct Report {
     cores: usize,
     duration_s: f64,
+    /// Baseline: the same frames echoed by a blocking thread, no parsing.
+    echo_us: Dist,
     ping_us: Dist,
     models: Vec<ModelResult>,
 }
@@ -170,6 +173,11 @@ fn main() -> Result<()> {
         cli.duration_s
     );
 
+    let echo_us = measure_echo(cli.pings)?;
+    eprintln!(
+        "bare UDS echo: p50 {:.1} us, p99 {:.1} us",
+        echo_us.p50, echo_us.p99
+    );
     let ping_us = {
         let server = ServerProc::start(
             &cli,
@@ -200,6 +208,7 @@ fn main() -> Result<()> {
     let report = Report {
         cores,
         duration_s: cli.duration_s,
+        echo_us,
         ping_us,
         models,
     };
@@ -236,6 +245,7 @@ fn load(
     model: &Path,
     threads: usize,
     instances: usize,
+    spin: bool,
 ) -> Result<session::LoadedModel> {
     Ok(session::load(
         runtime,
@@ -481,6 +491,44 @@ fn server_window(
     })
 }
 
+/// Round trips of a ping-sized frame through a bare blocking echo thread: the floor any
+/// Unix-socket server on this machine can reach.
+fn measure_echo(n: usize) -> Result<Dist> {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("echo.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path)?;
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut s, _) = listener.accept()?;
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let mut prefix = [0u8; 4];
+            if s.read_exact(&mut prefix).is_err() {
+                return Ok(()); // client done
+            }
+            let len = u32::from_be_bytes(prefix) as usize;
+            s.read_exact(&mut buf[..len])?;
+            s.write_all(&prefix)?;
+            s.write_all(&buf[..len])?;
+        }
+    });
+    let frame = proto_schema::framing::encode(&Request::ping(1), DEFAULT_MAX_FRAME)?;
+    let mut s = UnixStream::connect(&path)?;
+    let mut back = vec![0u8; frame.len()];
+    let mut v = Vec::with_capacity(n);
+    for i in 0..n + 1000 {
+        let t = Instant::now();
+        s.write_all(&frame)?;
+        s.read_exact(&mut back)?;
+        if i >= 1000 {
+            v.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    drop(s);
+    echo.join().expect("echo thread")?;
+    Ok(Dist::of(v))
+}
+
 fn measure_ping(socket: &Path, n: usize) -> Result<Dist> {
     let mut client = Client::connect(socket)?;
     for i in 0..1000 {
@@ -659,8 +707,9 @@ fn print_report(r: &Report) {
         r.cores, r.duration_s
     );
     println!(
-        "Ping round trip (one connection, n={}): p50 {:.1} us, p99 {:.1} us (goal <= 15 / 60 us)\n",
-        r.ping_us.n, r.ping_us.p50, r.ping_us.p99
+        "Ping round trip (one connection, n={}): p50 {:.1} us, p99 {:.1} us (goal <= 15 / 60 us); \
+         bare blocking UDS echo of the same frame: p50 {:.1} us, p99 {:.1} us\n",
+        r.ping_us.n, r.ping_us.p50, r.ping_us.p99, r.echo_us.p50, r.echo_us.p99
     );
     println!("### Latency: end to end through the server vs raw session.run (same tensor, {} intra-op threads)\n", r.cores);
     println!("| model | raw p50 | raw p99 | e2e p50 | e2e p99 | overhead p50 | overhead p99 | overhead p50 % | preprocess p50 (server) | n |");

@@ -316,12 +316,9 @@ mod tests {
         p.socket_dir = dir.path().join("sock");
         p.results = dir.path().join("results.jsonl");
         let text = spec().to_toml(&p).unwrap();
-        let config = core_agent::config::Config::from_toml(
-            &text,
-            Path::new("bench.toml"),
-            dir.path(),
-        )
-        .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let config =
+            core_agent::config::Config::from_toml(&text, Path::new("bench.toml"), dir.path())
+                .unwrap_or_else(|e| panic!("{e}\n{text}"));
         // Files are not checked: the paths of this test do not exist.
         core_agent::config::validate(&config, false).unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(config.cameras.len(), 3);

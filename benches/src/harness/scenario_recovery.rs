@@ -43,6 +43,9 @@ pub struct PairLoss {
     pub received: usize,
     /// Counter deltas over the window.
     pub counters: Counters,
+    /// Lost (missed + stale + failed) in steady state before the kill, scaled to the
+    /// window's length: what the pair loses anyway at this load.
+    pub baseline_lost: f64,
 }
 
 /// One kill.
@@ -66,6 +69,11 @@ impl KillResult {
     /// Results the other pairs did not get, by counters (missed, stale, failed).
     pub fn others_lost(&self) -> u64 {
         self.others.iter().map(|p| p.counters.lost()).sum()
+    }
+
+    /// What the other pairs lose anyway in steady state over a window this long.
+    pub fn others_baseline_lost(&self) -> f64 {
+        self.others.iter().map(|p| p.baseline_lost).sum()
     }
 
     /// Shortfall of results against the expected rate for the other pairs.
@@ -118,6 +126,8 @@ fn kill_once(
     victim: &Victim,
     p: &RecoveryParams,
 ) -> Result<KillResult, SystemError> {
+    let steady0 = snapshot(sys)?;
+    let steady0_ms = unix_ms();
     interrupt::sleep(p.settle)?;
     sys.check_alive()?;
     let (pid, label) = match victim {
@@ -153,6 +163,7 @@ fn kill_once(
     interrupt::sleep(Duration::from_millis(1500))?;
     let records = sys.results.records();
     let window_s = (end_ms - kill_ms) as f64 / 1e3;
+    let steady_s = (kill_ms.saturating_sub(steady0_ms)) as f64 / 1e3;
     let mut others = Vec::new();
     let mut victim_pairs = Vec::new();
     for s in &spec.subscriptions {
@@ -173,6 +184,15 @@ fn kill_once(
             counters: after
                 .counters(&s.camera, &s.model)
                 .since(&before.counters(&s.camera, &s.model)),
+            baseline_lost: if steady_s > 0.0 {
+                let lost = before
+                    .counters(&s.camera, &s.model)
+                    .since(&steady0.counters(&s.camera, &s.model))
+                    .lost();
+                lost as f64 * window_s / steady_s
+            } else {
+                0.0
+            },
         };
         let involved = match victim {
             Victim::Model(m) => &s.model == m,
@@ -277,6 +297,7 @@ pub fn run(
             "victim's pairs: received / expected",
             "other pairs: received / expected",
             "other pairs: missed + stale + failed",
+            "…same in steady state",
         ],
     );
     for k in &data.kills {
@@ -293,6 +314,7 @@ pub fn run(
             sum(&k.victim_pairs),
             sum(&k.others),
             k.others_lost().to_string(),
+            format!("{:.1}", k.others_baseline_lost()),
         ]);
     }
     let mut summary = Vec::new();
@@ -314,17 +336,20 @@ pub fn run(
             .filter_map(|k| k.start_to_ready_ms.map(|v| v as f64))
             .collect();
         let lost: u64 = ks.iter().map(|k| k.others_lost()).sum();
+        let baseline: f64 = ks.iter().map(|k| k.others_baseline_lost()).sum();
         let shortfall: f64 = ks.iter().map(|k| k.others_shortfall()).sum();
         summary.push(format!(
             "kill -9 {}: results resume after median {} ms ({} of {} resumed; its start→ready \
-             median {} ms); other pairs lost {} by counters, {:.0} results short of the \
-             requested rate",
+             median {} ms); during the outages the other pairs lost {} (missed + stale + \
+             failed; {:.1} expected at the steady-state loss rate), {:.0} results short of \
+             the requested rate",
             ks[0].victim,
             num(median(&resumed), 0),
             resumed.len(),
             ks.len(),
             num(median(&load), 0),
             lost,
+            baseline,
             shortfall
         ));
     }

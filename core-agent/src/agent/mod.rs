@@ -536,3 +536,70 @@ fn make_record(
         detections,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto_schema::message::{Detection, Timings};
+
+    fn det(name: &str) -> Detection {
+        Detection {
+            class_id: 0,
+            class_name: name.into(),
+            confidence: 0.9,
+            bbox: [0.1, 0.1, 0.2, 0.2],
+        }
+    }
+
+    #[test]
+    fn records_carry_latencies_and_keep_only_subscribed_classes() {
+        let spec = SubSpec {
+            model: "m".into(),
+            socket: "/s".into(),
+            fps: 5.0,
+            classes: vec!["person".into()],
+            max_in_flight: 1,
+        };
+        let captured = unix_now_ns() - 40_000_000;
+        let p = Pending {
+            frame_id: 7,
+            capture_ts_ns: captured,
+            sent_at: Instant::now(),
+        };
+        let t = Timings {
+            total_us: 12_000,
+            inference_us: 9_000,
+            ..Timings::default()
+        };
+        let r = make_record(
+            "cam",
+            &spec,
+            p,
+            7,
+            t,
+            vec![det("person"), det("car"), det("person")],
+        );
+        assert_eq!(
+            (r.camera.as_str(), r.model.as_str(), r.frame_id),
+            ("cam", "m", 7)
+        );
+        assert_eq!(r.detections.len(), 2);
+        assert_eq!(r.count_of("person"), 2);
+        assert!(r.latency_ms.capture_to_result >= 40.0, "{:?}", r.latency_ms);
+        assert_eq!(
+            (r.latency_ms.server_total, r.latency_ms.inference),
+            (12.0, 9.0)
+        );
+        assert!(r.capture_unix_ms <= r.result_unix_ms);
+        let all = SubSpec {
+            classes: vec![],
+            ..spec
+        };
+        assert_eq!(
+            make_record("cam", &all, p, 7, t, vec![det("car")])
+                .detections
+                .len(),
+            1
+        );
+    }
+}

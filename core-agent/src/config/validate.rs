@@ -775,6 +775,64 @@ mod tests {
         assert!(matches!(errs[1], ConfigError::MissingModelFile { .. }));
     }
 
+    proptest::proptest! {
+        /// Whatever ids and rates a file holds, validation answers (never panics), and an
+        /// id breaking the name rule is always among the problems.
+        #[test]
+        fn validation_is_total(
+            cam_ids in proptest::collection::vec("[a-z0-9 ./_-]{0,70}", 0..4),
+            fps in proptest::collection::vec(proptest::num::f64::ANY, 0..4),
+            model_id in "[A-Za-z0-9_-]{1,8}",
+        ) {
+            let mut c = Config::default();
+            for id in &cam_ids {
+                c.cameras.push(crate::config::CameraConfig {
+                    id: id.clone(),
+                    source: "rtsp://127.0.0.1/x".into(),
+                    transport: Default::default(),
+                    format: proto_schema::pixel::PixelFormat::Nv12,
+                    width: None,
+                    height: None,
+                    fps: fps.first().copied(),
+                    enabled: true,
+                    realtime: true,
+                    loop_file: true,
+                    ring: None,
+                    ring_slots: None,
+                    rss_limit_mb: None,
+                    cpu_affinity: None,
+                });
+            }
+            for (i, f) in fps.iter().enumerate() {
+                c.subscriptions.push(crate::config::SubscriptionConfig {
+                    camera: cam_ids.get(i).cloned().unwrap_or_default(),
+                    model: model_id.clone(),
+                    fps: *f,
+                    classes: vec![],
+                    max_in_flight: None,
+                });
+            }
+            let result = validate(&c, false);
+            for id in &cam_ids {
+                if !proto_schema::message::is_valid_name(id) {
+                    let errs = result.as_ref().unwrap_err();
+                    let reported = errs.0.iter().any(|e| matches!(e, ConfigError::InvalidId { id: x, .. } if x == id));
+                    proptest::prop_assert!(reported, "invalid id {:?} not reported", id);
+                }
+            }
+            if !fps.is_empty() {
+                // No model is configured, so every subscription is reported.
+                proptest::prop_assert!(result.is_err());
+            }
+        }
+
+        /// Arbitrary text never panics the parser.
+        #[test]
+        fn parsing_is_total(text in "\\PC{0,200}") {
+            let _ = Config::from_toml(&text, Path::new("t.toml"), Path::new("/"));
+        }
+    }
+
     #[test]
     fn default_sockets_of_distinct_models_do_not_clash() {
         let mut c = parse(GOOD);
