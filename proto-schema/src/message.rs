@@ -75,7 +75,7 @@ pub struct FrameMeta {
     pub format: PixelFormat,
     /// Row stride of each plane in bytes; 0 for planes the format does not use.
     pub strides: [u32; 3],
-    /// Capture time as published in the ring slot, CLOCK_MONOTONIC nanoseconds.
+    /// Capture time as published in the ring slot, CLOCK_REALTIME (Unix epoch) nanoseconds.
     pub capture_ts_ns: u64,
 }
 

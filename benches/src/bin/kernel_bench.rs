@@ -31,7 +31,7 @@ struct Cli {
     /// The frame-kernel binary (default: next to this one).
     #[arg(long)]
     kernel: Option<PathBuf>,
-    /// Asset folder (default $FRAMEBUS_ASSETS or <workspace>/../shared/assets).
+    /// Asset folder (default $FRAMEBUS_ASSETS or `<workspace>/../shared/assets`).
     #[arg(long)]
     assets: Option<PathBuf>,
     /// Repetitions of each CPU measurement, interleaved (minimum and median reported;

@@ -56,7 +56,7 @@ struct Cli {
     /// Seconds per throughput point (and the cap of each latency series).
     #[arg(long, default_value_t = 8.0)]
     duration_s: f64,
-    /// Models to measure (file stems in <assets>/models).
+    /// Models to measure (file stems in `<assets>/models`).
     #[arg(long, value_delimiter = ',', default_value = "yolox_nano,yolov8n_int8")]
     models: Vec<String>,
     /// Concurrent client counts for the throughput table.
