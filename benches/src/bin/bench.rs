@@ -13,7 +13,7 @@ use benches::harness::{
     machine::{MachineInfo, Versions},
     measure::RunTiming,
     ort_raw,
-    report::{now_utc, Report, Table},
+    report::{now_utc, num, Report, Table},
     scenario_ipc, scenario_live, scenario_recovery, scenario_ring, scenario_saturate, system,
 };
 use clap::{Parser, Subcommand};
@@ -43,6 +43,8 @@ enum Scenario {
     Recovery,
     /// Every scenario, one after the other.
     All,
+    /// The raw ONNX Runtime ceiling alone.
+    Raw,
 }
 
 #[derive(Debug, Subcommand)]
@@ -59,6 +61,8 @@ enum Cmd {
     Recovery(Opts),
     /// Every scenario, one after the other.
     All(Opts),
+    /// The raw ONNX Runtime ceiling alone (every threads x instances setting; no system).
+    Raw(Opts),
     /// Internal: the reader process of `bench ring`.
     #[command(hide = true)]
     RingReader {
@@ -73,14 +77,15 @@ enum Cmd {
 
 #[derive(Debug, Clone, clap::Args, Serialize)]
 struct Opts {
-    /// Cameras: saturate and live try 1..=N (defaults 3 and 6), recovery runs N (default 2).
+    /// Cameras: saturate tries 1..=N (default 3), live searches 1..=N (default 12), recovery runs N (default 2).
     #[arg(long)]
     cameras: Option<usize>,
-    /// Detection rate per camera: default 25 (saturate) or 5 (live, recovery).
+    /// Detection rate per camera: default 25 (saturate), 5 (live) or 2 (recovery).
     #[arg(long)]
     fps: Option<f64>,
-    /// Seconds of each measurement window: default 15 (saturate), 20 (live), 12 (ipc, split
-    /// into rounds), 5 s of steady running before each kill (recovery).
+    /// Seconds of each measurement window: default 15 (saturate), 20 (live), 12 of
+    /// alternating raw runs and requests per model and thread count (ipc), 5 of steady
+    /// running before each kill (recovery).
     #[arg(long)]
     duration: Option<f64>,
     /// Models, comma separated: yolov8, yolox or .onnx paths. Default: yolov8 for
@@ -138,6 +143,7 @@ fn main() {
         Cmd::Ring(o) => (Scenario::Ring, o),
         Cmd::Recovery(o) => (Scenario::Recovery, o),
         Cmd::All(o) => (Scenario::All, o),
+        Cmd::Raw(o) => (Scenario::Raw, o),
     };
     interrupt::install();
     system::become_subreaper();
@@ -155,7 +161,7 @@ fn main() {
     let mut code = 0;
     for s in list {
         if let Err(e) = run_scenario(s, &opts) {
-            eprintln!("bench {}: error: {e:#}", name(s));
+            eprintln!("bench {}: error: {}", name(s), error_chain(&e));
             if interrupt::interrupted() {
                 code = 130;
                 break;
@@ -166,6 +172,22 @@ fn main() {
     std::process::exit(code);
 }
 
+/// The error and its causes, each cause shown only if its text is not already part of
+/// what was printed (the harness's errors quote their sources).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        if !out.contains(&msg) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&msg);
+        }
+    }
+    out
+}
+
 fn name(s: Scenario) -> &'static str {
     match s {
         Scenario::Saturate => "saturate",
@@ -174,6 +196,7 @@ fn name(s: Scenario) -> &'static str {
         Scenario::Ring => "ring",
         Scenario::Recovery => "recovery",
         Scenario::All => "all",
+        Scenario::Raw => "raw",
     }
 }
 
@@ -241,8 +264,6 @@ fn run_scenario(scenario: Scenario, opts: &Opts) -> Result<()> {
         Scenario::Ipc => {
             let video = assets::video(&assets_dir)?;
             let ms = models(&assets_dir, opts, &["yolov8", "yolox"])?;
-            let total = opts.duration.unwrap_or(12.0);
-            let rounds = 3;
             let mut threads = vec![1];
             if cores > 1 {
                 threads.push(cores);
@@ -252,9 +273,9 @@ fn run_scenario(scenario: Scenario, opts: &Opts) -> Result<()> {
             }
             let p = scenario_ipc::IpcParams {
                 pings: 5000,
-                rounds,
-                round_s: total / (2.0 * rounds as f64),
-                min_runs: 10,
+                seconds: opts.duration.unwrap_or(12.0),
+                min_runs: 20,
+                gap_ms: 20,
                 frame_index: 100,
                 threads,
             };
@@ -272,7 +293,7 @@ fn run_scenario(scenario: Scenario, opts: &Opts) -> Result<()> {
                 max_cameras: opts.cameras.unwrap_or(3),
                 camera_fps: 25.0,
                 detect_fps: opts.fps.unwrap_or(25.0),
-                raw_seconds: 5.0,
+                raw_seconds: 4.0,
                 in_flight: opts.in_flight,
                 settings: ort_raw::configurations(cores, true),
             };
@@ -293,7 +314,7 @@ fn run_scenario(scenario: Scenario, opts: &Opts) -> Result<()> {
             let ms = models(&assets_dir, opts, &["yolov8", "yolox"])?;
             let p = scenario_live::LiveParams {
                 source: opts.source,
-                max_cameras: opts.cameras.unwrap_or(6),
+                max_cameras: opts.cameras.unwrap_or(12),
                 min_cameras: 1,
                 camera_fps: 25.0,
                 detect_fps: opts.fps.unwrap_or(5.0),
@@ -337,6 +358,44 @@ fn run_scenario(scenario: Scenario, opts: &Opts) -> Result<()> {
                 progress,
             )?;
             (serde_json::to_value(d)?, t, s, serde_json::to_value(&p)?)
+        }
+        Scenario::Raw => {
+            let video = assets::video(&assets_dir)?;
+            let ms = models(&assets_dir, opts, &["yolov8", "yolox"])?;
+            let secs = opts.duration.unwrap_or(10.0);
+            let mut t = Table::new(
+                "Raw session.run ceiling (tight loop on a fixed tensor)",
+                &[
+                    "model",
+                    "threads x instances",
+                    "inferences/s",
+                    "p50 ms",
+                    "p99 ms",
+                ],
+            );
+            let mut all = Vec::new();
+            for m in &ms {
+                let prepared = ort_raw::prepare(&m.path, &video, 100)?;
+                for s in ort_raw::configurations(cores, true) {
+                    interrupt::check()?;
+                    progress(&format!("raw: {} {}x{}...", m.id, s.threads, s.instances));
+                    let r = ort_raw::measure(&prepared, s, 3, Duration::from_secs_f64(secs))?;
+                    t.row(vec![
+                        m.id.clone(),
+                        format!("{} x {}", s.threads, s.instances),
+                        format!("{:.2}", r.inferences_per_s),
+                        num(r.latency_ms.map(|l| l.p50), 1),
+                        num(r.latency_ms.map(|l| l.p99), 1),
+                    ]);
+                    all.push((m.id.clone(), r));
+                }
+            }
+            (
+                serde_json::to_value(&all)?,
+                vec![t],
+                Vec::new(),
+                serde_json::json!({ "seconds": secs }),
+            )
         }
         Scenario::All => bail!("`all` runs the scenarios one by one"),
     };

@@ -7,9 +7,9 @@
 //!    conversion), on the 540p footage and a synthetic 1080p H.264 stream, single-threaded
 //!    decoding on both sides (`--decoder-threads 1` / `-threads 1`), median of `--runs`.
 //! 2. Live capacity: how many realtime cameras (file sources looped at 25 fps, one
-//!    kernel process each) this box sustains for `--window-s`, where sustaining means
-//!    every camera published ≥ 99 % of the frames its clock asked for and every decoded
-//!    frame was published (decoded == published).
+//!    kernel process each) this box sustains for `--window-s`, where sustaining means no
+//!    camera ever fell more than 0.5 s behind its 25 fps clock (sampled every 250 ms),
+//!    none is behind at the end of the window, and every decoded frame was published.
 //!
 //! Build both binaries in release mode, then run:
 //! `cargo build --release -p frame-kernel -p benches && target/release/kernel_bench`.
@@ -50,6 +50,9 @@ struct Cli {
     /// Skip the live-capacity search.
     #[arg(long)]
     no_live: bool,
+    /// Only run one live step with this many 540p cameras (diagnostics), then exit.
+    #[arg(long)]
+    cameras: Option<usize>,
     /// Largest camera count tried per resolution.
     #[arg(long, default_value_t = 64)]
     max_cameras: usize,
@@ -241,6 +244,10 @@ struct LiveStep {
     cpu_busy: f64,
     /// Mean CPU use of one kernel process, in cores.
     per_camera_cores: f64,
+    /// Worst camera's frames behind its 25 fps clock at the end of the window.
+    final_deficit: f64,
+    /// Worst lag seen during the window, frames.
+    max_deficit: f64,
     ok: bool,
 }
 
@@ -318,8 +325,22 @@ fn live_step(
     let j0 = cpu_jiffies()?;
     let p0: f64 = guard.0.iter().map(|c| proc_cpu_s(c.id())).sum();
     let c0: Vec<_> = readers.iter().map(|r| r.header().counters).collect();
-    std::thread::sleep(window);
-    let c1: Vec<_> = readers.iter().map(|r| r.header().counters).collect();
+    // Sample every 250 ms: a camera's deficit is the frames its 25 fps clock asked for
+    // since the window began minus the frames it published.
+    let mut max_deficit = 0.0f64;
+    let mut final_deficit = 0.0f64;
+    let mut c1 = c0.clone();
+    while start.elapsed() < window {
+        std::thread::sleep(Duration::from_millis(250));
+        let t = start.elapsed().as_secs_f64();
+        c1 = readers.iter().map(|r| r.header().counters).collect();
+        final_deficit = c0
+            .iter()
+            .zip(&c1)
+            .map(|(a, b)| 25.0 * t - (b.frames_published - a.frames_published) as f64)
+            .fold(f64::MIN, f64::max);
+        max_deficit = max_deficit.max(final_deficit);
+    }
     let p1: f64 = guard.0.iter().map(|c| proc_cpu_s(c.id())).sum();
     let j1 = cpu_jiffies()?;
     let secs = start.elapsed().as_secs_f64();
@@ -344,7 +365,12 @@ fn live_step(
         dropped,
         cpu_busy,
         per_camera_cores: (p1 - p0) / secs / n as f64,
-        ok: min_ratio >= 0.99 && dropped == 0,
+        final_deficit,
+        max_deficit,
+        // Keeping up: no camera ever lagged its clock by more than 0.5 s, at the end of
+        // the window none is more than 2 frames (80 ms, sampling phase included) behind,
+        // and nothing decoded was lost.
+        ok: max_deficit <= 12.5 && final_deficit <= 2.0 && dropped == 0,
     })
 }
 
@@ -363,9 +389,11 @@ fn live_capacity(
     loop {
         let step = live_step(kernel, clip, n, window, ring_dir)?;
         println!(
-            "  {:>3} cameras: worst camera {:>6.2} % of 25 fps, {} decoded frames unpublished, {:.3} cores per camera, box CPU busy {:>5.1} % -> {}",
+            "  {:>3} cameras: worst camera {:>6.2} % of 25 fps, behind by {:.1} frames at end (max {:.1}), {} decoded frames unpublished, {:.3} cores per camera, box CPU busy {:>5.1} % -> {}",
             step.cameras,
             step.min_ratio * 100.0,
+            step.final_deficit,
+            step.max_deficit,
             step.dropped,
             step.per_camera_cores,
             step.cpu_busy * 100.0,
@@ -423,6 +451,25 @@ fn main() -> Result<()> {
         .tempdir_in("/dev/shm")
         .or_else(|_| tempfile::tempdir())?;
 
+    if let Some(n) = cli.cameras {
+        let s = live_step(
+            &kernel,
+            &clip540,
+            n,
+            Duration::from_secs(cli.window_s),
+            ring_dir.path(),
+        )?;
+        println!(
+            "{n} cameras: worst {:.2} % of 25 fps, behind {:.1} frames at end (max {:.1}), {} unpublished, {:.3} cores/camera -> {}",
+            s.min_ratio * 100.0,
+            s.final_deficit,
+            s.max_deficit,
+            s.dropped,
+            s.per_camera_cores,
+            if s.ok { "sustained" } else { "NOT sustained" }
+        );
+        return Ok(());
+    }
     let clip1080 = tmp.path().join("synthetic_1080p.mp4");
     let t = Instant::now();
     let ok = Command::new("ffmpeg")
@@ -455,8 +502,9 @@ fn main() -> Result<()> {
     );
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "machine: {cores} cores, load average {}; kernel {}",
+        "machine: {cores} cores, load average {}, niceness {}; kernel {}",
         load_average(),
+        cli.nice,
         kernel.display()
     );
 

@@ -9,7 +9,6 @@ use serde::Serialize;
 
 use super::api::{Counters, Snapshot};
 use super::config::SystemSpec;
-use super::interrupt;
 use super::load::{LoadMonitor, ProcessUsage};
 use super::results::{unix_ms, Record};
 use super::stats::Summary;
@@ -144,20 +143,19 @@ pub fn run_window(
     sys.wait_ready(t.ready_timeout)?;
     sys.wait_first_results(spec, t.ready_timeout.saturating_sub(started.elapsed()))?;
     let ready_s = started.elapsed().as_secs_f64();
-    interrupt::sleep(t.warmup)?;
-    sys.check_alive()?;
+    sys.sleep(t.warmup)?;
     monitor.begin_window();
     let before = snapshot(&sys)?;
     let t0 = unix_ms();
     let w0 = Instant::now();
-    interrupt::sleep(t.window)?;
+    sys.sleep(t.window)?;
     let after = snapshot(&sys)?;
     let t1 = unix_ms();
     let window_s = w0.elapsed().as_secs_f64();
     let usage = monitor.report();
     sys.check_alive()?;
     // Answers to frames captured just before t1 are still on their way.
-    interrupt::sleep(t.tail)?;
+    sys.sleep(t.tail)?;
     let records = sys.results.records();
     let bad_result_lines = sys.results.bad_lines();
     let pairs = pair_results(spec, &records, t0, t1, &before, &after);

@@ -203,6 +203,41 @@ pub fn prepare(model: &Path, video: &Path, frame_index: u32) -> Result<PreparedM
     })
 }
 
+/// One session of the baseline, for callers that interleave raw runs with other work.
+#[derive(Debug)]
+pub struct RawSession {
+    session: Session,
+    model: PreparedModel,
+}
+
+impl RawSession {
+    pub fn new(m: &PreparedModel, settings: SessionSettings) -> Result<RawSession, RawError> {
+        Ok(RawSession {
+            session: session(&m.path, settings)?,
+            model: m.clone(),
+        })
+    }
+
+    /// One `session.run` on the fixed tensor; returns its duration.
+    pub fn run(&mut self) -> Result<Duration, RawError> {
+        let m = &self.model;
+        let fail = |e: ort::Error| RawError::Session {
+            model: m.path.clone(),
+            reason: e.to_string(),
+        };
+        let shape = [1usize, 3, m.input_size, m.input_size];
+        let start = Instant::now();
+        let t = TensorRef::from_array_view((shape, m.tensor.as_slice())).map_err(fail)?;
+        let out = self
+            .session
+            .run(ort::inputs![m.input_name.as_str() => t])
+            .map_err(fail)?;
+        std::hint::black_box(&out);
+        drop(out);
+        Ok(start.elapsed())
+    }
+}
+
 /// One raw-baseline measurement.
 #[derive(Debug, Clone, Serialize)]
 pub struct RawResult {
@@ -222,7 +257,7 @@ pub fn measure(
     warmup: usize,
     duration: Duration,
 ) -> Result<RawResult, RawError> {
-    let (mut all, seconds) = run_loops(m, settings, warmup, duration, 1)?;
+    let (mut all, seconds) = run_loops(m, settings, warmup, duration)?;
     let runs = all.len();
     Ok(RawResult {
         settings,
@@ -233,45 +268,19 @@ pub fn measure(
     })
 }
 
-/// Like [`measure`], but returns every run's latency in milliseconds; each loop runs at
-/// least `min_runs` times.
-pub fn measure_samples(
-    m: &PreparedModel,
-    settings: SessionSettings,
-    warmup: usize,
-    duration: Duration,
-    min_runs: usize,
-) -> Result<Vec<f64>, RawError> {
-    Ok(run_loops(m, settings, warmup, duration, min_runs)?.0)
-}
-
 /// The loops: latencies of all runs (ms) and the wall time of the longest loop (s).
 fn run_loops(
     m: &PreparedModel,
     settings: SessionSettings,
     warmup: usize,
     duration: Duration,
-    min_runs: usize,
 ) -> Result<(Vec<f64>, f64), RawError> {
     let mut sessions = (0..settings.instances.max(1))
-        .map(|_| session(&m.path, settings))
+        .map(|_| RawSession::new(m, settings))
         .collect::<Result<Vec<_>, _>>()?;
-    let shape = [1usize, 3, m.input_size, m.input_size];
-    let fail = |e: ort::Error| RawError::Session {
-        model: m.path.clone(),
-        reason: e.to_string(),
-    };
-    let run_once = |s: &mut Session| -> Result<(), RawError> {
-        let t = TensorRef::from_array_view((shape, m.tensor.as_slice())).map_err(fail)?;
-        let out = s
-            .run(ort::inputs![m.input_name.as_str() => t])
-            .map_err(fail)?;
-        std::hint::black_box(&out);
-        Ok(())
-    };
     for s in sessions.iter_mut() {
         for _ in 0..warmup {
-            run_once(s)?;
+            s.run()?;
         }
     }
     let barrier = Barrier::new(sessions.len());
@@ -280,15 +289,12 @@ fn run_loops(
             .iter_mut()
             .map(|s| {
                 let barrier = &barrier;
-                let run_once = &run_once;
                 scope.spawn(move || {
                     barrier.wait();
                     let start = Instant::now();
                     let mut lat = Vec::new();
-                    while start.elapsed() < duration || lat.len() < min_runs {
-                        let t = Instant::now();
-                        run_once(s)?;
-                        lat.push(t.elapsed().as_secs_f64() * 1e3);
+                    while start.elapsed() < duration || lat.is_empty() {
+                        lat.push(s.run()?.as_secs_f64() * 1e3);
                     }
                     Ok((lat, start.elapsed().as_secs_f64()))
                 })

@@ -74,7 +74,8 @@ pub fn run(
             capped: false,
             steps: Vec::new(),
         };
-        for n in p.min_cameras.max(1)..=p.max_cameras.max(1) {
+        let mut search = Search::new(p.min_cameras, p.max_cameras);
+        while let Some(n) = search.next() {
             let mut spec = SystemSpec::file_cameras(
                 n,
                 video,
@@ -103,6 +104,7 @@ pub fn run(
                 m.id,
                 100.0 * ratio
             ));
+            search.record(n, sustained);
             lm.steps.push(LiveStep {
                 model: m.id.clone(),
                 cameras: n,
@@ -112,12 +114,10 @@ pub fn run(
                 sustained,
                 run,
             });
-            if !sustained {
-                break;
-            }
-            lm.sustained_cameras = n;
-            lm.capped = n == p.max_cameras.max(1);
         }
+        lm.steps.sort_by_key(|s| s.cameras);
+        lm.sustained_cameras = search.best();
+        lm.capped = search.best() == p.max_cameras.max(1);
         data.models.push(lm);
     }
     let tables = tables(&data, p);
@@ -141,6 +141,54 @@ pub fn run(
         })
         .collect();
     Ok((data, tables, summary))
+}
+
+/// The search for the largest sustained N in `min..=max`: doubling from `min` until a
+/// failure (or `max`), then bisection between the largest success and the smallest failure.
+/// Assumes that more cameras never deliver a larger share.
+#[derive(Debug, Clone)]
+pub struct Search {
+    min: usize,
+    max: usize,
+    best_ok: Option<usize>,
+    first_fail: Option<usize>,
+}
+
+impl Search {
+    pub fn new(min: usize, max: usize) -> Search {
+        let min = min.max(1);
+        Search {
+            min,
+            max: max.max(min),
+            best_ok: None,
+            first_fail: None,
+        }
+    }
+
+    /// The next N to try, `None` when the answer is known.
+    pub fn next(&self) -> Option<usize> {
+        match (self.best_ok, self.first_fail) {
+            (None, None) => Some(self.min),
+            (Some(ok), None) if ok >= self.max => None,
+            (Some(ok), None) => Some((ok * 2).min(self.max)),
+            (None, Some(_)) => None,
+            (Some(ok), Some(fail)) if fail <= ok + 1 => None,
+            (Some(ok), Some(fail)) => Some(ok + (fail - ok) / 2),
+        }
+    }
+
+    pub fn record(&mut self, n: usize, sustained: bool) {
+        if sustained {
+            self.best_ok = Some(self.best_ok.map_or(n, |b| b.max(n)));
+        } else {
+            self.first_fail = Some(self.first_fail.map_or(n, |f| f.min(n)));
+        }
+    }
+
+    /// Largest sustained N so far (0 if none).
+    pub fn best(&self) -> usize {
+        self.best_ok.unwrap_or(0)
+    }
 }
 
 fn tables(data: &LiveData, p: &LiveParams) -> Vec<Table> {
@@ -250,4 +298,28 @@ fn tables(data: &LiveData, p: &LiveParams) -> Vec<Table> {
         out.push(procs);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_search(min: usize, max: usize, limit: usize) -> (usize, Vec<usize>) {
+        let mut s = Search::new(min, max);
+        let mut tried = Vec::new();
+        while let Some(n) = s.next() {
+            tried.push(n);
+            s.record(n, n <= limit);
+        }
+        (s.best(), tried)
+    }
+
+    #[test]
+    fn search_doubles_then_bisects() {
+        assert_eq!(run_search(1, 12, 6), (6, vec![1, 2, 4, 8, 6, 7]));
+        assert_eq!(run_search(1, 12, 1), (1, vec![1, 2]));
+        assert_eq!(run_search(1, 12, 0), (0, vec![1]));
+        assert_eq!(run_search(1, 12, 100), (12, vec![1, 2, 4, 8, 12]));
+        assert_eq!(run_search(3, 5, 4), (4, vec![3, 5, 4]));
+    }
 }

@@ -34,7 +34,10 @@ pub struct SaturateStep {
     pub cameras: usize,
     pub requested_per_s: f64,
     pub delivered_per_s: f64,
-    /// delivered / raw ceiling of the same setting.
+    /// Raw ceiling of the same setting: mean of the measurements just before and after
+    /// this run.
+    pub raw_per_s: f64,
+    /// delivered / raw_per_s.
     pub ratio: f64,
     pub run: RunResult,
 }
@@ -42,13 +45,11 @@ pub struct SaturateStep {
 #[derive(Debug, Clone, Serialize)]
 pub struct SaturateSetting {
     pub settings: SessionSettings,
-    /// Raw ceiling measured before the system runs of this setting...
-    pub raw_before: RawResult,
-    /// ...and after them, so drift of the machine shows.
-    pub raw_after: RawResult,
-    /// Mean of the two, inferences per second: the ceiling the ratios use.
+    /// Raw ceiling measured before each system run and after the last one.
+    pub raw: Vec<RawResult>,
+    /// Mean of those, inferences per second.
     pub raw_per_s: f64,
-    /// |before - after| / mean.
+    /// (highest - lowest) / mean of the raw measurements: the machine's drift.
     pub raw_drift: f64,
     pub steps: Vec<SaturateStep>,
 }
@@ -89,17 +90,27 @@ pub fn run(
         best_raw_per_s: 0.0,
     };
     for &s in &p.settings {
-        progress(&format!(
-            "saturate: raw ONNX Runtime, {} thread(s) x {} instance(s)...",
-            s.threads, s.instances
-        ));
-        let raw_before = ort_raw::measure(prepared, s, 3, Duration::from_secs_f64(p.raw_seconds))?;
-        progress(&format!(
-            "saturate: raw {:.2} inferences/s",
-            raw_before.inferences_per_s
-        ));
+        // The raw ceiling is measured before every system run and once after the last;
+        // each run is compared with the mean of the two measurements around it, so the
+        // machine's own drift (a shared VM) cancels as far as it can.
+        let raw_once = |progress: &mut dyn FnMut(&str)| -> Result<RawResult, RawError> {
+            progress(&format!(
+                "saturate: raw ONNX Runtime, {} thread(s) x {} instance(s)...",
+                s.threads, s.instances
+            ));
+            let r = ort_raw::measure(prepared, s, 3, Duration::from_secs_f64(p.raw_seconds))?;
+            progress(&format!(
+                "saturate: raw {:.2} inferences/s",
+                r.inferences_per_s
+            ));
+            Ok(r)
+        };
+        let mut raws = vec![raw_once(&mut progress)?];
         let mut steps = Vec::new();
         for n in 1..=p.max_cameras.max(1) {
+            if n > 1 {
+                raws.push(raw_once(&mut progress)?);
+            }
             let mut spec = SystemSpec::file_cameras(
                 n,
                 video,
@@ -118,33 +129,33 @@ pub fn run(
             let run = run_window(&spec, bin_dir, monitor, timing)?;
             let (inferred, _, _) = run.model_totals(&model.id);
             let delivered = inferred as f64 / run.window_s;
-            progress(&format!(
-                "saturate: {n} camera(s): {delivered:.2}/s = {:.1}% of raw",
-                100.0 * delivered / raw_before.inferences_per_s
-            ));
+            progress(&format!("saturate: {n} camera(s): {delivered:.2}/s"));
             data.best_delivered_per_s = data.best_delivered_per_s.max(delivered);
             steps.push(SaturateStep {
                 cameras: n,
                 requested_per_s: spec.requested_fps(&model.id),
                 delivered_per_s: delivered,
+                raw_per_s: 0.0,
                 ratio: 0.0,
                 run,
             });
         }
-        progress("saturate: raw ONNX Runtime again (drift check)...");
-        let raw_after = ort_raw::measure(prepared, s, 3, Duration::from_secs_f64(p.raw_seconds))?;
-        let (b, a) = (raw_before.inferences_per_s, raw_after.inferences_per_s);
-        let raw_per_s = (a + b) / 2.0;
-        for step in &mut steps {
-            step.ratio = step.delivered_per_s / raw_per_s;
+        raws.push(raw_once(&mut progress)?);
+        for (i, step) in steps.iter_mut().enumerate() {
+            step.raw_per_s = (raws[i].inferences_per_s + raws[i + 1].inferences_per_s) / 2.0;
+            step.ratio = step.delivered_per_s / step.raw_per_s;
         }
+        let rates: Vec<f64> = raws.iter().map(|r| r.inferences_per_s).collect();
+        let raw_per_s = rates.iter().sum::<f64>() / rates.len() as f64;
+        let (lo, hi) = rates
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
         data.best_raw_per_s = data.best_raw_per_s.max(raw_per_s);
         data.settings.push(SaturateSetting {
             settings: s,
-            raw_before,
-            raw_after,
+            raw: raws,
             raw_per_s,
-            raw_drift: (a - b).abs() / raw_per_s,
+            raw_drift: (hi - lo) / raw_per_s,
             steps,
         });
     }
@@ -156,7 +167,7 @@ pub fn run(
         ),
         &[
             "threads x instances",
-            "raw inf/s (before / after)",
+            "raw inf/s (around this run)",
             "raw p50 ms",
             "cameras",
             "requested/s",
@@ -181,11 +192,13 @@ pub fn run(
                 .sum();
             t.row(vec![
                 format!("{} x {}", st.settings.threads, st.settings.instances),
-                format!(
-                    "{:.2} ({:.2} / {:.2})",
-                    st.raw_per_s, st.raw_before.inferences_per_s, st.raw_after.inferences_per_s
+                format!("{:.2}", step.raw_per_s),
+                num(
+                    st.raw
+                        .get(step.cameras - 1)
+                        .and_then(|r| r.latency_ms.map(|l| l.p50)),
+                    1,
                 ),
-                num(st.raw_before.latency_ms.map(|l| l.p50), 1),
                 step.cameras.to_string(),
                 format!("{:.0}", step.requested_per_s),
                 format!("{:.2}", step.delivered_per_s),
@@ -217,8 +230,9 @@ pub fn run(
         }
         if st.raw_drift > 0.1 {
             summary.push(format!(
-                "WARNING: the raw ceiling of {}x{} drifted {:.0}% between before and after the \
-                 system runs (machine load changed); ratios of this setting are uncertain",
+                "WARNING: the raw ceiling of {}x{} varied by {:.0}% across its measurements \
+                 (the machine's speed drifted); ratios of this setting are uncertain to that \
+                 extent",
                 st.settings.threads,
                 st.settings.instances,
                 100.0 * st.raw_drift

@@ -48,11 +48,17 @@ impl Summary {
     }
 }
 
-/// Median of a few repeated measurements (the harness quotes medians of repeats).
+/// Median of a few repeated measurements (the harness quotes medians of repeats); the mean
+/// of the two middle values for an even count.
 pub fn median(values: &[f64]) -> Option<f64> {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
     v.sort_by(|a, b| a.total_cmp(b));
-    percentile_sorted(&v, 50.0)
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
 }
 
 #[cfg(test)]
@@ -94,6 +100,7 @@ mod tests {
     #[test]
     fn median_of_repeats() {
         assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0]), Some(2.5));
         assert_eq!(median(&[]), None);
     }
 }

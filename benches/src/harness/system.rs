@@ -216,6 +216,19 @@ impl System {
         Ok(())
     }
 
+    /// Sleeps `d`, failing early when interrupted or when core-agent exits.
+    pub fn sleep(&mut self, d: Duration) -> Result<(), SystemError> {
+        let end = Instant::now() + d;
+        loop {
+            self.check_alive()?;
+            let now = Instant::now();
+            if now >= end {
+                return Ok(());
+            }
+            interrupt::sleep((end - now).min(Duration::from_millis(250)))?;
+        }
+    }
+
     /// Remembers the processes below core-agent (for cleanup and labels).
     fn note_processes(&mut self) {
         for (pid, st) in procstat::tree_snapshot(self.pid) {
