@@ -366,6 +366,11 @@ pub struct ModelConfig {
     /// Sessions run in parallel. Default `1`.
     #[serde(default = "default_one")]
     pub instances: u32,
+    /// Whether idle intra-op threads spin waiting for work (`model-server --spin`). Spinning
+    /// makes multi-threaded runs faster on cores the server has to itself and slower when
+    /// decoders share them. Default `false`.
+    #[serde(default)]
+    pub spin: bool,
     /// Most frames per batch (models with a fixed batch of 1 run one at a time).
     /// Default `1`.
     #[serde(default = "default_one")]
@@ -632,6 +637,9 @@ mod tests {
         let m = &c.models[0];
         assert_eq!(m.family, ModelFamily::Auto);
         assert_eq!((m.threads, m.instances, m.max_batch), (1, 1, 1));
+        assert!(!m.spin);
+        let spin = parse(&MINIMAL.replace("models/det.onnx\"", "models/det.onnx\"\nspin = true"));
+        assert!(spin.unwrap().models[0].spin);
         assert_eq!(
             m.socket_path(Path::new("/run/fb")),
             PathBuf::from("/run/fb/det.sock")

@@ -224,6 +224,7 @@ pub fn prepare(opts: &DemoOptions, data: &DemoData) -> Result<Config, DemoError>
         device: Default::default(),
         threads: 1,
         instances: 1,
+        spin: false,
         max_batch: 1,
         batch_delay_us: 0,
         score_threshold: 0.4,

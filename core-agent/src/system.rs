@@ -297,6 +297,7 @@ impl System {
         arg("--device", &m.device.as_str());
         arg("--threads", &m.threads.to_string());
         arg("--instances", &m.instances.to_string());
+        arg("--spin", &m.spin.to_string());
         arg("--max-batch", &m.max_batch.to_string());
         arg("--batch-delay-us", &m.batch_delay_us.to_string());
         arg("--score-threshold", &m.score_threshold.to_string());

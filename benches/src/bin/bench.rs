@@ -107,6 +107,10 @@ struct Opts {
     /// Model instances (live, recovery).
     #[arg(long, default_value_t = 1)]
     instances: u32,
+    /// Idle ONNX Runtime intra-op threads spin (live, recovery; `model-server --spin`).
+    /// Saturate and ipc set it themselves, the same on the raw and the server side.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    spin: bool,
     /// Requests in flight per camera and model (saturate).
     #[arg(long, default_value_t = 1)]
     in_flight: u32,
@@ -264,20 +268,28 @@ fn run_scenario(scenario: Scenario, opts: &Opts) -> Result<()> {
         Scenario::Ipc => {
             let video = assets::video(&assets_dir)?;
             let ms = models(&assets_dir, opts, &["yolov8", "yolox"])?;
-            let mut threads = vec![1];
-            if cores > 1 {
-                threads.push(cores);
-            }
-            if let Some(t) = opts.threads {
-                threads = vec![t as usize];
-            }
+            // One thread has no pool to spin; with more, compare both spin settings.
+            let threads = match opts.threads {
+                Some(t) => vec![t as usize],
+                None if cores > 1 => vec![1, cores],
+                None => vec![1],
+            };
+            let sessions = threads
+                .iter()
+                .flat_map(|&t| {
+                    let spins: &[bool] = if t > 1 { &[false, true] } else { &[false] };
+                    spins
+                        .iter()
+                        .map(move |&spin| scenario_ipc::IpcSession { threads: t, spin })
+                })
+                .collect();
             let p = scenario_ipc::IpcParams {
                 pings: 5000,
                 seconds: opts.duration.unwrap_or(12.0),
                 min_runs: 20,
                 gap_ms: 20,
                 frame_index: 100,
-                threads,
+                sessions,
             };
             let (d, t, s) = scenario_ipc::run(&bin_dir, &video, &ms, &p)?;
             (serde_json::to_value(d)?, t, s, serde_json::to_value(&p)?)
@@ -320,6 +332,7 @@ fn run_scenario(scenario: Scenario, opts: &Opts) -> Result<()> {
                 detect_fps: opts.fps.unwrap_or(5.0),
                 threshold: 0.99,
                 threads: threads_for(opts.instances),
+                spin: opts.spin,
                 instances: opts.instances,
             };
             let (d, t, s) = scenario_live::run(
@@ -347,6 +360,7 @@ fn run_scenario(scenario: Scenario, opts: &Opts) -> Result<()> {
                 resume_timeout: Duration::from_secs(30),
                 // Two models share the cores: one thread per instance each by default.
                 threads: opts.threads.unwrap_or(1),
+                spin: opts.spin,
                 instances,
             };
             let (d, t, s) = scenario_recovery::run(

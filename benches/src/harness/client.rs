@@ -146,6 +146,7 @@ impl ServerProcess {
         ring_dir: &Path,
         threads: usize,
         instances: usize,
+        spin: bool,
         log: &Path,
         timeout: Duration,
     ) -> Result<ServerProcess, ClientError> {
@@ -171,6 +172,8 @@ impl ServerProcess {
             .arg(threads.to_string())
             .arg("--instances")
             .arg(instances.to_string())
+            .arg("--spin")
+            .arg(spin.to_string())
             .env("FRAMEBUS_LOG", "warn")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())

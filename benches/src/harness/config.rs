@@ -56,6 +56,8 @@ pub struct ModelSpec {
     pub path: PathBuf,
     pub threads: u32,
     pub instances: u32,
+    /// Idle intra-op threads spin (`models.<id>.spin`).
+    pub spin: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -164,6 +166,7 @@ impl SystemSpec {
                     path: m.path.clone(),
                     threads: m.threads,
                     instances: m.instances,
+                    spin: m.spin,
                 })
                 .collect(),
             subscriptions: self
@@ -226,6 +229,7 @@ struct ModelOut {
     path: PathBuf,
     threads: u32,
     instances: u32,
+    spin: bool,
 }
 
 #[derive(Serialize)]
@@ -267,12 +271,14 @@ mod tests {
                     path: "/a/y8.onnx".into(),
                     threads: 2,
                     instances: 1,
+                    spin: true,
                 },
                 ModelSpec {
                     id: "yolox".into(),
                     path: "/a/yx.onnx".into(),
                     threads: 1,
                     instances: 2,
+                    spin: false,
                 },
             ],
             5.0,

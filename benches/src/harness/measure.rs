@@ -228,6 +228,7 @@ mod tests {
                 path: "/m.onnx".into(),
                 threads: 1,
                 instances: 1,
+                spin: false,
             }],
             5.0,
         );

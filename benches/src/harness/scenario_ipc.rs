@@ -28,8 +28,17 @@ pub struct IpcParams {
     /// Pause after each raw run and each request.
     pub gap_ms: u64,
     pub frame_index: u32,
-    /// Intra-op thread counts to compare (instances = 1).
-    pub threads: Vec<usize>,
+    /// Session settings to compare (instances = 1), each the same on both sides.
+    pub sessions: Vec<IpcSession>,
+}
+
+/// One server / raw session setting of `bench ipc`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct IpcSession {
+    /// Intra-op threads.
+    pub threads: usize,
+    /// Idle intra-op threads spin (`model-server --spin`).
+    pub spin: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -43,6 +52,7 @@ pub struct PingResult {
 pub struct OverheadResult {
     pub model: String,
     pub threads: usize,
+    pub spin: bool,
     pub raw_ms: Summary,
     pub server_e2e_ms: Summary,
     /// Server-reported stages, p50 ms.
@@ -126,9 +136,9 @@ pub fn run(
     };
     for m in models {
         let prepared = ort_raw::prepare(&m.path, video, p.frame_index)?;
-        for &threads in &p.threads {
+        for (i, &IpcSession { threads, spin }) in p.sessions.iter().enumerate() {
             interrupt::check()?;
-            let socket = work.path().join(format!("{}-{threads}.sock", m.id));
+            let socket = work.path().join(format!("{}-{threads}-{spin}.sock", m.id));
             let server = ServerProcess::start(
                 bin_dir,
                 &m.path,
@@ -137,12 +147,13 @@ pub fn run(
                 ring_dir.path(),
                 threads,
                 1,
-                &work.path().join(format!("{}-{threads}.log", m.id)),
+                spin,
+                &work.path().join(format!("{}-{threads}-{spin}.log", m.id)),
                 Duration::from_secs(60),
             )?;
             let mut client = Client::connect(&socket)?;
-            // Ping once per model (the first thread count).
-            if threads == p.threads[0] {
+            // Ping once per model (the first setting).
+            if i == 0 {
                 for _ in 0..p.pings / 10 {
                     client.ping()?;
                 }
@@ -179,7 +190,7 @@ pub fn run(
             let settings = SessionSettings {
                 threads,
                 instances: 1,
-                spinning: true,
+                spinning: spin,
             };
             // Raw runs and server requests alternate one by one, so a burst of other load
             // on the machine hits both sides alike; the overhead is also taken pairwise.
@@ -230,6 +241,7 @@ pub fn run(
             data.overhead.push(OverheadResult {
                 model: m.id.clone(),
                 threads,
+                spin,
                 overhead_p50_ms: e2e_s.p50 - raw_s.p50,
                 paired_overhead_p50_ms: crate::harness::stats::median(&paired).unwrap_or(f64::NAN),
                 overhead_p99_ms: e2e_s.p99 - raw_s.p99,
@@ -267,6 +279,7 @@ pub fn run(
         &[
             "model",
             "threads",
+            "spin",
             "raw p50",
             "raw p99",
             "server e2e p50",
@@ -283,6 +296,7 @@ pub fn run(
         t2.row(vec![
             r.model.clone(),
             r.threads.to_string(),
+            if r.spin { "on" } else { "off" }.to_string(),
             format!("{:.2}", r.raw_ms.p50),
             format!("{:.2}", r.raw_ms.p99),
             format!("{:.2}", r.server_e2e_ms.p50),
@@ -309,11 +323,12 @@ pub fn run(
     }
     for r in &data.overhead {
         summary.push(format!(
-            "server overhead {} @{} thread(s): p50 {:.2} ms = {:.1}% of raw session.run {:.2} ms \
+            "server overhead {} @{} thread(s), spin {}: p50 {:.2} ms = {:.1}% of raw session.run {:.2} ms \
              (p99 {:.2} ms; median of paired differences {:.2} ms); server-side preprocess \
              {:.2} ms (goal ≤0.5 ms and ≤3% at p50)",
             r.model,
             r.threads,
+            if r.spin { "on" } else { "off" },
             r.overhead_p50_ms,
             r.overhead_p50_pct,
             r.raw_ms.p50,

@@ -27,6 +27,8 @@ pub struct LiveParams {
     /// Share of requested inferences that must arrive, 0..1.
     pub threshold: f64,
     pub threads: u32,
+    /// Idle intra-op threads spin.
+    pub spin: bool,
     pub instances: u32,
 }
 
@@ -85,6 +87,7 @@ pub fn run(
                     path: m.path.clone(),
                     threads: p.threads,
                     instances: p.instances,
+                    spin: p.spin,
                 }],
                 p.detect_fps,
             );

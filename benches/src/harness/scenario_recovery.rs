@@ -30,6 +30,8 @@ pub struct RecoveryParams {
     /// Longest wait for results to resume.
     pub resume_timeout: Duration,
     pub threads: u32,
+    /// Idle intra-op threads spin.
+    pub spin: bool,
     pub instances: u32,
 }
 
@@ -234,6 +236,7 @@ pub fn run(
             path: m.path.clone(),
             threads: p.threads,
             instances: p.instances,
+            spin: p.spin,
         })
         .collect();
     let mut spec =

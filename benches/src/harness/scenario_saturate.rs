@@ -120,6 +120,7 @@ pub fn run(
                     path: model.path.clone(),
                     threads: s.threads as u32,
                     instances: s.instances as u32,
+                    spin: s.spinning,
                 }],
                 p.detect_fps,
             );
