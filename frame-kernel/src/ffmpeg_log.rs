@@ -64,16 +64,19 @@ fn admit() -> bool {
     }
 }
 
+/// The `va_list` parameter as bindgen declares it: x86_64's `va_list` is an array, so it
+/// arrives as a pointer to its tag; on aarch64 and most other targets it is passed as the
+/// `va_list` value itself.
+#[cfg(target_arch = "x86_64")]
+type VaList = *mut ffi::__va_list_tag;
+#[cfg(not(target_arch = "x86_64"))]
+type VaList = ffi::va_list;
+
 fn camera() -> &'static str {
     CAMERA.get().map_or("", String::as_str)
 }
 
-unsafe extern "C" fn callback(
-    avcl: *mut c_void,
-    level: c_int,
-    fmt: *const c_char,
-    args: *mut ffi::__va_list_tag,
-) {
+unsafe extern "C" fn callback(avcl: *mut c_void, level: c_int, fmt: *const c_char, args: VaList) {
     // SAFETY (whole body): called by av_log with a valid format string and va_list that
     // we consume exactly once, through av_log_format_line2, into a local buffer that it
     // NUL-terminates (it truncates to the buffer size).

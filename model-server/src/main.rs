@@ -8,6 +8,8 @@
 //! `--help` lists every flag with its default. Logs go to stderr (`RUST_LOG` filters,
 //! `--log-json` for JSON lines).
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use model_server::config::ServerConfig;
 use tracing_subscriber::EnvFilter;
@@ -32,6 +34,7 @@ fn main() -> std::process::ExitCode {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if cli.log_json {
         builder.json().init();
