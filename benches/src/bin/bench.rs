@@ -278,9 +278,11 @@ fn run_scenario(scenario: Scenario, opts: &Opts) -> Result<()> {
                 .iter()
                 .flat_map(|&t| {
                     let spins: &[bool] = if t > 1 { &[false, true] } else { &[false] };
-                    spins
-                        .iter()
-                        .map(move |&spin| scenario_ipc::IpcSession { threads: t, spin })
+                    spins.iter().map(move |&spinning| ort_raw::SessionSettings {
+                        threads: t,
+                        instances: 1,
+                        spinning,
+                    })
                 })
                 .collect();
             let p = scenario_ipc::IpcParams {

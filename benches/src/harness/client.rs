@@ -13,6 +13,7 @@ use proto_schema::message::{
 };
 
 use super::interrupt;
+use super::ort_raw::SessionSettings;
 
 /// A failed exchange with a model server.
 #[derive(Debug, thiserror::Error)]
@@ -144,9 +145,7 @@ impl ServerProcess {
         model_id: &str,
         socket: &Path,
         ring_dir: &Path,
-        threads: usize,
-        instances: usize,
-        spin: bool,
+        session: SessionSettings,
         log: &Path,
         timeout: Duration,
     ) -> Result<ServerProcess, ClientError> {
@@ -169,11 +168,11 @@ impl ServerProcess {
             .arg("--ring-dir")
             .arg(ring_dir)
             .arg("--threads")
-            .arg(threads.to_string())
+            .arg(session.threads.to_string())
             .arg("--instances")
-            .arg(instances.to_string())
+            .arg(session.instances.to_string())
             .arg("--spin")
-            .arg(spin.to_string())
+            .arg(session.spinning.to_string())
             .env("FRAMEBUS_LOG", "warn")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())

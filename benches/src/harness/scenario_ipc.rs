@@ -28,17 +28,8 @@ pub struct IpcParams {
     /// Pause after each raw run and each request.
     pub gap_ms: u64,
     pub frame_index: u32,
-    /// Session settings to compare (instances = 1), each the same on both sides.
-    pub sessions: Vec<IpcSession>,
-}
-
-/// One server / raw session setting of `bench ipc`.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct IpcSession {
-    /// Intra-op threads.
-    pub threads: usize,
-    /// Idle intra-op threads spin (`model-server --spin`).
-    pub spin: bool,
+    /// Session settings to compare, each the same for the server and the raw session.
+    pub sessions: Vec<SessionSettings>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -136,7 +127,8 @@ pub fn run(
     };
     for m in models {
         let prepared = ort_raw::prepare(&m.path, video, p.frame_index)?;
-        for (i, &IpcSession { threads, spin }) in p.sessions.iter().enumerate() {
+        for (i, &settings) in p.sessions.iter().enumerate() {
+            let (threads, spin) = (settings.threads, settings.spinning);
             interrupt::check()?;
             let socket = work.path().join(format!("{}-{threads}-{spin}.sock", m.id));
             let server = ServerProcess::start(
@@ -145,9 +137,7 @@ pub fn run(
                 &m.id,
                 &socket,
                 ring_dir.path(),
-                threads,
-                1,
-                spin,
+                settings,
                 &work.path().join(format!("{}-{threads}-{spin}.log", m.id)),
                 Duration::from_secs(60),
             )?;
@@ -187,11 +177,6 @@ pub fn run(
             for _ in 0..3 {
                 client.infer(req.clone())?;
             }
-            let settings = SessionSettings {
-                threads,
-                instances: 1,
-                spinning: spin,
-            };
             // Raw runs and server requests alternate one by one, so a burst of other load
             // on the machine hits both sides alike; the overhead is also taken pairwise.
             let mut raw_session = RawSession::new(&prepared, settings)?;

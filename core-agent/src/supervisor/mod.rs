@@ -12,7 +12,7 @@ pub mod policy;
 pub mod probe;
 pub mod watch;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -471,19 +471,13 @@ async fn wait_ready(
         let r = match readiness {
             Readiness::Server { socket } => probe::serving_status(socket, timeout, max)
                 .await
-                .map(|_| ()),
-            Readiness::Ring { dir, name } => probe::check_ring(
-                dir,
-                name,
-                pid,
-                Duration::from_millis(s.heartbeat_timeout_ms),
-                monotonic_now_ns(),
-            )
-            .map(|_| ()),
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Readiness::Ring { dir, name } => ring_fresh(dir, name, pid, s),
         };
         match r {
             Ok(()) => return Ok(()),
-            Err(e) => last = e.to_string(),
+            Err(e) => last = e,
         }
         tokio::time::sleep(poll).await;
     }
@@ -505,16 +499,21 @@ async fn health_check(
                 .await
                 .map_err(|e| e.to_string())
         }
-        Readiness::Ring { dir, name } => probe::check_ring(
-            dir,
-            name,
-            pid,
-            Duration::from_millis(s.heartbeat_timeout_ms),
-            monotonic_now_ns(),
-        )
-        .map(|_| ())
-        .map_err(|e| e.to_string()),
+        Readiness::Ring { dir, name } => ring_fresh(dir, name, pid, s),
     }
+}
+
+/// The kernel's ring exists, is written by `pid` and its heartbeat is recent.
+fn ring_fresh(dir: &Path, name: &str, pid: u32, s: &SupervisorSettings) -> Result<(), String> {
+    probe::check_ring(
+        dir,
+        name,
+        pid,
+        Duration::from_millis(s.heartbeat_timeout_ms),
+        monotonic_now_ns(),
+    )
+    .map(|_| ())
+    .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
