@@ -97,10 +97,13 @@ impl std::str::FromStr for LogFormat {
 pub struct AgentSettings {
     /// Status API address. Default `127.0.0.1:7878`; must be a loopback address.
     pub api_addr: SocketAddr,
-    /// Directory of the frame rings. Default `/dev/shm`; env `FRAMEBUS_RING_DIR`.
+    /// Directory of the frame rings, created 0750 if missing and refused if it exists
+    /// with another owner or a looser mode. Default `/dev/shm/framebus`; env
+    /// `FRAMEBUS_RING_DIR`.
     pub ring_dir: PathBuf,
-    /// Directory of the model servers' sockets. Default `/tmp/framebus`; env
-    /// `FRAMEBUS_SOCKET_DIR`.
+    /// Directory of the model servers' sockets, checked like `ring_dir`. Default
+    /// `/run/framebus` for root, else `$XDG_RUNTIME_DIR/framebus`, else
+    /// `/tmp/framebus-<uid>`; env `FRAMEBUS_SOCKET_DIR`.
     pub socket_dir: PathBuf,
     /// Directory holding the `frame-kernel` and `model-server` binaries. Default: the
     /// directory of the running `core-agent` binary.
@@ -120,8 +123,8 @@ impl Default for AgentSettings {
     fn default() -> Self {
         Self {
             api_addr: SocketAddr::from(([127, 0, 0, 1], 7878)),
-            ring_dir: PathBuf::from("/dev/shm"),
-            socket_dir: PathBuf::from("/tmp/framebus"),
+            ring_dir: PathBuf::from(proto_schema::ring::DEFAULT_RING_DIR),
+            socket_dir: proto_schema::owned_dir::default_socket_dir(),
             bin_dir: None,
             log: "info".to_owned(),
             log_format: LogFormat::Text,
@@ -626,7 +629,11 @@ mod tests {
     fn defaults_are_the_documented_ones() {
         let c = parse(MINIMAL).unwrap();
         assert_eq!(c.agent.api_addr.to_string(), "127.0.0.1:7878");
-        assert_eq!(c.agent.ring_dir, PathBuf::from("/dev/shm"));
+        assert_eq!(c.agent.ring_dir, PathBuf::from("/dev/shm/framebus"));
+        assert_eq!(
+            c.agent.socket_dir,
+            proto_schema::owned_dir::default_socket_dir()
+        );
         assert_eq!(c.limits.max_in_flight, 1);
         assert_eq!(c.supervisor.restart_limit, 5);
         let cam = &c.cameras[0];
@@ -690,7 +697,10 @@ mod tests {
         assert_eq!(c.agent.log, "debug");
         assert_eq!(c.agent.log_format, LogFormat::Json);
         assert_eq!(c.agent.ring_dir, PathBuf::from("/tmp/rings"));
-        assert_eq!(c.agent.socket_dir, PathBuf::from("/tmp/framebus"));
+        assert_eq!(
+            c.agent.socket_dir,
+            proto_schema::owned_dir::default_socket_dir()
+        );
 
         let err = c
             .apply_env(|k| (k == ENV_SOCKET_DIR).then(|| "rel/dir".to_owned()))

@@ -50,14 +50,10 @@ pub enum StartError {
         /// Where it was looked for.
         path: PathBuf,
     },
-    /// A directory could not be created.
-    #[error("cannot create directory {path}: {source}")]
-    Dir {
-        /// The directory.
-        path: PathBuf,
-        /// Underlying error.
-        source: std::io::Error,
-    },
+    /// A ring or socket directory could not be created, or exists and cannot be
+    /// trusted (wrong owner, too open a mode, a symlink).
+    #[error("ring/socket directory: {0}")]
+    Dir(#[from] proto_schema::owned_dir::OwnedDirError),
 }
 
 impl Binaries {
@@ -229,18 +225,7 @@ impl std::fmt::Debug for System {
 
 /// Creates `dir` (mode 0750) if missing.
 pub fn ensure_dir(dir: &Path) -> Result<(), StartError> {
-    use std::os::unix::fs::DirBuilderExt;
-    if dir.is_dir() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o750)
-        .create(dir)
-        .map_err(|source| StartError::Dir {
-            path: dir.to_path_buf(),
-            source,
-        })
+    Ok(proto_schema::owned_dir::ensure_owned_dir(dir)?)
 }
 
 impl System {

@@ -251,7 +251,7 @@ mod tests {
         let c = parse(&["--model", "/m/yolox_nano.onnx", "--socket", "/tmp/s.sock"]).unwrap();
         assert_eq!(c.model_id(), "yolox_nano");
         assert_eq!(c.socket_mode, 0o660);
-        assert_eq!(c.ring_dir, PathBuf::from("/dev/shm"));
+        assert_eq!(c.ring_dir, PathBuf::from("/dev/shm/framebus"));
         assert_eq!((c.instances, c.max_batch, c.max_inflight), (1, 8, 64));
         assert_eq!(c.family, FamilyChoice::Auto);
         assert!(c.threads() >= 1);

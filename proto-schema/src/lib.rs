@@ -5,7 +5,9 @@
 pub mod error;
 pub mod framing;
 pub mod message;
+pub mod owned_dir;
 pub mod pixel;
+pub mod redact;
 pub mod ring;
 
 /// Version of the wire protocol carried in every message as `"v"`.

@@ -1,5 +1,5 @@
 //! The shared-memory frame ring: one file per camera, `<dir>/<name>.ring` (default dir
-//! `/dev/shm`), one writer ([`RingWriter`], the decoder) and any number of read-only
+//! `/dev/shm/framebus`), one writer ([`RingWriter`], the decoder) and any number of read-only
 //! readers ([`RingReader`], the model servers), in any processes.
 //!
 //! - Layout: a fixed header, a live header of atomics, a table of per-slot seqlock
@@ -25,7 +25,7 @@
 //! slot.data_mut().fill(0x80); // decode straight into the slot
 //! let info = slot.publish(0, 1_700_000_000_000_000_000);
 //!
-//! let reader = RingReader::open("/dev/shm", "cam1")?;
+//! let reader = RingReader::open(proto_schema::ring::DEFAULT_RING_DIR, "cam1")?;
 //! let latest = reader.latest().expect("one frame published");
 //! assert_eq!(latest, info);
 //! let sum: u64 = reader.read(latest.slot, latest.seq, |bytes| {
@@ -52,8 +52,10 @@ pub use layout::RingCountersHandle;
 pub use reader::{HeaderSnapshot, RingReader, WaitOutcome};
 pub use writer::{RingWriter, RingWriterBuilder, SlotWriter, DEFAULT_MODE, DEFAULT_SLOTS};
 
-/// Where rings live unless configured otherwise.
-pub const DEFAULT_RING_DIR: &str = "/dev/shm";
+/// Where rings live unless configured otherwise: a directory of the service's own under
+/// `/dev/shm` (see [`crate::owned_dir`]), never `/dev/shm` itself, where any local user
+/// could squat a ring name.
+pub const DEFAULT_RING_DIR: &str = "/dev/shm/framebus";
 /// Longest ring name, in bytes.
 pub const MAX_RING_NAME_LEN: usize = 64;
 /// File name suffix of a ring.
