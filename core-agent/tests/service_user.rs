@@ -33,7 +33,13 @@ fn run(cmd: &mut Command) -> std::process::Output {
 /// Creates the service user (with its own group) and a client user in that group, as an
 /// administrator following the docs would; idempotent.
 fn ensure_users() -> (u32, u32) {
-    if !Command::new("id").arg(SERVICE).output().unwrap().status.success() {
+    if !Command::new("id")
+        .arg(SERVICE)
+        .output()
+        .unwrap()
+        .status
+        .success()
+    {
         run(Command::new("useradd").args([
             "--system",
             "--user-group",
@@ -43,7 +49,13 @@ fn ensure_users() -> (u32, u32) {
             SERVICE,
         ]));
     }
-    if !Command::new("id").arg(CLIENT).output().unwrap().status.success() {
+    if !Command::new("id")
+        .arg(CLIENT)
+        .output()
+        .unwrap()
+        .status
+        .success()
+    {
         run(Command::new("useradd").args([
             "--system",
             "--no-create-home",
@@ -109,8 +121,8 @@ fn the_system_runs_as_a_service_user_and_only_its_group_gets_in() {
     for b in ["core-agent", "frame-kernel", "model-server"] {
         copy_into(stage.path(), &bins.join(b));
     }
-    let ort = std::fs::canonicalize(ort_dylib().expect("ORT_DYLIB_PATH (scripts/setup.sh)"))
-        .unwrap();
+    let ort =
+        std::fs::canonicalize(ort_dylib().expect("ORT_DYLIB_PATH (scripts/setup.sh)")).unwrap();
     let ort = copy_into(stage.path(), &ort);
     let model = copy_into(stage.path(), &assets.join("models/yolox_nano.onnx"));
     let video = copy_into(stage.path(), &assets.join("video/people_walk_540p.mp4"));
@@ -188,10 +200,19 @@ fn the_system_runs_as_a_service_user_and_only_its_group_gets_in() {
     });
 
     let outcome = std::panic::catch_unwind(|| {
-        wait_for(Duration::from_secs(120), "5 results with detections", || {
-            let text = std::fs::read_to_string(&results).unwrap_or_default();
-            (text.lines().filter(|l| l.contains("\"class_name\"")).count() >= 5).then_some(())
-        });
+        wait_for(
+            Duration::from_secs(120),
+            "5 results with detections",
+            || {
+                let text = std::fs::read_to_string(&results).unwrap_or_default();
+                (text
+                    .lines()
+                    .filter(|l| l.contains("\"class_name\""))
+                    .count()
+                    >= 5)
+                    .then_some(())
+            },
+        );
 
         // Every process of the system runs as the service user.
         assert_eq!(uid_of_pid(agent_pid), Some(svc_uid), "core-agent's uid");
@@ -267,6 +288,9 @@ print(s.recv(n, socket.MSG_WAITALL).decode())
     assert!(status.success(), "core-agent exit: {status}\n{log}");
     // Clean shutdown removes the service's files.
     assert!(!ring_dir.join("lobby.ring").exists(), "ring left behind");
-    assert!(!socket_dir.join("yolox.sock").exists(), "socket left behind");
+    assert!(
+        !socket_dir.join("yolox.sock").exists(),
+        "socket left behind"
+    );
     let _ = std::io::stdout().flush();
 }
