@@ -55,22 +55,7 @@ pub enum OwnedDirError {
         path: PathBuf,
         /// Its owner.
         owner: u32,
-        /// Where model-server sockets live unless configured otherwise: `/run/framebus` for root,
-/// else `$XDG_RUNTIME_DIR/framebus` (a per-user 0700 directory) when that is set, else
-/// `/tmp/framebus-<uid>`. None of these can be pre-created by another user without
-/// [`ensure_owned_dir`] refusing it.
-pub fn default_socket_dir() -> PathBuf {
-    let uid = effective_uid();
-    if uid == 0 {
-        return PathBuf::from("/run/framebus");
-    }
-    match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| Path::new(v).is_absolute()) {
-        Some(run) => Path::new(&run).join("framebus"),
-        None => PathBuf::from(format!("/tmp/framebus-{uid}")),
-    }
-}
-
-/// This process's effective uid.
+        /// The expected owner (this process's uid).
         expected: u32,
     },
     /// The directory's mode grants group write or any access to others.
@@ -111,6 +96,21 @@ pub fn default_socket_dir() -> PathBuf {
         /// The OS error.
         source: io::Error,
     },
+}
+
+/// Where model-server sockets live unless configured otherwise: `/run/framebus` for root,
+/// else `$XDG_RUNTIME_DIR/framebus` (a per-user 0700 directory) when that is set, else
+/// `/tmp/framebus-<uid>`. None of these can be pre-created by another user without
+/// [`ensure_owned_dir`] refusing it.
+pub fn default_socket_dir() -> PathBuf {
+    let uid = effective_uid();
+    if uid == 0 {
+        return PathBuf::from("/run/framebus");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| Path::new(v).is_absolute()) {
+        Some(run) => Path::new(&run).join("framebus"),
+        None => PathBuf::from(format!("/tmp/framebus-{uid}")),
+    }
 }
 
 /// This process's effective uid.
