@@ -70,7 +70,10 @@ fn memory_and_fds_of_every_process_stay_flat_under_steady_load() {
     let n = of(&agent.results(), "cam", "yolox").len();
     let rate = (n - n0) as f64 / (start.elapsed() - t0).as_secs_f64();
     println!("MEASURED soak system: {rate:.2} results/s after warm-up");
-    assert!(rate > 2.0, "the system did not run steadily: {rate:.2} results/s");
+    assert!(
+        rate > 2.0,
+        "the system did not run steadily: {rate:.2} results/s"
+    );
     // No process was restarted during the soak (same pids, no restarts).
     let cam_now = agent.camera("cam");
     assert_eq!(cam_now["kernel"]["pid"], kernel);

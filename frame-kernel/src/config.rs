@@ -30,7 +30,11 @@ pub struct Args {
     /// `rtsp://` / `rtsps://` URL, or a video file (path or `file://` URL) played as a
     /// live camera. Every local user can read a process's arguments
     /// (`/proc/<pid>/cmdline`): a URL with a password belongs in `--source-fd`.
-    #[arg(long, required_unless_present = "source_fd", conflicts_with = "source_fd")]
+    #[arg(
+        long,
+        required_unless_present = "source_fd",
+        conflicts_with = "source_fd"
+    )]
     pub source: Option<String>,
 
     /// Read the source (as for `--source`) from this inherited file descriptor until
@@ -1011,7 +1015,10 @@ mod tests {
             }
         );
         // SAFETY: fcntl(F_GETFD) takes no pointers.
-        assert!(unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0, "fd left open");
+        assert!(
+            unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0,
+            "fd left open"
+        );
     }
 
     #[test]

@@ -65,7 +65,9 @@ pub fn scrub(text: &str) -> std::borrow::Cow<'_, str> {
     let mut out = std::borrow::Cow::Borrowed(text);
     for secret in secrets {
         if out.contains(secret.as_str()) {
-            out = std::borrow::Cow::Owned(out.replace(secret.as_str(), proto_schema::redact::REDACTED));
+            out = std::borrow::Cow::Owned(
+                out.replace(secret.as_str(), proto_schema::redact::REDACTED),
+            );
         }
     }
     out

@@ -633,9 +633,7 @@ mod tests {
     #[test]
     fn text_files_are_permanently_not_a_video() {
         let dir = tempfile::tempdir().unwrap();
-        let file = Source::File {
-            path: "/x".into(),
-        };
+        let file = Source::File { path: "/x".into() };
         for (name, text) in [
             ("hostname", "build-host-01\n".to_owned()),
             ("notes.mp4", "some text\n".repeat(300)),

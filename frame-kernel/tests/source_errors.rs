@@ -16,7 +16,11 @@ fn closed_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-fn run_to_exit(source: &str, tag: &str, dir: &tempfile::TempDir) -> (Option<i32>, String, Duration) {
+fn run_to_exit(
+    source: &str,
+    tag: &str,
+    dir: &tempfile::TempDir,
+) -> (Option<i32>, String, Duration) {
     let d = dir.path().to_str().unwrap();
     let t = Instant::now();
     let mut k = Kernel::start(
@@ -64,7 +68,14 @@ fn a_file_without_a_video_stream_says_so() {
     let dir = ring_dir();
     let wav = dir.path().join("tone.wav");
     let st = Command::new("ffmpeg")
-        .args(["-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=1"])
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:duration=1",
+        ])
         .arg(&wav)
         .status()
         .unwrap();
@@ -149,7 +160,10 @@ fn credentials_are_neither_in_argv_nor_in_the_log() {
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("camera unreachable"), "the kernel did try: {text}");
+    assert!(
+        text.contains("camera unreachable"),
+        "the kernel did try: {text}"
+    );
     assert!(text.contains("rtsp://***@127.0.0.1"), "{text}");
     assert!(!text.contains("secret"), "password in the log:\n{text}");
     assert!(!text.contains("admin"), "user name in the log:\n{text}");

@@ -404,9 +404,15 @@ mod tests {
 
     #[tokio::test]
     async fn stdin_secret_reaches_the_child_and_nothing_else() {
-        let mut s = spec("/bin/sh", &["-c", "cat; echo; tr '\\0' ' ' < /proc/$$/cmdline"]);
+        let mut s = spec(
+            "/bin/sh",
+            &["-c", "cat; echo; tr '\\0' ' ' < /proc/$$/cmdline"],
+        );
         s.stdin = Some(StdinSecret::new("rtsp://u:hunter2@h/x"));
-        assert!(!format!("{s:?}").contains("hunter2"), "Debug shows the secret");
+        assert!(
+            !format!("{s:?}").contains("hunter2"),
+            "Debug shows the secret"
+        );
         let mut c = spawn(&s).unwrap();
         c.wait().await.unwrap();
         for _ in 0..100 {
