@@ -1,5 +1,8 @@
-//! `frame-kernel --camera-id ID --source URL|FILE [options]`: see `--help` and the
-//! library docs (`frame_kernel`).
+//! `frame-kernel --camera-id ID (--source URL|FILE | --source-fd FD) [options]`: see
+//! `--help` and the library docs (`frame_kernel`).
+//!
+//! Exit status: 0 clean stop, 1 fatal error a restart may cure, 2 invalid command line,
+//! 3 source unusable (permanent): `proto_schema::exit`.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
