@@ -21,7 +21,7 @@ use crate::config::{
 };
 use crate::metrics::Metrics;
 use crate::results::ResultQueue;
-use crate::supervisor::child::ChildSpec;
+use crate::supervisor::child::{ChildSpec, StdinSecret};
 use crate::supervisor::watch::FileWatch;
 use crate::supervisor::{ProcStatus, ProcessHandle, ProcessSpec, Readiness};
 
@@ -302,6 +302,7 @@ impl System {
                 env: self.child_env(),
                 cpu_affinity: m.cpu_affinity.clone(),
                 log_format: self.config.agent.log_format,
+                stdin: None,
             },
             readiness: Readiness::Server {
                 socket: socket.clone(),
@@ -309,6 +310,7 @@ impl System {
             rss_limit_bytes: m.rss_limit_mb.map(|mb| mb << 20),
             owned_files: vec![socket],
             max_message_bytes: self.config.limits.max_message_bytes,
+            permanent_exit_codes: vec![],
         }
     }
 
@@ -321,7 +323,10 @@ impl System {
         };
         arg("--camera-id", &c.id);
         arg("--ring", &c.ring_name());
-        arg("--source", &c.source);
+        // The source may hold a password: it goes through a pipe on the kernel's stdin,
+        // never into its command line, which every local user can read (issue 10,
+        // defect 8).
+        arg("--source-fd", &"0");
         arg("--ring-dir", dir);
         arg("--format", &c.format.as_str());
         if let Some(n) = c.ring_slots {
@@ -347,6 +352,7 @@ impl System {
                 env: self.child_env(),
                 cpu_affinity: c.cpu_affinity.clone(),
                 log_format: self.config.agent.log_format,
+                stdin: Some(StdinSecret::new(c.source.as_bytes())),
             },
             readiness: Readiness::Ring {
                 dir: dir.clone(),
@@ -355,6 +361,9 @@ impl System {
             rss_limit_bytes: c.rss_limit_mb.map(|mb| mb << 20),
             owned_files: vec![ring_path(dir, c.ring_name())],
             max_message_bytes: self.config.limits.max_message_bytes,
+            // The kernel exits with these when its source can never work (not a video,
+            // unsupported codec, bad command line): `failed`, not restarted forever.
+            permanent_exit_codes: proto_schema::exit::KERNEL_PERMANENT.to_vec(),
         }
     }
 

@@ -24,6 +24,21 @@ pub enum CodecError {
     },
 }
 
+impl CodecError {
+    /// Whether retrying cannot help: no decoder for this codec in this build
+    /// (unsupported codec) for any source; any decoder failure for a file, whose stream
+    /// parameters will be the same next time.
+    pub fn is_permanent(&self, is_file: bool) -> bool {
+        match self {
+            CodecError::Open {
+                error: ffmpeg::Error::DecoderNotFound,
+                ..
+            } => true,
+            CodecError::Open { .. } | CodecError::Parameters { .. } => is_file,
+        }
+    }
+}
+
 /// One decoded frame's result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Received {

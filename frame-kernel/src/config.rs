@@ -28,9 +28,22 @@ pub struct Args {
     pub ring: Option<String>,
 
     /// `rtsp://` / `rtsps://` URL, or a video file (path or `file://` URL) played as a
-    /// live camera.
-    #[arg(long)]
-    pub source: String,
+    /// live camera. Every local user can read a process's arguments
+    /// (`/proc/<pid>/cmdline`): a URL with a password belongs in `--source-fd`.
+    #[arg(
+        long,
+        required_unless_present = "source_fd",
+        conflicts_with = "source_fd"
+    )]
+    pub source: Option<String>,
+
+    /// Read the source (as for `--source`) from this inherited file descriptor until
+    /// end of file, then close it (descriptors 0..=2 stay open, at end of file). One
+    /// trailing newline is ignored. `core-agent` passes every camera this way (a pipe
+    /// on descriptor 0 it has already written and closed), so credentials never appear
+    /// in the command line. At most 8 KiB.
+    #[arg(long, value_name = "FD")]
+    pub source_fd: Option<i32>,
 
     /// Directory holding the ring file.
     #[arg(long, env = "FRAMEBUS_RING_DIR", default_value = DEFAULT_RING_DIR)]
@@ -252,6 +265,14 @@ pub enum ConfigProblem {
         /// Why it is refused.
         reason: String,
     },
+    /// `--source-fd` could not be read.
+    #[error("--source-fd {fd}: {reason}")]
+    SourceFd {
+        /// The descriptor.
+        fd: i32,
+        /// Why.
+        reason: String,
+    },
     /// A URL with a scheme the kernel does not read.
     #[error("--source {given}: unsupported scheme {scheme:?} (use rtsp://, rtsps://, file:// or a path)")]
     UnsupportedScheme {
@@ -408,11 +429,21 @@ impl Config {
                 None
             }
         };
-        let source = parse_source(
-            &args.source,
-            transport.unwrap_or(Transport::Tcp),
-            &mut problems,
-        );
+        let given = match (&args.source, args.source_fd) {
+            (Some(s), _) => Some(s.clone()),
+            (None, Some(fd)) => match read_source_fd(fd) {
+                Ok(s) => Some(s),
+                Err(reason) => {
+                    problems.push(ConfigProblem::SourceFd { fd, reason });
+                    None
+                }
+            },
+            // clap requires one of the two.
+            (None, None) => None,
+        };
+        let source = given.and_then(|given| {
+            parse_source(&given, transport.unwrap_or(Transport::Tcp), &mut problems)
+        });
         if let Some(Source::Rtsp { .. }) = source {
             for (set, option) in [
                 (args.realtime, "--realtime"),
@@ -659,24 +690,55 @@ fn access_ok(path: &Path, mode: libc::c_int) -> bool {
     unsafe { libc::access(c.as_ptr(), mode) == 0 }
 }
 
-/// `url` with the password of any `user:password@` part replaced by `***`.
+/// `url` with any `user:password@` part replaced by `***@` (the system-wide rule,
+/// [`proto_schema::redact::redact_url`]).
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}{tail}")
-            } else {
-                format!("{scheme}://{user}@{host}{tail}")
-            }
-        }
-        None => url.to_owned(),
+    proto_schema::redact::redact_url(url).into_owned()
+}
+
+/// Longest source accepted on `--source-fd`.
+pub const MAX_SOURCE_FD_BYTES: usize = 8 * 1024;
+
+/// Reads `--source-fd`: the whole content of inherited descriptor `fd`, without one
+/// trailing newline. The descriptor is closed afterwards unless it is 0..=2 (so that a
+/// later `open` cannot land on a standard stream).
+fn read_source_fd(fd: i32) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+
+    if fd < 0 {
+        return Err("not a file descriptor".into());
     }
+    // SAFETY: fcntl(F_GETFD) takes no pointers; it only tells whether `fd` is open.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(format!("not open: {}", std::io::Error::last_os_error()));
+    }
+    let mut bytes = Vec::new();
+    let read = {
+        // SAFETY: `fd` is open (checked above) and inherited for this purpose; nothing
+        // else in the process uses it. For 0..=2 the `File` is forgotten below instead
+        // of closing the standard stream.
+        let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+        let r = (&mut file)
+            .take(MAX_SOURCE_FD_BYTES as u64 + 1)
+            .read_to_end(&mut bytes);
+        if fd <= 2 {
+            std::mem::forget(file);
+        }
+        r
+    };
+    read.map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() > MAX_SOURCE_FD_BYTES {
+        return Err(format!("longer than {MAX_SOURCE_FD_BYTES} bytes"));
+    }
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+    }
+    let text = String::from_utf8(bytes).map_err(|_| "not UTF-8".to_owned())?;
+    if text.is_empty() {
+        return Err("empty".into());
+    }
+    Ok(text)
 }
 
 #[cfg(test)]
@@ -717,7 +779,7 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(c.source.redacted(), "rtsp://user:***@127.0.0.1:8554/cam");
+        assert_eq!(c.source.redacted(), "rtsp://***@127.0.0.1:8554/cam");
         assert!(
             !format!("{c:?}").contains("secret"),
             "Debug must not leak credentials"
@@ -918,10 +980,90 @@ mod tests {
         assert_eq!(parse_format("yuv420p"), None);
     }
 
+    /// A pipe whose write end already held `content` and is closed: the read end.
+    fn pipe_with(content: &[u8]) -> i32 {
+        use std::io::Write;
+        use std::os::fd::FromRawFd;
+        let mut fds = [0i32; 2];
+        // SAFETY: `fds` is a valid two-int array for pipe(2).
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: fds[1] is the write end just created and owned by nobody else.
+        let mut w = unsafe { std::fs::File::from_raw_fd(fds[1]) };
+        w.write_all(content).unwrap();
+        fds[0]
+    }
+
+    #[test]
+    fn source_comes_from_an_inherited_fd_and_the_fd_is_closed() {
+        let d = tmpdir();
+        let dir = d.path().to_str().unwrap();
+        let fd = pipe_with(b"rtsp://user:secret@127.0.0.1:8554/cam\n");
+        let c = Config::from_args(args(&[
+            "--camera-id",
+            "cam1",
+            "--source-fd",
+            &fd.to_string(),
+            "--ring-dir",
+            dir,
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.source,
+            Source::Rtsp {
+                url: "rtsp://user:secret@127.0.0.1:8554/cam".into(),
+                transport: Transport::Tcp
+            }
+        );
+        // SAFETY: fcntl(F_GETFD) takes no pointers.
+        assert!(
+            unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0,
+            "fd left open"
+        );
+    }
+
+    #[test]
+    fn bad_source_fds_are_config_problems() {
+        let d = tmpdir();
+        let dir = d.path().to_str().unwrap();
+        let too_long = vec![b'a'; MAX_SOURCE_FD_BYTES + 1];
+        for (fd, want) in [
+            (pipe_with(b""), "empty"),
+            (pipe_with(&too_long), "longer than"),
+            (pipe_with(b"\xff\xfe"), "not UTF-8"),
+            (987_654, "not open"),
+        ] {
+            let e = Config::from_args(args(&[
+                "--camera-id",
+                "c",
+                "--source-fd",
+                &fd.to_string(),
+                "--ring-dir",
+                dir,
+            ]))
+            .unwrap_err();
+            assert!(
+                matches!(&e.problems[..], [ConfigProblem::SourceFd { reason, .. }] if reason.contains(want)),
+                "{want}: {e}"
+            );
+        }
+        // Exactly one of --source and --source-fd.
+        assert!(Args::try_parse_from(["frame-kernel", "--camera-id", "c"]).is_err());
+        assert!(Args::try_parse_from([
+            "frame-kernel",
+            "--camera-id",
+            "c",
+            "--source",
+            "/x",
+            "--source-fd",
+            "0"
+        ])
+        .is_err());
+    }
+
     #[test]
     fn urls_are_redacted() {
-        assert_eq!(redact_url("rtsp://a:b@h:1/p?x=@"), "rtsp://a:***@h:1/p?x=@");
-        assert_eq!(redact_url("rtsp://a@h/p"), "rtsp://a@h/p");
+        assert_eq!(redact_url("rtsp://a:b@h:1/p?x=@"), "rtsp://***@h:1/p?x=@");
+        assert_eq!(redact_url("rtsp://a@h/p"), "rtsp://***@h/p");
         assert_eq!(redact_url("rtsp://h/p"), "rtsp://h/p");
         assert_eq!(redact_url("/a/b@c"), "/a/b@c");
     }

@@ -9,6 +9,9 @@ use std::sync::OnceLock;
 use ffmpeg_next::ffi;
 
 static CAMERA: OnceLock<String> = OnceLock::new();
+/// Strings never to be logged (the source's user-info and password), replaced by `***`
+/// in every FFmpeg line: FFmpeg's messages are not ours to word, and some name the URL.
+static SECRETS: OnceLock<Vec<String>> = OnceLock::new();
 /// While set, FFmpeg's errors and warnings are logged at debug level: during
 /// reconnects every attempt fails the same way, and the kernel logs each loss itself.
 static QUIET: AtomicBool = AtomicBool::new(false);
@@ -34,6 +37,40 @@ pub fn install(camera_id: &str, verbose: bool) {
         });
         ffi::av_log_set_callback(Some(callback));
     }
+}
+
+/// Registers the user-info (`user:password`) of `url`, if any, so that FFmpeg lines
+/// never show it. Call once, before the source is opened.
+pub fn hide_credentials_of(url: &str) {
+    let Some((_, rest)) = url.split_once("://") else {
+        return;
+    };
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let Some((userinfo, _)) = authority.rsplit_once('@') else {
+        return;
+    };
+    let mut secrets = vec![userinfo.to_owned()];
+    if let Some((_, password)) = userinfo.split_once(':') {
+        if !password.is_empty() {
+            secrets.push(password.to_owned());
+        }
+    }
+    secrets.retain(|s| !s.is_empty());
+    let _ = SECRETS.set(secrets);
+}
+
+/// `text` with every registered secret replaced by `***`.
+pub fn scrub(text: &str) -> std::borrow::Cow<'_, str> {
+    let secrets = SECRETS.get().map_or(&[][..], Vec::as_slice);
+    let mut out = std::borrow::Cow::Borrowed(text);
+    for secret in secrets {
+        if out.contains(secret.as_str()) {
+            out = std::borrow::Cow::Owned(
+                out.replace(secret.as_str(), proto_schema::redact::REDACTED),
+            );
+        }
+    }
+    out
 }
 
 /// Demotes FFmpeg's errors and warnings to debug (`true`) or restores them.
@@ -101,6 +138,7 @@ unsafe extern "C" fn callback(avcl: *mut c_void, level: c_int, fmt: *const c_cha
     if text.is_empty() {
         return;
     }
+    let text = scrub(text);
     let camera = camera();
     let level = if QUIET.load(Ordering::Relaxed) {
         level.max(ffi::AV_LOG_VERBOSE)
@@ -113,5 +151,21 @@ unsafe extern "C" fn callback(avcl: *mut c_void, level: c_int, fmt: *const c_cha
         l if l <= ffi::AV_LOG_INFO => tracing::info!(target: "ffmpeg", camera, "{text}"),
         l if l <= ffi::AV_LOG_VERBOSE => tracing::debug!(target: "ffmpeg", camera, "{text}"),
         _ => tracing::trace!(target: "ffmpeg", camera, "{text}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_scrubbed_from_ffmpeg_lines() {
+        hide_credentials_of("rtsp://admin:s3cr3t@127.0.0.1:8554/cam");
+        assert_eq!(
+            scrub("[rtsp @ 0x1] rtsp://admin:s3cr3t@127.0.0.1:8554/cam: 401"),
+            "[rtsp @ 0x1] rtsp://***@127.0.0.1:8554/cam: 401"
+        );
+        assert_eq!(scrub("password s3cr3t echoed"), "password *** echoed");
+        assert_eq!(scrub("nothing here"), "nothing here");
     }
 }

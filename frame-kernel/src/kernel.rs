@@ -8,12 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ffmpeg_next::Packet;
 use proto_schema::pixel::{FrameGeometry, GeometryError};
 use proto_schema::ring::{realtime_ns, RingCreateError, RingState};
 
 use crate::clock::{duration_ns, Clock, MonotonicClock};
-use crate::codec::{Received, VideoDecoder};
+use crate::codec::{CodecError, Received, VideoDecoder};
 use crate::config::Config;
 use crate::convert::Converter;
 use crate::pacing::{Paced, Pacer, Timeline};
@@ -45,15 +44,47 @@ pub enum RunError {
     /// The ring could not be created (directory, permissions, another live writer).
     #[error("ring: {0}")]
     Ring(#[from] RingCreateError),
-    /// The source rejected the configuration (e.g. an option FFmpeg does not use).
-    #[error("source: {0}")]
+    /// The source can never be opened as a video source: see
+    /// [`OpenError::is_permanent`] (no video stream, a file that is missing, unreadable
+    /// or not a video, an option FFmpeg does not use).
+    #[error("source unusable (permanent, not retried): {0}")]
     Source(OpenError),
+    /// The source's video codec cannot be decoded: see [`CodecError::is_permanent`].
+    #[error("source unusable (permanent, not retried): {source_name}: {error}")]
+    Codec {
+        /// The source (redacted).
+        source_name: String,
+        /// The decoder error.
+        error: CodecError,
+    },
+    /// A file source ended without one decodable video frame.
+    #[error(
+        "source unusable (permanent, not retried): {source_name}: no decodable video frame \
+         in the file"
+    )]
+    NoFrames {
+        /// The source (redacted).
+        source_name: String,
+    },
     /// The source's frame size cannot be stored in the configured format.
     #[error("output geometry: {0}")]
     Geometry(#[from] GeometryError),
     /// The heartbeat thread could not be started.
     #[error("cannot start heartbeat thread: {0}")]
     Thread(std::io::Error),
+}
+
+impl RunError {
+    /// Whether the source itself is unusable (a permanent error, distinct from a camera
+    /// that is down): `frame-kernel` exits with
+    /// [`proto_schema::exit::KERNEL_SOURCE_UNUSABLE`] so that its supervisor marks the
+    /// camera failed instead of restarting it.
+    pub fn is_source_unusable(&self) -> bool {
+        matches!(
+            self,
+            RunError::Source(_) | RunError::Codec { .. } | RunError::NoFrames { .. }
+        )
+    }
 }
 
 /// What ended one connection.
@@ -184,7 +215,7 @@ impl<'a> Driver<'a> {
             let mut source = match opened {
                 Ok(s) => s,
                 Err(_) if self.stopping() => return Ok(Exit::Stopped),
-                Err(e) if e.is_fatal() => return Err(RunError::Source(e)),
+                Err(e) if e.is_permanent(&self.config.source) => return Err(RunError::Source(e)),
                 Err(e) => {
                     self.lost(LossReason::ConnectFailed(e.to_string()));
                     continue;
@@ -193,6 +224,12 @@ impl<'a> Driver<'a> {
             let mut decoder = match VideoDecoder::new(&source.stream(), self.config.decoder_threads)
             {
                 Ok(d) => d,
+                Err(e) if e.is_permanent(self.config.source.is_file()) => {
+                    return Err(RunError::Codec {
+                        source_name: self.config.source.redacted(),
+                        error: e,
+                    });
+                }
                 Err(e) => {
                     self.lost(LossReason::ConnectFailed(e.to_string()));
                     continue;
@@ -243,6 +280,14 @@ impl<'a> Driver<'a> {
                     tracing::debug!(frames = self.session_frames, "file loop");
                     self.link.on_file_loop();
                 }
+                // A file that opens but never yields a frame (a text file probed as
+                // some format, a video stream of garbage) will do the same on every
+                // attempt.
+                SessionEnd::EndOfStream if self.config.source.is_file() && self.published == 0 => {
+                    return Err(RunError::NoFrames {
+                        source_name: self.config.source.redacted(),
+                    });
+                }
                 SessionEnd::EndOfStream => self.lost(LossReason::EndOfStream),
                 SessionEnd::Lost(reason) => self.lost(reason),
             }
@@ -291,7 +336,6 @@ impl<'a> Driver<'a> {
     }
 
     fn session(&mut self, source: &mut OpenSource, decoder: &mut VideoDecoder) -> SessionEnd {
-        let mut packet = Packet::empty();
         let stream_index = source.stream_index();
         loop {
             self.output.mark_progress(self.clock.now_ns());
@@ -303,8 +347,9 @@ impl<'a> Driver<'a> {
             }
             // The stall deadline is also the hard deadline of the blocking read.
             self.interrupt.arm_at(self.link.stall_deadline_ns());
-            match source.read(&mut packet, &self.interrupt) {
-                Ok(()) => {
+            match source.read(&self.interrupt) {
+                // `packet` is dropped (unreferenced) at the end of this arm.
+                Ok(packet) => {
                     if packet.stream() != stream_index {
                         continue;
                     }

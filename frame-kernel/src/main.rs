@@ -1,5 +1,8 @@
-//! `frame-kernel --camera-id ID --source URL|FILE [options]`: see `--help` and the
-//! library docs (`frame_kernel`).
+//! `frame-kernel --camera-id ID (--source URL|FILE | --source-fd FD) [options]`: see
+//! `--help` and the library docs (`frame_kernel`).
+//!
+//! Exit status: 0 clean stop, 1 fatal error a restart may cure, 2 invalid command line,
+//! 3 source unusable (permanent): `proto_schema::exit`.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -10,10 +13,15 @@ use frame_kernel::kernel::{self, Exit};
 use frame_kernel::{ffmpeg_log, signals};
 use tracing_subscriber::EnvFilter;
 
+use proto_schema::exit::{KERNEL_CONFIG, KERNEL_FATAL, KERNEL_SOURCE_UNUSABLE};
+
 /// Exit code for an invalid configuration (nothing was touched).
-const EXIT_CONFIG: u8 = 2;
-/// Exit code for a fatal runtime error.
-const EXIT_FATAL: u8 = 1;
+const EXIT_CONFIG: u8 = KERNEL_CONFIG as u8;
+/// Exit code for a fatal runtime error that a restart may cure.
+const EXIT_FATAL: u8 = KERNEL_FATAL as u8;
+/// Exit code for a source that can never produce video (permanent; not retried by the
+/// supervisor).
+const EXIT_SOURCE_UNUSABLE: u8 = KERNEL_SOURCE_UNUSABLE as u8;
 
 fn init_tracing(format: LogFormat) -> bool {
     let filter = EnvFilter::try_from_env("FRAMEBUS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
@@ -50,6 +58,9 @@ fn main() -> ExitCode {
     };
     frame_kernel::init_ffmpeg();
     ffmpeg_log::install(&config.camera_id, verbose);
+    if let frame_kernel::config::Source::Rtsp { url, .. } = &config.source {
+        ffmpeg_log::hide_credentials_of(url);
+    }
     tracing::info!(
         source = %config.source.redacted(),
         ring = %proto_schema::ring::ring_path(&config.ring_dir, &config.ring_name).display(),
@@ -66,6 +77,10 @@ fn main() -> ExitCode {
             };
             tracing::info!(reason = why, "stopped cleanly");
             ExitCode::SUCCESS
+        }
+        Err(e) if e.is_source_unusable() => {
+            tracing::error!(error = %e, "fatal");
+            ExitCode::from(EXIT_SOURCE_UNUSABLE)
         }
         Err(e) => {
             tracing::error!(error = %e, "fatal");

@@ -121,6 +121,16 @@ pub enum OpenError {
         /// The source (redacted).
         source_name: String,
     },
+    /// A file that FFmpeg cannot read as a video at all (a text file, a truncated or
+    /// foreign file): no container it knows, invalid data, or text that FFmpeg would
+    /// render as pictures (its `tty` demuxer).
+    #[error("{source_name}: not a video file, no video stream found ({detail})")]
+    NotAVideo {
+        /// The source (redacted).
+        source_name: String,
+        /// What FFmpeg said, or why the kernel refused it.
+        detail: String,
+    },
     /// FFmpeg did not consume these options: they are misspelt or not supported by the
     /// demuxer/protocol, and would have been silently ignored.
     #[error("{source_name}: FFmpeg did not use option(s) {}", keys.join(", "))]
@@ -139,12 +149,56 @@ pub enum OpenError {
 }
 
 impl OpenError {
-    /// Whether retrying cannot help (a configuration problem discovered at open).
-    pub fn is_fatal(&self) -> bool {
-        matches!(
-            self,
-            OpenError::UnusedOptions { .. } | OpenError::Nul { .. }
-        )
+    /// Whether retrying cannot help, so the kernel must give up instead of reporting
+    /// the camera as unreachable forever (issue 10, defect 10).
+    ///
+    /// Permanent, for any source: options FFmpeg did not use, a NUL byte, no video
+    /// stream. Permanent for a **file** only: the file is missing, not readable, or not
+    /// something FFmpeg can demux or probe (invalid data, no demuxer) — a file does not
+    /// get better by waiting. Everything else is transient: for a camera, refused,
+    /// unreachable, timed out, invalid data (an RTSP server that answers garbage or
+    /// is restarting), HTTP-style 4xx/5xx answers (a stream path that is not published
+    /// yet); for any source, a deadline or an I/O error.
+    pub fn is_permanent(&self, source: &Source) -> bool {
+        match self {
+            OpenError::UnusedOptions { .. }
+            | OpenError::Nul { .. }
+            | OpenError::NoVideo { .. }
+            | OpenError::NotAVideo { .. } => true,
+            OpenError::Open { error, .. } | OpenError::StreamInfo { error, .. } => {
+                source.is_file() && is_permanent_file_error(*error)
+            }
+            OpenError::TimedOut { .. } => false,
+        }
+    }
+}
+
+/// Demuxers that turn text into pictures; refused for file sources.
+const TEXT_DEMUXERS: [&str; 1] = ["tty"];
+
+/// FFmpeg errors saying that the data is not something it can demux as video.
+fn is_not_a_video(error: ffmpeg::Error) -> bool {
+    matches!(
+        error,
+        ffmpeg::Error::InvalidData | ffmpeg::Error::DemuxerNotFound | ffmpeg::Error::StreamNotFound
+    )
+}
+
+/// FFmpeg errors that, on a local file, will come back on every attempt.
+fn is_permanent_file_error(error: ffmpeg::Error) -> bool {
+    use ffmpeg::Error as E;
+    match error {
+        E::InvalidData
+        | E::DemuxerNotFound
+        | E::DecoderNotFound
+        | E::StreamNotFound
+        | E::ProtocolNotFound
+        | E::PatchWelcome => true,
+        E::Other { errno } => matches!(
+            errno,
+            libc::ENOENT | libc::EACCES | libc::EPERM | libc::EISDIR | libc::ENOTDIR | libc::ELOOP
+        ),
+        _ => false,
     }
 }
 
@@ -267,6 +321,11 @@ impl OpenSource {
                 return Err(
                     if error == ffmpeg::Error::Exit || interrupt.should_abort() {
                         timed_out()
+                    } else if source.is_file() && is_not_a_video(error) {
+                        OpenError::NotAVideo {
+                            source_name: name,
+                            detail: error.to_string(),
+                        }
                     } else {
                         OpenError::Open {
                             source_name: name,
@@ -284,6 +343,14 @@ impl OpenSource {
                 keys,
             });
         }
+        // FFmpeg's fallback for text files (`.txt`, `.ans`, ...) renders the text as a
+        // "video" (codec `ansi`): a text file is not a camera.
+        if source.is_file() && TEXT_DEMUXERS.contains(&input.format().name()) {
+            return Err(OpenError::NotAVideo {
+                source_name: name,
+                detail: format!("text (FFmpeg's {} demuxer)", input.format().name()),
+            });
+        }
 
         // SAFETY: `input` owns a valid, opened format context.
         let ret = unsafe { ffi::avformat_find_stream_info(input.as_mut_ptr(), ptr::null_mut()) };
@@ -292,6 +359,11 @@ impl OpenSource {
             return Err(
                 if error == ffmpeg::Error::Exit || interrupt.should_abort() {
                     timed_out()
+                } else if source.is_file() && is_not_a_video(error) {
+                    OpenError::NotAVideo {
+                        source_name: name,
+                        detail: error.to_string(),
+                    }
                 } else {
                     OpenError::StreamInfo {
                         source_name: name,
@@ -355,11 +427,20 @@ impl OpenSource {
         ns.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
     }
 
-    /// Reads the next packet of any stream into `packet` (the caller arms the
-    /// interrupt deadline first).
-    pub fn read(&mut self, packet: &mut Packet, interrupt: &Interrupt) -> Result<(), ReadError> {
+    /// Reads the next packet of any stream (the caller arms the interrupt deadline
+    /// first).
+    ///
+    /// Every call returns a fresh packet that owns its buffer: `av_read_frame` stores a
+    /// new reference into the packet it is given without releasing the one already
+    /// there, and ffmpeg-next's `Packet::read` does not unref first, so reusing one
+    /// packet across reads leaked every packet's data (issue 10, defect 3). The packet
+    /// is released (`av_packet_unref` in its `Drop`) when the caller drops it, after the
+    /// decoder took its own reference. `Packet::empty` only zeroes a struct: no
+    /// allocation per read.
+    pub fn read(&mut self, interrupt: &Interrupt) -> Result<Packet, ReadError> {
+        let mut packet = Packet::empty();
         match packet.read(&mut self.input) {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(packet),
             Err(ffmpeg::Error::Eof) => Err(ReadError::EndOfStream),
             Err(_) if interrupt.stopping() => Err(ReadError::Stopping),
             Err(_) if interrupt.expired() => Err(ReadError::Deadline),
@@ -498,7 +579,7 @@ mod tests {
             OpenError::UnusedOptions { keys, .. } => assert_eq!(keys, &["stimeout"]),
             other => panic!("{other}"),
         }
-        assert!(err.is_fatal());
+        assert!(err.is_permanent(&source));
         assert!(
             err.to_string().contains("did not use option(s) stimeout"),
             "{err}"
@@ -534,7 +615,79 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, OpenError::Open { .. }), "{err}");
-        assert!(!err.is_fatal());
+        assert!(!err.is_permanent(&c.source));
+    }
+
+    fn open_file(path: &std::path::Path) -> Result<OpenSource, OpenError> {
+        crate::init_ffmpeg();
+        let interrupt = Arc::new(Interrupt::new(
+            Arc::new(crate::clock::MonotonicClock),
+            stop_flag(),
+        ));
+        let source = Source::File {
+            path: path.to_path_buf(),
+        };
+        OpenSource::open(&source, &[], &interrupt, Duration::from_secs(5))
+    }
+
+    #[test]
+    fn text_files_are_permanently_not_a_video() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = Source::File { path: "/x".into() };
+        for (name, text) in [
+            ("hostname", "build-host-01\n".to_owned()),
+            ("notes.mp4", "some text\n".repeat(300)),
+            // FFmpeg would render this one as an ANSI-art "video".
+            ("notes.txt", "some text\n".repeat(300)),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            let err = open_file(&path).unwrap_err();
+            assert!(matches!(err, OpenError::NotAVideo { .. }), "{name}: {err}");
+            assert!(err.is_permanent(&file), "{name}");
+            assert!(err.to_string().contains("no video stream"), "{err}");
+        }
+    }
+
+    #[test]
+    fn permanence_depends_on_the_error_and_the_source_kind() {
+        let file = Source::File {
+            path: "/x.mp4".into(),
+        };
+        let cam = Source::Rtsp {
+            url: "rtsp://h/x".into(),
+            transport: Transport::Tcp,
+        };
+        let open = |error| OpenError::Open {
+            source_name: "x".into(),
+            error,
+        };
+        let enoent = ffmpeg::Error::Other {
+            errno: libc::ENOENT,
+        };
+        let eacces = ffmpeg::Error::Other {
+            errno: libc::EACCES,
+        };
+        let refused = ffmpeg::Error::Other {
+            errno: libc::ECONNREFUSED,
+        };
+        for e in [ffmpeg::Error::InvalidData, enoent, eacces] {
+            assert!(open(e).is_permanent(&file), "{e}");
+            assert!(!open(e).is_permanent(&cam), "{e} on a camera");
+        }
+        for e in [refused, ffmpeg::Error::Other { errno: libc::EIO }] {
+            assert!(!open(e).is_permanent(&file), "{e}");
+            assert!(!open(e).is_permanent(&cam), "{e}");
+        }
+        let no_video = OpenError::NoVideo {
+            source_name: "x".into(),
+        };
+        assert!(no_video.is_permanent(&cam) && no_video.is_permanent(&file));
+        let timed_out = OpenError::TimedOut {
+            source_name: "x".into(),
+            timeout: Duration::from_secs(1),
+        };
+        assert!(!timed_out.is_permanent(&cam) && !timed_out.is_permanent(&file));
     }
 
     #[test]

@@ -440,7 +440,8 @@ fn unused_ffmpeg_option_is_fatal() {
         "--av-option",
         "stimeout=1000000",
     ]);
-    assert_eq!(code, 1, "{err}");
+    // Permanent (the same options fail every time): the supervisor does not retry it.
+    assert_eq!(code, proto_schema::exit::KERNEL_SOURCE_UNUSABLE, "{err}");
     assert!(err.contains("did not use option(s) stimeout"), "{err}");
     assert!(is_empty_dir(dir.path()));
     assert!(t.elapsed() < Duration::from_secs(30));

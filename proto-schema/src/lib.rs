@@ -3,6 +3,7 @@
 //! `docs/protocol.md` and `docs/ring-format.md` are the human spec of the same contract.
 
 pub mod error;
+pub mod exit;
 pub mod framing;
 pub mod message;
 pub mod owned_dir;

@@ -28,6 +28,30 @@ const TAIL_LINES: usize = 16;
 /// Process groups of running children, for the emergency stop on a second signal.
 static LIVE_GROUPS: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
 
+/// Bytes handed to a child on its standard input and nowhere else: not in its command
+/// line or environment (which `/proc` shows to every local user, or to the same user
+/// respectively), not in `Debug` output. Used for a camera's source URL, which may hold
+/// a password (`frame-kernel --source-fd 0`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct StdinSecret(Vec<u8>);
+
+impl StdinSecret {
+    /// Longest secret: what a pipe is guaranteed to hold (`PIPE_BUF`), so that writing it
+    /// before the child starts can never block.
+    pub const MAX_LEN: usize = 4096;
+
+    /// Wraps `bytes`.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
+        StdinSecret(bytes.into())
+    }
+}
+
+impl std::fmt::Debug for StdinSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StdinSecret({} bytes)", self.0.len())
+    }
+}
+
 /// How to start a child.
 #[derive(Debug, Clone)]
 pub struct ChildSpec {
@@ -43,6 +67,9 @@ pub struct ChildSpec {
     pub cpu_affinity: Option<Vec<usize>>,
     /// How forwarded lines are written.
     pub log_format: LogFormat,
+    /// Written into a pipe that becomes the child's stdin, closed before the child
+    /// starts (so it reads the bytes, then end of file). `None`: stdin is `/dev/null`.
+    pub stdin: Option<StdinSecret>,
 }
 
 /// Why a child could not be started.
@@ -56,6 +83,43 @@ pub enum SpawnError {
         /// Underlying error.
         source: std::io::Error,
     },
+    /// The stdin secret does not fit a pipe buffer.
+    #[error("cannot start {program}: stdin data of {len} bytes is over {max} bytes", max = StdinSecret::MAX_LEN)]
+    StdinTooLong {
+        /// Executable.
+        program: PathBuf,
+        /// Its length.
+        len: usize,
+    },
+    /// The stdin pipe could not be created or written.
+    #[error("cannot start {program}: stdin pipe: {source}")]
+    StdinPipe {
+        /// Executable.
+        program: PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// A pipe already holding `secret`, its write end closed: the read end, for a child's
+/// stdin.
+fn secret_pipe(program: &std::path::Path, secret: &StdinSecret) -> Result<Stdio, SpawnError> {
+    if secret.0.len() > StdinSecret::MAX_LEN {
+        return Err(SpawnError::StdinTooLong {
+            program: program.to_path_buf(),
+            len: secret.0.len(),
+        });
+    }
+    let pipe_err = |source| SpawnError::StdinPipe {
+        program: program.to_path_buf(),
+        source,
+    };
+    // Both ends are close-on-exec; `Command` dup2s the read end onto the child's fd 0.
+    let (reader, mut writer) = std::io::pipe().map_err(pipe_err)?;
+    // At most PIPE_BUF bytes into an empty pipe: never blocks.
+    writer.write_all(&secret.0).map_err(pipe_err)?;
+    drop(writer);
+    Ok(Stdio::from(reader))
 }
 
 /// A started child.
@@ -69,10 +133,14 @@ pub struct RunningChild {
 
 /// Starts `spec` in a new process group with piped output.
 pub fn spawn(spec: &ChildSpec) -> Result<RunningChild, SpawnError> {
+    let stdin = match &spec.stdin {
+        Some(secret) => secret_pipe(&spec.program, secret)?,
+        None => Stdio::null(),
+    };
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
@@ -330,7 +398,34 @@ mod tests {
             env: vec![("FRAMEBUS_TEST_VAR".into(), "hello".into())],
             cpu_affinity: None,
             log_format: LogFormat::Text,
+            stdin: None,
         }
+    }
+
+    #[tokio::test]
+    async fn stdin_secret_reaches_the_child_and_nothing_else() {
+        let mut s = spec(
+            "/bin/sh",
+            &["-c", "cat; echo; tr '\\0' ' ' < /proc/$$/cmdline"],
+        );
+        s.stdin = Some(StdinSecret::new("rtsp://u:hunter2@h/x"));
+        assert!(
+            !format!("{s:?}").contains("hunter2"),
+            "Debug shows the secret"
+        );
+        let mut c = spawn(&s).unwrap();
+        c.wait().await.unwrap();
+        for _ in 0..100 {
+            if c.tail().len() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let tail = c.tail();
+        assert_eq!(tail[0], "rtsp://u:hunter2@h/x");
+        assert!(!tail[1].contains("hunter2"), "{tail:?}");
+        s.stdin = Some(StdinSecret::new(vec![b'a'; StdinSecret::MAX_LEN + 1]));
+        assert!(matches!(spawn(&s), Err(SpawnError::StdinTooLong { .. })));
     }
 
     #[tokio::test]

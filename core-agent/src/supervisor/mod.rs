@@ -126,6 +126,11 @@ pub struct ProcessSpec {
     pub owned_files: Vec<PathBuf>,
     /// Largest message accepted from a server probe.
     pub max_message_bytes: usize,
+    /// Exit statuses by which the process says that restarting it cannot help (for
+    /// `frame-kernel`: [`proto_schema::exit::KERNEL_PERMANENT`], e.g. a source that is
+    /// not a video). Such an exit marks it `Failed` at once with its reason, without
+    /// the restart backoff. Empty: every exit is retried.
+    pub permanent_exit_codes: Vec<i32>,
 }
 
 /// Requests to a supervisor.
@@ -208,6 +213,8 @@ impl ProcessHandle {
 
 enum Outcome {
     Failed(String),
+    /// Exited with one of the spec's permanent exit codes.
+    Permanent(String),
     Restart(String),
     Stop,
 }
@@ -265,6 +272,27 @@ impl Supervisor {
                     continue;
                 }
                 Outcome::Failed(reason) => reason,
+                Outcome::Permanent(reason) => {
+                    // The child said retrying cannot help: failed now, no backoff; only
+                    // an operator's restart or a new spec starts it again.
+                    let why = format!("{reason} (permanent error; not restarted)");
+                    tracing::error!(process = self.name(), "{why}");
+                    self.update(|s| {
+                        s.state = ProcState::Failed;
+                        s.pid = None;
+                        s.last_error = Some(why);
+                    });
+                    self.remove_owned_files();
+                    match self.ctrl.recv().await {
+                        None | Some(Control::Stop) => break 'outer,
+                        Some(Control::Restart(_)) => {}
+                        Some(Control::Replace(spec, _)) => self.spec = *spec,
+                    }
+                    policy.reset();
+                    failed_at = None;
+                    self.update(|s| s.restarts += 1);
+                    continue;
+                }
             };
             tracing::warn!(process = self.name(), "failed: {reason}");
             failed_at.get_or_insert_with(Instant::now);
@@ -321,6 +349,16 @@ impl Supervisor {
         });
     }
 
+    /// `Permanent` for an exit status listed in the spec's permanent exit codes.
+    fn exit_outcome(&self, status: &std::io::Result<ExitStatus>, reason: String) -> Outcome {
+        let code = status.as_ref().ok().and_then(ExitStatus::code);
+        if code.is_some_and(|c| self.spec.permanent_exit_codes.contains(&c)) {
+            Outcome::Permanent(reason)
+        } else {
+            Outcome::Failed(reason)
+        }
+    }
+
     async fn on_control(&mut self, control: Option<Control>, child: &mut RunningChild) -> Outcome {
         self.update(|s| s.state = ProcState::Stopping);
         let grace = Duration::from_millis(self.settings.stop_grace_ms);
@@ -373,7 +411,8 @@ impl Supervisor {
             }
             Event::Exited(st) => {
                 settle_output().await;
-                return Outcome::Failed(format!("{} before it was ready", child.exit_reason(&st)));
+                let reason = format!("{} before it was ready", child.exit_reason(&st));
+                return self.exit_outcome(&st, reason);
             }
             Event::Control(c) => return self.on_control(c, &mut child).await,
             Event::Tick => unreachable_tick(),
@@ -411,7 +450,8 @@ impl Supervisor {
             match event {
                 Event::Exited(st) => {
                     settle_output().await;
-                    return Outcome::Failed(child.exit_reason(&st));
+                    let reason = child.exit_reason(&st);
+                    return self.exit_outcome(&st, reason);
                 }
                 Event::Control(c) => return self.on_control(c, &mut child).await,
                 Event::Ready(_) => unreachable_tick(),
@@ -548,11 +588,13 @@ mod tests {
                 env: vec![],
                 cpu_affinity: None,
                 log_format: LogFormat::Text,
+                stdin: None,
             },
             readiness: Readiness::Server { socket },
             rss_limit_bytes: None,
             owned_files: vec![],
             max_message_bytes: 1 << 20,
+            permanent_exit_codes: vec![],
         }
     }
 
@@ -729,6 +771,32 @@ mod tests {
         handle.restart("operator").await;
         let st = wait_for(&mut rx, |s| s.restarts >= 4).await;
         assert!(st.restarts >= 4);
+        handle.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_permanent_exit_is_failed_at_once_with_its_reason_and_not_restarted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = sh(
+            "echo 'ERROR fatal error=source unusable: /x.txt: no video stream' >&2; exit 3",
+            dir.path().join("x.sock"),
+        );
+        spec.permanent_exit_codes = proto_schema::exit::KERNEL_PERMANENT.to_vec();
+        let handle = ProcessHandle::spawn(spec, settings(), Arc::new(SystemClock));
+        let mut rx = handle.status();
+        let st = wait_for(&mut rx, |s| s.state == ProcState::Failed).await;
+        assert_eq!(st.restarts, 0, "a permanent error is not retried: {st:?}");
+        let err = st.last_error.unwrap();
+        assert!(err.contains("exited with status 3"), "{err}");
+        assert!(err.contains("no video stream"), "{err}");
+        assert!(err.contains("permanent"), "{err}");
+        // Still failed, not restarted, a while later (backoff here is 10-40 ms).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let later = handle.current();
+        assert_eq!((later.state, later.restarts), (ProcState::Failed, 0));
+        // An operator's restart starts it again.
+        handle.restart("operator").await;
+        wait_for(&mut rx, |s| s.restarts == 1).await;
         handle.stop().await;
     }
 

@@ -6,6 +6,11 @@
 //! missing, the harness builds it with the same cargo and target dir.
 #![allow(dead_code)]
 
+/// `/proc` sampling and the flat-after-warm-up check, shared with frame-kernel's soak
+/// tests (one implementation).
+#[path = "../../../frame-kernel/tests/common/soak.rs"]
+pub mod soak;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

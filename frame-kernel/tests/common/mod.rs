@@ -2,6 +2,8 @@
 //! project's fake RTSP camera, the `ffmpeg` CLI as reference decoder, and ring readers.
 #![allow(dead_code)]
 
+pub mod soak;
+
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{BufRead, BufReader, Read};
@@ -155,19 +157,12 @@ impl Kernel {
     }
 
     pub fn fd_count(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map_or(0, |d| d.count())
+        soak::read_proc(self.pid() as u32).map_or(0, |(_, _, fds)| fds)
     }
 
     /// Resident memory in KiB.
     pub fn rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            })
-            .unwrap_or(0)
+        soak::read_proc(self.pid() as u32).map_or(0, |(rss, _, _)| rss)
     }
 
     pub fn thread_count(&self) -> usize {
