@@ -32,8 +32,13 @@ pub struct Response {
     pub body: String,
 }
 
-/// GETs `path` from `addr` with a timeout.
-pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Response, HttpError> {
+/// GETs `path` from `addr` with a timeout, sending `token` as the API's bearer token.
+pub fn get(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<Response, HttpError> {
     let io = |source| HttpError::Io {
         addr,
         path: path.to_string(),
@@ -43,8 +48,12 @@ pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Response, 
     s.set_read_timeout(Some(timeout)).map_err(io)?;
     s.set_write_timeout(Some(timeout)).map_err(io)?;
     // One write: the request goes out in one segment.
-    let req =
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n\r\n");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n{auth}\r\n"
+    );
     s.write_all(req.as_bytes()).map_err(io)?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).map_err(io)?;
