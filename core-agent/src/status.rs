@@ -440,7 +440,10 @@ mod tests {
     fn credentials_are_scrubbed_from_free_text() {
         let src = "rtsp://admin:s3cret@10.0.0.5:554/x";
         assert_eq!(
-            scrub("cannot open rtsp://admin:s3cret@10.0.0.5:554/x: refused", src),
+            scrub(
+                "cannot open rtsp://admin:s3cret@10.0.0.5:554/x: refused",
+                src
+            ),
             "cannot open rtsp://***@10.0.0.5:554/x: refused"
         );
         assert_eq!(scrub("auth failed for s3cret", src), "auth failed for ***");

@@ -54,8 +54,8 @@ fn camera_ids(agent: &Agent) -> Vec<String> {
 }
 
 fn json_error(a: &Answer) -> String {
-    let v: serde_json::Value = serde_json::from_str(&a.body)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", a.body));
+    let v: serde_json::Value =
+        serde_json::from_str(&a.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", a.body));
     v["error"].as_str().unwrap_or_default().to_owned()
 }
 
@@ -66,7 +66,11 @@ fn the_api_refuses_strangers_foreign_origins_non_json_and_unsafe_sources() {
     let dirs = Dirs::new();
     let media = dirs.root.path().join("media");
     std::fs::create_dir(&media).unwrap();
-    std::fs::write(media.join("clip.mp4"), b"not decoded: the camera is disabled").unwrap();
+    std::fs::write(
+        media.join("clip.mp4"),
+        b"not decoded: the camera is disabled",
+    )
+    .unwrap();
     // A symlink inside the media directory that points out of it.
     std::os::unix::fs::symlink("/etc/passwd", media.join("escape.mp4")).unwrap();
     let outside = dirs.root.path().join("outside.mp4");
@@ -83,7 +87,10 @@ fn the_api_refuses_strangers_foreign_origins_non_json_and_unsafe_sources() {
     assert!(meta.is_file());
     assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
     assert_eq!(meta.uid(), unsafe { libc::geteuid() });
-    let token = std::fs::read_to_string(&token_file).unwrap().trim().to_owned();
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_owned();
     assert_eq!(token.len(), 64);
     assert!(agent
         .stderr
@@ -91,7 +98,8 @@ fn the_api_refuses_strangers_foreign_origins_non_json_and_unsafe_sources() {
         .is_some());
     assert!(agent.stderr.all().iter().all(|l| !l.contains(&token)));
 
-    let good = r#"{"camera": {"id": "sneaky", "source": "rtsp://127.0.0.1:1/x", "enabled": false}}"#;
+    let good =
+        r#"{"camera": {"id": "sneaky", "source": "rtsp://127.0.0.1:1/x", "enabled": false}}"#;
     let json = ("Content-Type", "application/json".to_owned());
     let bearer = |t: &str| ("Authorization", format!("Bearer {t}"));
 
@@ -145,7 +153,10 @@ fn the_api_refuses_strangers_foreign_origins_non_json_and_unsafe_sources() {
     assert_eq!(a.status, 403, "{}", a.body);
 
     agent.token = Some(token.clone());
-    assert!(camera_ids(&agent).is_empty(), "a refused request added a camera");
+    assert!(
+        camera_ids(&agent).is_empty(),
+        "a refused request added a camera"
+    );
 
     // Sources that would make a (root) kernel open anything: every one refused with its
     // typed problem, no kernel started, no ring created.
@@ -153,9 +164,17 @@ fn the_api_refuses_strangers_foreign_origins_non_json_and_unsafe_sources() {
     let cases: [(&str, String, &str); 9] = [
         ("shadow", "file:///etc/shadow".into(), "scheme \\\"file\\\""),
         ("web", "http://127.0.0.1:1/x".into(), "scheme \\\"http\\\""),
-        ("webs", "https://127.0.0.1:1/x".into(), "scheme \\\"https\\\""),
+        (
+            "webs",
+            "https://127.0.0.1:1/x".into(),
+            "scheme \\\"https\\\"",
+        ),
         ("abs", "/etc/shadow".into(), "not under agent.media_dirs"),
-        ("out", outside.display().to_string(), "not under agent.media_dirs"),
+        (
+            "out",
+            outside.display().to_string(),
+            "not under agent.media_dirs",
+        ),
         (
             "link",
             media.join("escape.mp4").display().to_string(),
@@ -178,7 +197,10 @@ fn the_api_refuses_strangers_foreign_origins_non_json_and_unsafe_sources() {
         let (code, body) = agent.http("POST", "/cameras", Some(&body));
         assert_eq!(code, 400, "{id}: {body}");
         assert!(body.contains(needle), "{id}: {needle} not in {body}");
-        assert!(!body.contains(SECRET), "{id}: the answer shows the password: {body}");
+        assert!(
+            !body.contains(SECRET),
+            "{id}: the answer shows the password: {body}"
+        );
         assert!(!agent.rings().join(format!("{id}.ring")).exists());
     }
     // Every problem of one request at once: a bad scheme, a control character and an
@@ -197,7 +219,11 @@ fn the_api_refuses_strangers_foreign_origins_non_json_and_unsafe_sources() {
         assert!(body.contains(needle), "{needle} not in {body}");
     }
     assert!(camera_ids(&agent).is_empty());
-    assert_eq!(kernels(&agent), kernels_before, "a refused camera started a kernel");
+    assert_eq!(
+        kernels(&agent),
+        kernels_before,
+        "a refused camera started a kernel"
+    );
 
     // What is allowed: rtsp(s), and a file under media_dirs (canonicalized).
     for (id, source) in [
@@ -236,13 +262,17 @@ fn camera_credentials_appear_in_no_answer_and_no_log_line() {
     assert!(!body.contains(SECRET), "{body}");
     assert!(body.contains("rtsp://***@127.0.0.1"), "{body}");
     // Let both kernels try (and fail) to connect a few times, so their errors are logged.
-    wait_for(Duration::from_secs(30), "the kernels' connect errors", || {
-        let lines = agent.stderr.all();
-        ["[kernel:door]", "[kernel:gate]"]
-            .iter()
-            .all(|k| lines.iter().filter(|l| l.starts_with(k)).count() >= 2)
-            .then_some(())
-    });
+    wait_for(
+        Duration::from_secs(30),
+        "the kernels' connect errors",
+        || {
+            let lines = agent.stderr.all();
+            ["[kernel:door]", "[kernel:gate]"]
+                .iter()
+                .all(|k| lines.iter().filter(|l| l.starts_with(k)).count() >= 2)
+                .then_some(())
+        },
+    );
     std::thread::sleep(Duration::from_secs(3));
     for path in [
         "/cameras",
@@ -327,7 +357,10 @@ fn another_user_cannot_read_or_plant_the_token() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "started with a planted token: {stderr}");
+    assert!(
+        !out.status.success(),
+        "started with a planted token: {stderr}"
+    );
     assert!(stderr.contains("owned by uid 65534"), "{stderr}");
     std::fs::remove_file(&token_file).unwrap();
 

@@ -221,7 +221,10 @@ fn cameras_are_added_started_stopped_and_removed_at_run_time() {
         "{}[[models]]\nid = \"yolov8n\"\npath = \"{}\"\n",
         dirs.agent_table().replacen(
             "[agent]\n",
-            &format!("[agent]\nmedia_dirs = [\"{}\"]\n", assets.join("video").display()),
+            &format!(
+                "[agent]\nmedia_dirs = [\"{}\"]\n",
+                assets.join("video").display()
+            ),
             1
         ),
         assets.join("models/yolov8n_int8.onnx").display()

@@ -282,7 +282,8 @@ impl System {
             path,
             Some(&self.api_token),
             Duration::from_secs(5),
-        )?.body)
+        )?
+        .body)
     }
 
     /// Waits until `/ready` answers 200.

@@ -162,9 +162,7 @@ impl ApiToken {
             });
         }
         match Self::read_file(file) {
-            Err(TokenError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
+            Err(TokenError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 match Self::generate(file) {
                     // Another process created it between our open and our create.
                     Err(TokenError::Io { source, .. })
@@ -181,10 +179,12 @@ impl ApiToken {
 
     /// Reads and checks an existing token file.
     fn read_file(path: &Path) -> Result<Self, TokenError> {
-        let io = |op| move |source| TokenError::Io {
-            path: path.to_owned(),
-            op,
-            source,
+        let io = |op| {
+            move |source| TokenError::Io {
+                path: path.to_owned(),
+                op,
+                source,
+            }
         };
         // O_NOFOLLOW: a symlink is refused, not followed; O_NONBLOCK: a FIFO planted
         // there cannot hang the start (it is refused as not a regular file below).
@@ -244,10 +244,12 @@ impl ApiToken {
         let mut bytes = [0u8; GENERATED_BYTES];
         fill_random(&mut bytes).map_err(TokenError::Random)?;
         let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        let io = |op| move |source| TokenError::Io {
-            path: path.to_owned(),
-            op,
-            source,
+        let io = |op| {
+            move |source| TokenError::Io {
+                path: path.to_owned(),
+                op,
+                source,
+            }
         };
         let mut f = OpenOptions::new()
             .write(true)
@@ -381,7 +383,12 @@ pub fn is_loopback_host(host: &str) -> bool {
 }
 
 /// Checks one request's headers against the rules in the module docs.
-pub fn check(guard: &Guard, method: &Method, path: &str, headers: &HeaderMap) -> Result<(), Refusal> {
+pub fn check(
+    guard: &Guard,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+) -> Result<(), Refusal> {
     let text = |v: &HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
     let host = headers.get(header::HOST).map(text).unwrap_or_default();
     if !is_loopback_host(split_authority(&host).0) {
@@ -491,7 +498,12 @@ mod tests {
         }
         let wrong = ("authorization", "Bearer 0123456789abcdef0123456789abcdeX");
         assert_eq!(
-            check(&g, &Method::POST, "/cameras/a/stop", &headers(&[host, wrong])),
+            check(
+                &g,
+                &Method::POST,
+                "/cameras/a/stop",
+                &headers(&[host, wrong])
+            ),
             Err(Refusal::WrongToken)
         );
         // The probes still need the token for anything but reading.
@@ -509,14 +521,25 @@ mod tests {
     #[test]
     fn host_and_origin_must_be_loopback_and_own() {
         let g = guard();
-        for host in ["localhost:7878", "127.0.0.1", "[::1]:7878", "127.0.0.2:1", "LOCALHOST"] {
+        for host in [
+            "localhost:7878",
+            "127.0.0.1",
+            "[::1]:7878",
+            "127.0.0.2:1",
+            "LOCALHOST",
+        ] {
             assert_eq!(
                 check(&g, &Method::GET, "/health", &headers(&[("host", host)])),
                 Ok(()),
                 "{host}"
             );
         }
-        for host in ["evil.example:7878", "10.0.0.1:7878", "", "localhost.evil.example"] {
+        for host in [
+            "evil.example:7878",
+            "10.0.0.1:7878",
+            "",
+            "localhost.evil.example",
+        ] {
             assert!(
                 matches!(
                     check(&g, &Method::GET, "/health", &headers(&[("host", host)])),
@@ -526,16 +549,36 @@ mod tests {
             );
         }
         let host = ("host", "127.0.0.1:7878");
-        for origin in ["http://127.0.0.1:7878", "http://localhost:7878", "http://[::1]:7878"] {
+        for origin in [
+            "http://127.0.0.1:7878",
+            "http://localhost:7878",
+            "http://[::1]:7878",
+        ] {
             assert_eq!(
-                check(&g, &Method::POST, "/cameras/a/stop", &headers(&[host, AUTH, ("origin", origin)])),
+                check(
+                    &g,
+                    &Method::POST,
+                    "/cameras/a/stop",
+                    &headers(&[host, AUTH, ("origin", origin)])
+                ),
                 Ok(()),
                 "{origin}"
             );
         }
-        for origin in ["http://evil.example", "null", "http://127.0.0.1:8080", "https://127.0.0.1:7878", "http://127.0.0.1"] {
+        for origin in [
+            "http://evil.example",
+            "null",
+            "http://127.0.0.1:8080",
+            "https://127.0.0.1:7878",
+            "http://127.0.0.1",
+        ] {
             assert_eq!(
-                check(&g, &Method::POST, "/cameras/a/stop", &headers(&[host, AUTH, ("origin", origin)])),
+                check(
+                    &g,
+                    &Method::POST,
+                    "/cameras/a/stop",
+                    &headers(&[host, AUTH, ("origin", origin)])
+                ),
                 Err(Refusal::Origin(origin.to_owned())),
                 "{origin}"
             );
@@ -557,11 +600,19 @@ mod tests {
         );
         assert_eq!(
             post(&[("content-type", "application/x-www-form-urlencoded")]),
-            Err(Refusal::ContentType("application/x-www-form-urlencoded".into()))
+            Err(Refusal::ContentType(
+                "application/x-www-form-urlencoded".into()
+            ))
         );
-        assert_eq!(post(&[("content-length", "10")]), Err(Refusal::ContentType(String::new())));
         assert_eq!(
-            post(&[("content-type", "Application/JSON; charset=utf-8"), ("content-length", "10")]),
+            post(&[("content-length", "10")]),
+            Err(Refusal::ContentType(String::new()))
+        );
+        assert_eq!(
+            post(&[
+                ("content-type", "Application/JSON; charset=utf-8"),
+                ("content-length", "10")
+            ]),
             Ok(())
         );
         // No body, no type: start/stop/delete.
@@ -578,7 +629,10 @@ mod tests {
             "Bearer realm=\"framebus\""
         );
         assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
-        assert_eq!(Refusal::ContentType("x".into()).into_response().status(), 415);
+        assert_eq!(
+            Refusal::ContentType("x".into()).into_response().status(),
+            415
+        );
         assert_eq!(Refusal::Origin("x".into()).into_response().status(), 403);
     }
 

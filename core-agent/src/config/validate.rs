@@ -233,7 +233,9 @@ fn outside_text(resolved: Option<&std::path::Path>, dirs: &[PathBuf]) -> String 
         .map(|r| format!("resolves to {} and ", r.display()))
         .unwrap_or_default();
     if dirs.is_empty() {
-        format!("{via}is refused: file sources through the API need agent.media_dirs, which is empty")
+        format!(
+            "{via}is refused: file sources through the API need agent.media_dirs, which is empty"
+        )
     } else {
         let list: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
         format!("{via}is not under agent.media_dirs ({})", list.join(", "))
@@ -1010,6 +1012,106 @@ mod tests {
         fn parsing_is_total(text in "\\PC{0,200}") {
             let _ = Config::from_toml(&text, Path::new("t.toml"), Path::new("/"));
         }
+    }
+
+    fn camera(source: &str) -> CameraConfig {
+        let mut c = parse(GOOD).cameras[0].clone();
+        c.source = source.to_owned();
+        c
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_every_source_and_redacted() {
+        for bad in [
+            "rtsp://u:hunter22@h/x\n",
+            "/v/a\r.mp4",
+            "/v/\0",
+            "rtsp://h/\x7f",
+        ] {
+            let mut errs = Vec::new();
+            check_camera(&camera(bad), false, &mut errs);
+            assert!(
+                matches!(&errs[..], [ConfigError::ControlCharacter { .. }]),
+                "{bad:?}: {errs:?}"
+            );
+            assert!(!errs[0].to_string().contains("hunter22"), "{}", errs[0]);
+        }
+    }
+
+    #[test]
+    fn api_sources_are_rtsp_or_files_under_media_dirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let media = dir.path().join("media");
+        std::fs::create_dir(&media).unwrap();
+        std::fs::write(media.join("a.mp4"), b"x").unwrap();
+        std::os::unix::fs::symlink(dir.path(), media.join("up")).unwrap();
+        let dirs = vec![media.clone()];
+        let run = |src: &str, dirs: &[PathBuf]| {
+            let mut cam = camera(src);
+            let mut errs = Vec::new();
+            let ok = check_api_source(&mut cam, dirs, &mut errs);
+            (ok, cam.source, errs)
+        };
+        for ok in ["rtsp://h/x", "RTSPS://u:p@h:322/x"] {
+            let (pass, src, errs) = run(ok, &[]);
+            assert!(pass && errs.is_empty() && src == ok, "{ok}: {errs:?}");
+        }
+        let file = media.join("a.mp4");
+        let (pass, src, errs) = run(&file.display().to_string(), &dirs);
+        assert!(pass && errs.is_empty(), "{errs:?}");
+        assert_eq!(
+            src,
+            std::fs::canonicalize(&file).unwrap().display().to_string()
+        );
+        // Missing but inside: left to check_camera's "does not exist".
+        let (pass, _, errs) = run(&media.join("b.mp4").display().to_string(), &dirs);
+        assert!(pass && errs.is_empty());
+        for (bad, dirs, want) in [
+            ("file:///etc/shadow", &dirs[..], "scheme \"file\""),
+            ("http://h/x", &dirs[..], "scheme \"http\""),
+            ("HTTPS://h/x", &dirs[..], "scheme \"HTTPS\""),
+            ("a.mp4", &dirs[..], "absolute"),
+            ("file:/etc/shadow", &dirs[..], "absolute"),
+            ("/etc/shadow", &dirs[..], "not under agent.media_dirs"),
+            ("/etc/shadow", &[][..], "media_dirs, which is empty"),
+        ] {
+            let (pass, _, errs) = run(bad, dirs);
+            assert!(!pass, "{bad}");
+            assert!(
+                errs.len() == 1 && errs[0].to_string().contains(want),
+                "{bad}: {errs:?}"
+            );
+        }
+        let dots = format!("{}/../x.mp4", media.display());
+        assert!(run(&dots, &dirs).2[0].to_string().contains("`..`"));
+        let escape = format!("{}/up/other.mp4", media.display());
+        std::fs::write(dir.path().join("other.mp4"), b"x").unwrap();
+        let (pass, _, errs) = run(&escape, &dirs);
+        assert!(!pass);
+        assert!(
+            matches!(
+                &errs[0],
+                ConfigError::SourceOutsideMediaDirs {
+                    resolved: Some(_),
+                    ..
+                }
+            ),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn an_empty_config_is_valid_with_a_warning() {
+        let c = parse("");
+        validate(&c, true).unwrap();
+        assert_eq!(warnings(&c), [ConfigWarning::Empty]);
+        assert!(warnings(&parse(GOOD)).is_empty());
+        let mut c = parse("[agent]\nmedia_dirs = [\"no/such/dir\"]\n");
+        assert_eq!(c.agent.media_dirs, [PathBuf::from("/cfg/no/such/dir")]);
+        let errs = validate(&c, true).unwrap_err().0;
+        assert!(matches!(&errs[..], [ConfigError::MissingMediaDir { .. }]));
+        c.agent.media_dirs.clear();
+        validate(&c, true).unwrap();
     }
 
     #[test]
