@@ -158,13 +158,13 @@ mod tests {
             let (mut s, _) = l.accept().unwrap();
             let mut buf = [0u8; 512];
             let n = s.read(&mut buf).unwrap();
-            assert!(std::str::from_utf8(&buf[..n])
-                .unwrap()
-                .starts_with("GET /ready "));
+            let req = std::str::from_utf8(&buf[..n]).unwrap();
+            assert!(req.starts_with("GET /ready "), "{req}");
+            assert!(req.contains("\r\nAuthorization: Bearer t0k3n\r\n"), "{req}");
             s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nfine")
                 .unwrap();
         });
-        let r = get(addr, "/ready", Duration::from_secs(5)).unwrap();
+        let r = get(addr, "/ready", Some("t0k3n"), Duration::from_secs(5)).unwrap();
         assert_eq!((r.status, r.body.as_str()), (200, "fine"));
         server.join().unwrap();
     }
