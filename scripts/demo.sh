@@ -5,7 +5,10 @@
 # a generated YOLO-format ONNX model. Extra arguments go to core-agent, for example
 #   bash scripts/demo.sh --duration 30      # stop after 30 s
 #   bash scripts/demo.sh --synthetic        # ignore the real assets
-# Results: ./results.jsonl; status API: http://127.0.0.1:7878/cameras
+# Results: ./results.jsonl; status API: http://127.0.0.1:7878/cameras with the bearer token
+# core-agent names at start (the demo's is $TMPDIR/framebus-demo/sockets/api.token):
+#   curl -H "Authorization: Bearer $(cat "${TMPDIR:-/tmp}/framebus-demo/sockets/api.token")" \
+#        http://127.0.0.1:7878/cameras
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"

@@ -10,6 +10,12 @@
 //! | `DELETE /cameras/{id}` | stop and forget it |
 //! | `GET /models`, `GET /models/{id}` | state, restarts, last error, latency percentiles |
 //! | `GET /metrics` | Prometheus text format |
+//!
+//! Every request passes [`auth::guard`]: a loopback `Host`, no foreign `Origin`, JSON
+//! bodies only, and a bearer token for everything but `GET /health`, `/ready` and
+//! `/metrics`. Camera sources are shown with their credentials redacted.
+
+pub mod auth;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -64,8 +70,8 @@ pub struct NewSubscription {
     pub max_in_flight: Option<u32>,
 }
 
-/// The API's routes.
-pub fn router(shared: Arc<Shared>, commands: mpsc::Sender<Command>) -> Router {
+/// The API's routes, behind `guard`.
+pub fn router(shared: Arc<Shared>, commands: mpsc::Sender<Command>, guard: auth::Guard) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -77,6 +83,7 @@ pub fn router(shared: Arc<Shared>, commands: mpsc::Sender<Command>) -> Router {
         .route("/models/{id}", get(get_model))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(guard, auth::guard))
         .with_state(AppState { shared, commands })
 }
 
@@ -190,12 +197,9 @@ async fn add_camera(State(st): State<AppState>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid body: {e}")),
     };
-    let mut camera = req.camera;
-    if !camera.is_url() && !camera.source.is_empty() {
-        if let Ok(abs) = std::path::absolute(&camera.source) {
-            camera.source = abs.to_string_lossy().into_owned();
-        }
-    }
+    // The source is checked (scheme, media directories, control characters) and a
+    // file path canonicalized by the system, with the rest of the validation.
+    let camera = req.camera;
     let id = camera.id.clone();
     let subscriptions = req
         .subscriptions

@@ -37,6 +37,9 @@ pub enum RunError {
     /// A thread could not be started.
     #[error("cannot start the result thread: {0}")]
     Thread(std::io::Error),
+    /// The API token could not be read or created.
+    #[error(transparent)]
+    Token(#[from] api::auth::TokenError),
 }
 
 /// What a finished run did.
@@ -123,15 +126,18 @@ fn spawn_table(shared: Arc<Shared>, every: Duration, mut shutdown: watch::Receiv
 }
 
 /// Runs the system described by `config` (already validated) until a signal or
-/// `duration`.
+/// `duration`. `api_token` is the value of `FRAMEBUS_API_TOKEN`, if any (read by the
+/// caller, which also keeps it out of the children's environment).
 pub async fn run(
     config: Config,
     config_path: Option<PathBuf>,
     duration: Option<Duration>,
+    api_token: Option<String>,
 ) -> Result<Summary, RunError> {
     let bins = Binaries::locate(config.agent.bin_dir.as_deref())?;
     ensure_dir(&config.agent.ring_dir)?;
     ensure_dir(&config.agent.socket_dir)?;
+    let token = api::auth::ApiToken::resolve(api_token, &config.agent.token_file())?;
     let queue = ResultQueue::new(config.limits.result_queue);
     let dispatcher =
         Dispatcher::start(queue.clone(), open_sinks(&config.outputs)?).map_err(RunError::Thread)?;
@@ -160,9 +166,17 @@ pub async fn run(
         });
     }
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
+    let guard = api::auth::Guard {
+        token: Arc::new(token),
+        port: api_addr.port(),
+    };
+    eprintln!(
+        "core-agent: API token {} (send it as Authorization: Bearer <token>)",
+        guard.token.origin()
+    );
     let api_task = tokio::spawn(api::serve(
         listener,
-        api::router(shared.clone(), cmd_tx),
+        api::router(shared.clone(), cmd_tx, guard),
         shutdown_rx.clone(),
     ));
     eprintln!("core-agent: status API on http://{api_addr}");

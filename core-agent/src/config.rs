@@ -9,7 +9,8 @@
 //!
 //! Environment overrides, for the settings people set per host:
 //! `FRAMEBUS_LOG` (log filter), `FRAMEBUS_LOG_FORMAT` (`text`|`json`),
-//! `FRAMEBUS_RING_DIR`, `FRAMEBUS_SOCKET_DIR`.
+//! `FRAMEBUS_RING_DIR`, `FRAMEBUS_SOCKET_DIR`; and `FRAMEBUS_API_TOKEN` (the API's
+//! bearer token, read at start, never logged).
 
 pub mod validate;
 
@@ -117,6 +118,23 @@ pub struct AgentSettings {
     pub live_table: bool,
     /// Seconds between two live-table prints. Default `2`.
     pub table_interval_s: u64,
+    /// File holding the API's bearer token: read if it exists (it must be mode 0600 or
+    /// 0400 and owned by the agent's user or root), else generated there at start.
+    /// `FRAMEBUS_API_TOKEN` wins over it. Default `<socket_dir>/api.token`.
+    pub api_token_file: Option<PathBuf>,
+    /// Directories whose files cameras added through the API may use as a source
+    /// (config-file cameras are trusted and may name any file). Default: none, so the
+    /// API accepts only `rtsp://` and `rtsps://` sources.
+    pub media_dirs: Vec<PathBuf>,
+}
+
+impl AgentSettings {
+    /// The API token file: [`Self::api_token_file`] or `<socket_dir>/api.token`.
+    pub fn token_file(&self) -> PathBuf {
+        self.api_token_file
+            .clone()
+            .unwrap_or_else(|| self.socket_dir.join(crate::api::auth::TOKEN_FILE_NAME))
+    }
 }
 
 impl Default for AgentSettings {
@@ -130,6 +148,8 @@ impl Default for AgentSettings {
             log_format: LogFormat::Text,
             live_table: false,
             table_interval_s: 2,
+            api_token_file: None,
+            media_dirs: Vec::new(),
         }
     }
 }
@@ -556,6 +576,12 @@ impl Config {
         abs(&mut self.agent.ring_dir);
         abs(&mut self.agent.socket_dir);
         if let Some(dir) = self.agent.bin_dir.as_mut() {
+            abs(dir);
+        }
+        if let Some(f) = self.agent.api_token_file.as_mut() {
+            abs(f);
+        }
+        for dir in &mut self.agent.media_dirs {
             abs(dir);
         }
         for cam in &mut self.cameras {

@@ -122,6 +122,10 @@ fn default_ort_path() {
 }
 
 fn main() -> ExitCode {
+    // Read the API token once and drop it from the environment (single-threaded here),
+    // so the children do not inherit it.
+    let api_token = std::env::var(core_agent::api::auth::ENV_API_TOKEN).ok();
+    std::env::remove_var(core_agent::api::auth::ENV_API_TOKEN);
     let cli = Cli::parse();
     let (mut config, path) = match load(&cli) {
         Ok(c) => c,
@@ -142,6 +146,9 @@ fn main() -> ExitCode {
     if let Err(errors) = validate(&config, true) {
         eprintln!("core-agent: {errors}");
         return ExitCode::from(EXIT_CONFIG);
+    }
+    for w in validate::warnings(&config) {
+        eprintln!("core-agent: warning: {w}");
     }
     if cli.check {
         println!(
@@ -169,7 +176,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(core_agent::app::run(config, path, duration)) {
+    match runtime.block_on(core_agent::app::run(config, path, duration, api_token)) {
         Ok(summary) => {
             println!(
                 "core-agent: stopped; {} results written, {} dropped",

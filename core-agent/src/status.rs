@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
+use proto_schema::redact::{redact_url, REDACTED};
 use serde::Serialize;
 
 use crate::metrics::{locked, ModelCounters, RingView, SubSnapshot};
@@ -15,7 +16,7 @@ use crate::system::Shared;
 pub struct CameraStatus {
     /// Camera id.
     pub id: String,
-    /// Source URL or file.
+    /// Source URL or file, credentials redacted (`rtsp://***@host/...`).
     pub source: String,
     /// `stopped`, the kernel's state while it is not ready (`starting`, `backoff`,
     /// `failed`), else the ring's (`live`, `reconnecting`, ...).
@@ -57,7 +58,11 @@ pub fn cameras(shared: &Shared) -> Vec<CameraStatus> {
         .map(|c| {
             let m = shared.metrics.camera(&c.config.id);
             let ring = locked(&m.ring).clone();
-            let kernel = c.kernel.as_ref().map(|k| k.borrow().clone());
+            let mut kernel = c.kernel.as_ref().map(|k| k.borrow().clone());
+            // The kernel's last error line comes from its log; keep credentials out.
+            if let Some(e) = kernel.as_mut().and_then(|k| k.last_error.as_mut()) {
+                *e = scrub(e, &c.config.source);
+            }
             let state = match &kernel {
                 None => "stopped".to_owned(),
                 Some(k) if k.state != ProcState::Ready => k.state.as_str().to_owned(),
@@ -72,7 +77,7 @@ pub fn cameras(shared: &Shared) -> Vec<CameraStatus> {
                 .collect();
             CameraStatus {
                 id: c.config.id.clone(),
-                source: c.config.source.clone(),
+                source: redact_url(&c.config.source).into_owned(),
                 state,
                 running: c.running,
                 fps_decoded: if kernel.as_ref().is_some_and(|k| k.state == ProcState::Ready) {
@@ -87,6 +92,30 @@ pub fn cameras(shared: &Shared) -> Vec<CameraStatus> {
             }
         })
         .collect()
+}
+
+/// `text` with the credentials of `source` (its user-info, and its password when that
+/// is long enough to be told from ordinary words) replaced by `***`.
+pub fn scrub(text: &str, source: &str) -> String {
+    let Some(start) = source.find("://").map(|i| i + 3) else {
+        return text.to_owned();
+    };
+    let rest = &source[start..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let Some(at) = authority.rfind('@') else {
+        return text.to_owned();
+    };
+    let user_info = &authority[..at];
+    if user_info.is_empty() {
+        return text.to_owned();
+    }
+    let mut out = text.replace(user_info, REDACTED);
+    if let Some((_, password)) = user_info.split_once(':') {
+        if password.len() >= 4 {
+            out = out.replace(password, REDACTED);
+        }
+    }
+    out
 }
 
 /// All models.
@@ -405,5 +434,23 @@ mod tests {
     #[test]
     fn labels_are_escaped() {
         assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn credentials_are_scrubbed_from_free_text() {
+        let src = "rtsp://admin:s3cret@10.0.0.5:554/x";
+        assert_eq!(
+            scrub(
+                "cannot open rtsp://admin:s3cret@10.0.0.5:554/x: refused",
+                src
+            ),
+            "cannot open rtsp://***@10.0.0.5:554/x: refused"
+        );
+        assert_eq!(scrub("auth failed for s3cret", src), "auth failed for ***");
+        // Short passwords are only removed as part of the user-info.
+        assert_eq!(scrub("a b", "rtsp://u:b@h/x"), "a b");
+        for s in ["rtsp://@h/x", "rtsp://h/x", "/srv/a.mp4"] {
+            assert_eq!(scrub("text stays", s), "text stays");
+        }
     }
 }

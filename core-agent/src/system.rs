@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::agent::{AgentHandle, AgentSpec, SubSpec};
 use crate::clock::Clock;
-use crate::config::validate::check_camera;
+use crate::config::validate::{check_api_source, check_camera};
 use crate::config::{
     validate, CameraConfig, Config, ModelConfig, SubscriptionConfig, ValidationErrors,
 };
@@ -603,12 +603,15 @@ impl System {
     /// starts it when enabled.
     async fn add_camera(
         &mut self,
-        camera: CameraConfig,
+        mut camera: CameraConfig,
         subs: Vec<SubscriptionConfig>,
     ) -> Result<(), ControlError> {
         if self.config.camera(&camera.id).is_some() {
             return Err(ControlError::Exists(camera.id));
         }
+        // API sources are less trusted than the file's: rtsp(s) or media_dirs only.
+        let mut own = Vec::new();
+        let source_ok = check_api_source(&mut camera, &self.config.agent.media_dirs, &mut own);
         let mut candidate = self.config.clone();
         candidate.cameras.push(camera.clone());
         candidate.subscriptions.extend(subs.iter().cloned());
@@ -616,9 +619,9 @@ impl System {
             Ok(()) => Vec::new(),
             Err(e) => e.0,
         };
-        // The file checks for the new camera only (the others ran at start).
-        let mut own = Vec::new();
-        check_camera(&camera, true, &mut own);
+        // The file checks for the new camera only (the others ran at start), and only
+        // for a source allowed at all (no probing of files outside media_dirs).
+        check_camera(&camera, source_ok, &mut own);
         for e in own {
             if !errs.contains(&e) {
                 errs.push(e);

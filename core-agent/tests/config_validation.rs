@@ -157,3 +157,50 @@ fn the_example_configs_are_valid() {
     }
     assert!(seen >= 1, "no example configs in {}", dir.display());
 }
+
+/// Issue 10: an empty config used to be accepted silently. It is valid (cameras may come
+/// through the API) but `--check` and a start say so, with a hint.
+#[test]
+fn an_empty_config_is_accepted_with_a_hint() {
+    let dirs = Dirs::new();
+    std::fs::write(dirs.config(), "").unwrap();
+    let out = Command::new(agent_bin())
+        .arg("--check")
+        .arg("--config")
+        .arg(dirs.config())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: the config has no cameras and no models")
+            && stderr.contains("core-agent --demo"),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("config OK: 0 cameras"));
+}
+
+/// Issue 10: a source with a newline (log forging, argument smuggling) is refused in the
+/// config file too, and the message shows no password.
+#[test]
+fn a_source_with_a_control_character_is_refused() {
+    let dirs = Dirs::new();
+    let config = format!(
+        "{}[[cameras]]\nid = \"cam1\"\nsource = \"rtsp://admin:hunter22@127.0.0.1:1/a\\nINFO forged\"\n",
+        dirs.agent_table()
+    );
+    std::fs::write(dirs.config(), config).unwrap();
+    let out = Command::new(agent_bin())
+        .arg("--check")
+        .arg("--config")
+        .arg(dirs.config())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("camera \"cam1\": source \"rtsp://***@127.0.0.1:1/a\\nINFO forged\" contains 1 control character(s), the first (U+000A) at byte"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter22"), "{stderr}");
+}

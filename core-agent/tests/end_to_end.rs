@@ -216,18 +216,29 @@ fn cameras_are_added_started_stopped_and_removed_at_run_time() {
     bin_dir();
     let video = assets.join("video/people_walk_540p.mp4");
     let dirs = Dirs::new();
+    // File sources through the API must be under agent.media_dirs.
     let config = format!(
         "{}[[models]]\nid = \"yolov8n\"\npath = \"{}\"\n",
-        dirs.agent_table(),
+        dirs.agent_table().replacen(
+            "[agent]\n",
+            &format!(
+                "[agent]\nmedia_dirs = [\"{}\"]\n",
+                assets.join("video").display()
+            ),
+            1
+        ),
         assets.join("models/yolov8n_int8.onnx").display()
     );
     let agent = Agent::start(dirs, &config, &[]);
     agent.wait_ready(Duration::from_secs(120));
 
     // Validated like the config file: every problem in one answer.
-    let bad = r#"{"camera": {"id": "bad id", "source": "/no/such.mp4", "fps": 10},
-                  "subscriptions": [{"model": "nope", "fps": 20}]}"#;
-    let (code, body) = agent.http("POST", "/cameras", Some(bad));
+    let bad = format!(
+        r#"{{"camera": {{"id": "bad id", "source": "{}", "fps": 10}},
+             "subscriptions": [{{"model": "nope", "fps": 20}}]}}"#,
+        assets.join("video/no-such.mp4").display()
+    );
+    let (code, body) = agent.http("POST", "/cameras", Some(&bad));
     assert_eq!(code, 400, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let problems: Vec<String> = v["problems"]

@@ -32,8 +32,13 @@ pub struct Response {
     pub body: String,
 }
 
-/// GETs `path` from `addr` with a timeout.
-pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Response, HttpError> {
+/// GETs `path` from `addr` with a timeout, sending `token` as the API's bearer token.
+pub fn get(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<Response, HttpError> {
     let io = |source| HttpError::Io {
         addr,
         path: path.to_string(),
@@ -43,8 +48,12 @@ pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Response, 
     s.set_read_timeout(Some(timeout)).map_err(io)?;
     s.set_write_timeout(Some(timeout)).map_err(io)?;
     // One write: the request goes out in one segment.
-    let req =
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n\r\n");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n{auth}\r\n"
+    );
     s.write_all(req.as_bytes()).map_err(io)?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).map_err(io)?;
@@ -149,13 +158,13 @@ mod tests {
             let (mut s, _) = l.accept().unwrap();
             let mut buf = [0u8; 512];
             let n = s.read(&mut buf).unwrap();
-            assert!(std::str::from_utf8(&buf[..n])
-                .unwrap()
-                .starts_with("GET /ready "));
+            let req = std::str::from_utf8(&buf[..n]).unwrap();
+            assert!(req.starts_with("GET /ready "), "{req}");
+            assert!(req.contains("\r\nAuthorization: Bearer t0k3n\r\n"), "{req}");
             s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nfine")
                 .unwrap();
         });
-        let r = get(addr, "/ready", Duration::from_secs(5)).unwrap();
+        let r = get(addr, "/ready", Some("t0k3n"), Duration::from_secs(5)).unwrap();
         assert_eq!((r.status, r.body.as_str()), (200, "fine"));
         server.join().unwrap();
     }

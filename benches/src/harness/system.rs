@@ -117,6 +117,16 @@ pub struct System {
     pub started: Instant,
     /// Fake RTSP cameras serving the cameras (dropped after core-agent is stopped).
     _cameras: Option<super::rtsp::FakeCameras>,
+    /// The API's bearer token, handed to core-agent in `FRAMEBUS_API_TOKEN`.
+    api_token: String,
+}
+
+/// A fresh API token: 16 random bytes as hex.
+fn new_api_token() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// A free loopback port (bound and released; the race with other users is harmless here).
@@ -161,11 +171,13 @@ impl System {
         let log = File::create(&log_path).map_err(io_err("creating the log"))?;
         let log2 = log.try_clone().map_err(io_err("creating the log"))?;
         let results = ResultsTail::start(&paths.results, Duration::from_millis(10));
+        let api_token = new_api_token().map_err(io_err("reading /dev/urandom"))?;
         let child = Command::new(bin_dir.join("core-agent"))
             .arg("--config")
             .arg(&config_path)
             .env_remove("FRAMEBUS_RING_DIR")
             .env_remove("FRAMEBUS_SOCKET_DIR")
+            .env("FRAMEBUS_API_TOKEN", &api_token)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
@@ -187,6 +199,7 @@ impl System {
             seen: BTreeMap::new(),
             started: Instant::now(),
             _cameras: fake_cameras,
+            api_token,
         })
     }
 
@@ -244,7 +257,12 @@ impl System {
 
     /// GETs an API path and parses the JSON body.
     pub fn api_json(&self, path: &str) -> Result<serde_json::Value, SystemError> {
-        let r = http::get(self.paths.api_addr, path, Duration::from_secs(5))?;
+        let r = http::get(
+            self.paths.api_addr,
+            path,
+            Some(&self.api_token),
+            Duration::from_secs(5),
+        )?;
         if r.status != 200 {
             return Err(SystemError::Api {
                 path: path.to_string(),
@@ -259,7 +277,13 @@ impl System {
 
     /// GETs an API path as text.
     pub fn api_text(&self, path: &str) -> Result<String, SystemError> {
-        Ok(http::get(self.paths.api_addr, path, Duration::from_secs(5))?.body)
+        Ok(http::get(
+            self.paths.api_addr,
+            path,
+            Some(&self.api_token),
+            Duration::from_secs(5),
+        )?
+        .body)
     }
 
     /// Waits until `/ready` answers 200.
@@ -269,7 +293,7 @@ impl System {
         while start.elapsed() < timeout {
             interrupt::check()?;
             self.check_alive()?;
-            match http::get(self.paths.api_addr, "/ready", Duration::from_secs(2)) {
+            match http::get(self.paths.api_addr, "/ready", None, Duration::from_secs(2)) {
                 Ok(r) if r.status == 200 => {
                     self.note_processes();
                     return Ok(start.elapsed());

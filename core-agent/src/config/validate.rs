@@ -161,6 +161,61 @@ pub enum ConfigError {
         /// The file.
         path: PathBuf,
     },
+    /// A camera source with a control character (newline, CR, NUL, DEL, ...): it
+    /// could forge log lines or smuggle arguments. The source is shown redacted.
+    #[error("camera {camera:?}: source {redacted:?} contains {count} control character(s), the first ({code}) at byte {at}")]
+    ControlCharacter {
+        /// Camera id.
+        camera: String,
+        /// The source, credentials redacted.
+        redacted: String,
+        /// How many control characters it holds.
+        count: usize,
+        /// The first one, as `U+000A`.
+        code: String,
+        /// Byte offset of the first one.
+        at: usize,
+    },
+    /// A camera added through the API names a URL scheme other than `rtsp` or `rtsps`
+    /// (`file://`, `http://`, ... would let an API client make the kernel open any file
+    /// or URL).
+    #[error("camera {camera:?}: source scheme {scheme:?} is not allowed through the API (only rtsp:// and rtsps://, or a file under agent.media_dirs)")]
+    SourceScheme {
+        /// Camera id.
+        camera: String,
+        /// The scheme given (before `://`).
+        scheme: String,
+    },
+    /// A file source added through the API that is not an absolute, `..`-free path.
+    #[error("camera {camera:?}: source path {path} {reason}")]
+    BadSourcePath {
+        /// Camera id.
+        camera: String,
+        /// The path given.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A file source added through the API outside every `agent.media_dirs` entry (or
+    /// resolving outside them through a symlink), or any file source while
+    /// `agent.media_dirs` is empty.
+    #[error("camera {camera:?}: source file {path} {}", outside_text(resolved.as_deref(), media_dirs))]
+    SourceOutsideMediaDirs {
+        /// Camera id.
+        camera: String,
+        /// The path given.
+        path: PathBuf,
+        /// Where it resolves to, when that differs from the path given.
+        resolved: Option<PathBuf>,
+        /// The configured media directories.
+        media_dirs: Vec<PathBuf>,
+    },
+    /// An `agent.media_dirs` entry that is not an existing directory.
+    #[error("agent.media_dirs: {path} is not an existing directory")]
+    MissingMediaDir {
+        /// The entry.
+        path: PathBuf,
+    },
     /// A CPU affinity list that is empty or names a CPU the host lacks.
     #[error("{owner}: cpu_affinity {cpus:?} is empty or names a CPU >= {max}")]
     InvalidAffinity {
@@ -171,6 +226,37 @@ pub enum ConfigError {
         /// Number of CPUs the mask can hold.
         max: usize,
     },
+}
+
+fn outside_text(resolved: Option<&std::path::Path>, dirs: &[PathBuf]) -> String {
+    let via = resolved
+        .map(|r| format!("resolves to {} and ", r.display()))
+        .unwrap_or_default();
+    if dirs.is_empty() {
+        format!(
+            "{via}is refused: file sources through the API need agent.media_dirs, which is empty"
+        )
+    } else {
+        let list: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        format!("{via}is not under agent.media_dirs ({})", list.join(", "))
+    }
+}
+
+/// Something legal but probably not what was meant; printed at start, never fatal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigWarning {
+    /// No cameras and no models: the agent only serves its API.
+    #[error("the config has no cameras and no models, so core-agent will only serve its API; add [[cameras]], [[models]] and [[subscriptions]] (see config/example.toml), or run `core-agent --demo`")]
+    Empty,
+}
+
+/// The warnings of a (valid) config.
+pub fn warnings(config: &Config) -> Vec<ConfigWarning> {
+    let mut out = Vec::new();
+    if config.cameras.is_empty() && config.models.is_empty() {
+        out.push(ConfigWarning::Empty);
+    }
+    out
 }
 
 /// Every problem of one config.
@@ -200,6 +286,11 @@ impl std::error::Error for ValidationErrors {}
 pub fn validate(config: &Config, check_files: bool) -> Result<(), ValidationErrors> {
     let mut errs = Vec::new();
     check_agent(config, &mut errs);
+    if check_files {
+        for d in config.agent.media_dirs.iter().filter(|d| !d.is_dir()) {
+            errs.push(ConfigError::MissingMediaDir { path: d.clone() });
+        }
+    }
     let cameras = check_cameras(config, check_files, &mut errs);
     let models = check_models(config, check_files, &mut errs);
     check_subscriptions(config, &cameras, &models, &mut errs);
@@ -382,7 +473,20 @@ pub fn check_camera(cam: &CameraConfig, check_files: bool, errs: &mut Vec<Config
     if let Some(ring) = &cam.ring {
         check_id("ring", ring, errs);
     }
-    if cam.source.trim().is_empty() {
+    let controls: Vec<(usize, char)> = cam
+        .source
+        .char_indices()
+        .filter(|(_, c)| c.is_control())
+        .collect();
+    if let Some(&(at, c)) = controls.first() {
+        errs.push(ConfigError::ControlCharacter {
+            camera: cam.id.clone(),
+            redacted: proto_schema::redact::redact_url(&cam.source).into_owned(),
+            count: controls.len(),
+            code: format!("U+{:04X}", c as u32),
+            at,
+        });
+    } else if cam.source.trim().is_empty() {
         errs.push(ConfigError::EmptySource {
             camera: cam.id.clone(),
         });
@@ -436,6 +540,83 @@ pub fn check_camera(cam: &CameraConfig, check_files: bool, errs: &mut Vec<Config
         );
     }
     check_affinity(format!("camera {}", cam.id), &cam.cpu_affinity, errs);
+}
+
+/// URL schemes a camera added through the API may use.
+pub const API_SCHEMES: [&str; 2] = ["rtsp", "rtsps"];
+
+/// Checks the source of a camera added through the API, which is less trusted than the
+/// config file: only [`API_SCHEMES`] URLs, or an absolute path without `..` under one
+/// of `media_dirs` that still is under it once symlinks are resolved. A file source is
+/// replaced by its canonical path, so the kernel opens what was checked. Control
+/// characters and missing files are left to [`check_camera`]. Returns whether the
+/// source passed (then [`check_camera`] may look at the file).
+pub fn check_api_source(
+    cam: &mut CameraConfig,
+    media_dirs: &[PathBuf],
+    errs: &mut Vec<ConfigError>,
+) -> bool {
+    use std::path::{Component, Path};
+    let src = cam.source.clone();
+    if src.trim().is_empty() {
+        return false;
+    }
+    // Reported by check_camera; the string checks below still run, the file is not
+    // looked at.
+    let has_control = src.chars().any(char::is_control);
+    if let Some((scheme, _)) = src.split_once("://") {
+        if API_SCHEMES.iter().any(|s| scheme.eq_ignore_ascii_case(s)) {
+            return !has_control;
+        }
+        errs.push(ConfigError::SourceScheme {
+            camera: cam.id.clone(),
+            scheme: scheme.chars().take(32).collect(),
+        });
+        return false;
+    }
+    let path = Path::new(&src);
+    let bad = |reason| ConfigError::BadSourcePath {
+        camera: cam.id.clone(),
+        path: path.to_path_buf(),
+        reason,
+    };
+    if !path.is_absolute() {
+        errs.push(bad("must be an absolute path"));
+        return false;
+    }
+    if path.components().any(|c| c == Component::ParentDir) {
+        errs.push(bad("must not contain `..`"));
+        return false;
+    }
+    let outside = |resolved| ConfigError::SourceOutsideMediaDirs {
+        camera: cam.id.clone(),
+        path: path.to_path_buf(),
+        resolved,
+        media_dirs: media_dirs.to_vec(),
+    };
+    if !media_dirs.iter().any(|d| path.starts_with(d)) {
+        errs.push(outside(None));
+        return false;
+    }
+    if has_control {
+        return false;
+    }
+    // Symlinks inside a media directory may point out of it: compare resolved paths.
+    // A file that does not exist is left to check_camera's "does not exist".
+    let Ok(real) = std::fs::canonicalize(path) else {
+        return true;
+    };
+    let inside = media_dirs.iter().any(|d| {
+        std::fs::canonicalize(d)
+            .map(|d| real.starts_with(d))
+            .unwrap_or(false)
+    });
+    if !inside {
+        errs.push(outside(Some(real)));
+        return false;
+    }
+    cam.source = real.to_string_lossy().into_owned();
+    true
 }
 
 /// Returns the ids of the cameras, for the subscription checks.
@@ -831,6 +1012,106 @@ mod tests {
         fn parsing_is_total(text in "\\PC{0,200}") {
             let _ = Config::from_toml(&text, Path::new("t.toml"), Path::new("/"));
         }
+    }
+
+    fn camera(source: &str) -> CameraConfig {
+        let mut c = parse(GOOD).cameras[0].clone();
+        c.source = source.to_owned();
+        c
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_every_source_and_redacted() {
+        for bad in [
+            "rtsp://u:hunter22@h/x\n",
+            "/v/a\r.mp4",
+            "/v/\0",
+            "rtsp://h/\x7f",
+        ] {
+            let mut errs = Vec::new();
+            check_camera(&camera(bad), false, &mut errs);
+            assert!(
+                matches!(&errs[..], [ConfigError::ControlCharacter { .. }]),
+                "{bad:?}: {errs:?}"
+            );
+            assert!(!errs[0].to_string().contains("hunter22"), "{}", errs[0]);
+        }
+    }
+
+    #[test]
+    fn api_sources_are_rtsp_or_files_under_media_dirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let media = dir.path().join("media");
+        std::fs::create_dir(&media).unwrap();
+        std::fs::write(media.join("a.mp4"), b"x").unwrap();
+        std::os::unix::fs::symlink(dir.path(), media.join("up")).unwrap();
+        let dirs = vec![media.clone()];
+        let run = |src: &str, dirs: &[PathBuf]| {
+            let mut cam = camera(src);
+            let mut errs = Vec::new();
+            let ok = check_api_source(&mut cam, dirs, &mut errs);
+            (ok, cam.source, errs)
+        };
+        for ok in ["rtsp://h/x", "RTSPS://u:p@h:322/x"] {
+            let (pass, src, errs) = run(ok, &[]);
+            assert!(pass && errs.is_empty() && src == ok, "{ok}: {errs:?}");
+        }
+        let file = media.join("a.mp4");
+        let (pass, src, errs) = run(&file.display().to_string(), &dirs);
+        assert!(pass && errs.is_empty(), "{errs:?}");
+        assert_eq!(
+            src,
+            std::fs::canonicalize(&file).unwrap().display().to_string()
+        );
+        // Missing but inside: left to check_camera's "does not exist".
+        let (pass, _, errs) = run(&media.join("b.mp4").display().to_string(), &dirs);
+        assert!(pass && errs.is_empty());
+        for (bad, dirs, want) in [
+            ("file:///etc/shadow", &dirs[..], "scheme \"file\""),
+            ("http://h/x", &dirs[..], "scheme \"http\""),
+            ("HTTPS://h/x", &dirs[..], "scheme \"HTTPS\""),
+            ("a.mp4", &dirs[..], "absolute"),
+            ("file:/etc/shadow", &dirs[..], "absolute"),
+            ("/etc/shadow", &dirs[..], "not under agent.media_dirs"),
+            ("/etc/shadow", &[][..], "media_dirs, which is empty"),
+        ] {
+            let (pass, _, errs) = run(bad, dirs);
+            assert!(!pass, "{bad}");
+            assert!(
+                errs.len() == 1 && errs[0].to_string().contains(want),
+                "{bad}: {errs:?}"
+            );
+        }
+        let dots = format!("{}/../x.mp4", media.display());
+        assert!(run(&dots, &dirs).2[0].to_string().contains("`..`"));
+        let escape = format!("{}/up/other.mp4", media.display());
+        std::fs::write(dir.path().join("other.mp4"), b"x").unwrap();
+        let (pass, _, errs) = run(&escape, &dirs);
+        assert!(!pass);
+        assert!(
+            matches!(
+                &errs[0],
+                ConfigError::SourceOutsideMediaDirs {
+                    resolved: Some(_),
+                    ..
+                }
+            ),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn an_empty_config_is_valid_with_a_warning() {
+        let c = parse("");
+        validate(&c, true).unwrap();
+        assert_eq!(warnings(&c), [ConfigWarning::Empty]);
+        assert!(warnings(&parse(GOOD)).is_empty());
+        let mut c = parse("[agent]\nmedia_dirs = [\"no/such/dir\"]\n");
+        assert_eq!(c.agent.media_dirs, [PathBuf::from("/cfg/no/such/dir")]);
+        let errs = validate(&c, true).unwrap_err().0;
+        assert!(matches!(&errs[..], [ConfigError::MissingMediaDir { .. }]));
+        c.agent.media_dirs.clear();
+        validate(&c, true).unwrap();
     }
 
     #[test]

@@ -265,6 +265,9 @@ impl Drop for FakeCamera {
     }
 }
 
+/// The API token the harness hands to `core-agent` through `FRAMEBUS_API_TOKEN`.
+pub const TEST_TOKEN: &str = "test-token-0123456789abcdef";
+
 /// A running `core-agent` on a temp dir.
 pub struct Agent {
     child: Option<Child>,
@@ -272,6 +275,15 @@ pub struct Agent {
     pub api: SocketAddr,
     pub stderr: Lines,
     pub stdout: Lines,
+    /// The bearer token [`Agent::http`] sends (none: no `Authorization` header).
+    pub token: Option<String>,
+}
+
+/// An HTTP answer: status, header block (lower-cased names) and body.
+pub struct Answer {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
 }
 
 /// Directories a test config uses.
@@ -318,6 +330,17 @@ impl Agent {
     /// Writes `config` into `dirs` and starts `core-agent --config` on it; returns once
     /// the API listens.
     pub fn start(dirs: Dirs, config: &str, extra_args: &[&str]) -> Agent {
+        Agent::start_with_token(dirs, config, extra_args, Some(TEST_TOKEN))
+    }
+
+    /// [`Agent::start`] with `FRAMEBUS_API_TOKEN` set to `token`, or unset (the agent
+    /// then reads or generates its token file; set [`Agent::token`] to use it).
+    pub fn start_with_token(
+        dirs: Dirs,
+        config: &str,
+        extra_args: &[&str],
+        token: Option<&str>,
+    ) -> Agent {
         std::fs::write(dirs.config(), config).unwrap();
         let mut cmd = Command::new(agent_bin());
         cmd.arg("--config")
@@ -326,8 +349,12 @@ impl Agent {
             .env_remove("FRAMEBUS_RING_DIR")
             .env_remove("FRAMEBUS_SOCKET_DIR")
             .env_remove("FRAMEBUS_LOG_FORMAT")
+            .env_remove("FRAMEBUS_API_TOKEN")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if let Some(t) = token {
+            cmd.env("FRAMEBUS_API_TOKEN", t);
+        }
         if let Some(ort) = ort_dylib() {
             cmd.env("ORT_DYLIB_PATH", ort);
         }
@@ -349,6 +376,7 @@ impl Agent {
             api,
             stderr,
             stdout,
+            token: token.map(str::to_owned),
         }
     }
 
@@ -373,19 +401,40 @@ impl Agent {
             .collect()
     }
 
-    /// One HTTP/1.1 request; returns status and body.
+    /// One HTTP/1.1 request (JSON, with the agent's token); returns status and body.
     pub fn http(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let mut headers = vec![("Content-Type", "application/json".to_owned())];
+        if let Some(t) = &self.token {
+            headers.push(("Authorization", format!("Bearer {t}")));
+        }
+        let a = self.request(method, path, &headers, body.unwrap_or(""));
+        (a.status, a.body)
+    }
+
+    /// One HTTP/1.1 request with exactly `headers` (plus Host, unless given, Connection
+    /// and Content-Length).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: &str,
+    ) -> Answer {
         let mut s = TcpStream::connect_timeout(&self.api, Duration::from_secs(5))
             .expect("connect to the API");
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let body = body.unwrap_or("");
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            self.api,
+        let mut req = format!("{method} {path} HTTP/1.1\r\n");
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            req += &format!("Host: {}\r\n", self.api);
+        }
+        for (k, v) in headers {
+            req += &format!("{k}: {v}\r\n");
+        }
+        req += &format!(
+            "Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
-        )
-        .unwrap();
+        );
+        s.write_all(req.as_bytes()).unwrap();
         let mut raw = String::new();
         s.read_to_string(&mut raw).unwrap();
         let (head, rest) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
@@ -394,15 +443,13 @@ impl Agent {
             .nth(1)
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
-        let body = if head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
+        let head = head.to_ascii_lowercase();
+        let body = if head.contains("transfer-encoding: chunked") {
             dechunk(rest)
         } else {
             rest.to_owned()
         };
-        (status, body)
+        Answer { status, head, body }
     }
 
     pub fn get_json(&self, path: &str) -> Value {
