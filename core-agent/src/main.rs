@@ -147,10 +147,7 @@ fn main() -> ExitCode {
         // The deep file checks only `--check` runs (see `check_model_formats`).
         let bad = core_agent::config::validate::check_model_formats(&config);
         if !bad.is_empty() {
-            eprintln!(
-                "core-agent: {}",
-                core_agent::config::ValidationErrors(bad)
-            );
+            eprintln!("core-agent: {}", core_agent::config::ValidationErrors(bad));
             return ExitCode::from(EXIT_CONFIG);
         }
         println!(

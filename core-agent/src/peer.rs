@@ -66,7 +66,11 @@ pub enum PeerError {
 
 /// Checks the credentials of the process at the other end of `stream` (connected to
 /// `path`) against `expected`.
-pub fn check_peer(stream: &UnixStream, path: &Path, expected: ExpectedPeer) -> Result<(), PeerError> {
+pub fn check_peer(
+    stream: &UnixStream,
+    path: &Path,
+    expected: ExpectedPeer,
+) -> Result<(), PeerError> {
     let cred = stream
         .peer_cred()
         .map_err(|source| PeerError::Credentials {
@@ -128,7 +132,16 @@ mod tests {
         check_cred(Some(1), 0, p, ExpectedPeer::ServiceUid).unwrap();
         if own != 65534 {
             let e = check_cred(Some(7), 65534, p, ExpectedPeer::ServiceUid).unwrap_err();
-            assert!(matches!(e, PeerError::WrongUid { actual_uid: 65534, .. }), "{e}");
+            assert!(
+                matches!(
+                    e,
+                    PeerError::WrongUid {
+                        actual_uid: 65534,
+                        ..
+                    }
+                ),
+                "{e}"
+            );
         }
     }
 

@@ -456,7 +456,10 @@ pub fn prometheus(shared: &Shared) -> String {
         "counter",
         "Rings and sockets left by dead children (kill -9 of a child or of the agent), removed before a start.",
     );
-    let leftovers: u64 = models.iter().map(|m| m.server.leftovers_removed).sum::<u64>()
+    let leftovers: u64 = models
+        .iter()
+        .map(|m| m.server.leftovers_removed)
+        .sum::<u64>()
         + cams
             .iter()
             .filter_map(|c| c.kernel.as_ref())

@@ -431,12 +431,10 @@ impl System {
             .cameras
             .iter()
             .map(|c| ring_path(dir, c.ring_name()))
-            .chain(
-                self.config.models.iter().flat_map(|m| {
-                    let dir = &self.config.agent.socket_dir;
-                    [m.socket_path(dir), m.control_socket_path(dir)]
-                }),
-            )
+            .chain(self.config.models.iter().flat_map(|m| {
+                let dir = &self.config.agent.socket_dir;
+                [m.socket_path(dir), m.control_socket_path(dir)]
+            }))
             .collect();
     }
 

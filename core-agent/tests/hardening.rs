@@ -164,9 +164,11 @@ fn an_impostor_at_the_model_socket_gets_no_request_and_writes_no_result() {
     std::fs::remove_file(&socket).unwrap();
     let impostor = Impostor::start(&socket);
     let before = agent.results().len();
-    wait_for(Duration::from_secs(30), "the agent to try the impostor", || {
-        (impostor.connections.load(Ordering::SeqCst) >= 3).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(30),
+        "the agent to try the impostor",
+        || (impostor.connections.load(Ordering::SeqCst) >= 3).then_some(()),
+    );
     std::thread::sleep(Duration::from_secs(1));
     let tried = impostor.connections.load(Ordering::SeqCst);
     assert_eq!(
@@ -258,7 +260,12 @@ fn a_socket_dir_pre_created_by_another_user_is_refused() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     println!("refused: {err}");
     assert!(!status.success(), "{status}: {err}");
     assert!(err.contains("framebus-sockets"), "{err}");
@@ -314,7 +321,10 @@ path = "{model}"
     );
     // Thirty health intervals with every data connection taken.
     std::thread::sleep(Duration::from_secs(3));
-    assert!(opened.elapsed() < Duration::from_millis(3900), "too slow to check in time");
+    assert!(
+        opened.elapsed() < Duration::from_millis(3900),
+        "too slow to check in time"
+    );
     assert_eq!(agent.model("det")["state"], "ready");
     assert_eq!(model_field(&agent, "det", "restarts").as_u64(), Some(0));
     assert_eq!(model_field(&agent, "det", "pid").as_u64(), Some(pid));
@@ -329,10 +339,15 @@ path = "{model}"
     }
     let after = opened.elapsed();
     assert_eq!(closed, 256, "idle connections closed by the server");
-    assert!(after >= Duration::from_secs(4), "closed before the timeout: {after:?}");
+    assert!(
+        after >= Duration::from_secs(4),
+        "closed before the timeout: {after:?}"
+    );
     // Data clients are served again, and the server was never restarted.
     let mut fresh = UnixStream::connect(&socket).unwrap();
-    fresh.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    fresh
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     write_message(&mut fresh, &Request::ping(9), 1 << 20).unwrap();
     let pong = read_frame(&mut fresh, 1 << 20).unwrap().unwrap();
     assert!(String::from_utf8_lossy(&pong).contains("pong"));
@@ -377,15 +392,31 @@ path = "{model}"
     assert_eq!(entry["process"], "model det", "{health}");
     assert!(entry["next_retry_unix_ms"].as_u64().is_some(), "{health}");
     std::fs::copy(assets.join("models/yolov8n_int8.onnx"), &model).unwrap();
-    wait_for(Duration::from_secs(60), "the model ready after the retry", || {
-        (agent.model("det")["state"] == "ready").then_some(())
-    });
+    wait_for(
+        Duration::from_secs(60),
+        "the model ready after the retry",
+        || (agent.model("det")["state"] == "ready").then_some(()),
+    );
     let took = failed_at.elapsed();
-    assert!(took >= Duration::from_secs(2), "retried before the cool-down: {took:?}");
-    assert!(model_field(&agent, "det", "failed_retries").as_u64().unwrap() >= 1);
+    assert!(
+        took >= Duration::from_secs(2),
+        "retried before the cool-down: {took:?}"
+    );
+    assert!(
+        model_field(&agent, "det", "failed_retries")
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
     let retries = metric(&agent, "framebus_model_failed_retries_total{model=\"det\"}").unwrap();
     assert!(retries >= 1.0, "{retries}");
-    assert_eq!(agent.get_json("/health")["failed"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        agent.get_json("/health")["failed"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
     println!("failed model ready again {took:?} after it was given up on (cool-down 3 s)");
 }
 
@@ -414,18 +445,57 @@ fn kill_9_of_the_agent_leaves_no_children_and_no_files() {
     assert_eq!(children.len(), 2, "{children:?}");
     kill(agent.pid(), libc::SIGKILL);
     let killed = Instant::now();
-    wait_for(Duration::from_secs(10), "children and files gone", || {
+    let gone = || {
         let alive: Vec<_> = children
             .iter()
             .filter(|(pid, _)| Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(*pid))
+            .cloned()
             .collect();
-        let left: Vec<_> = files.iter().filter(|f| f.exists()).collect();
-        (alive.is_empty() && left.is_empty()).then_some(())
-    });
+        let left: Vec<_> = files.iter().filter(|f| f.exists()).cloned().collect();
+        (alive, left)
+    };
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        let (alive, left) = gone();
+        if alive.is_empty() && left.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (alive, left) = gone();
+    assert!(
+        alive.is_empty(),
+        "10 s after kill -9: children alive {alive:?}"
+    );
     println!(
-        "kill -9 of the agent: children {children:?} and their files gone {:?} later",
+        "kill -9 of the agent: children {children:?} gone {:?} later; files a child could not remove: {left:?}",
         killed.elapsed()
     );
+    // Whatever a child could not remove is removed by the next start, and reported.
+    if !left.is_empty() {
+        let mut next = Command::new(common::agent_bin())
+            .arg("--config")
+            .arg(agent.dir.path().join("agent.toml"))
+            .env_remove("FRAMEBUS_RING_DIR")
+            .env_remove("FRAMEBUS_SOCKET_DIR")
+            .env_remove("FRAMEBUS_LOG_FORMAT")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = common::Lines::default();
+        lines.pump_public(next.stderr.take().unwrap());
+        let line = wait_for(Duration::from_secs(30), "the leftovers reported", || {
+            lines.find("leftover file(s)")
+        });
+        kill(next.id(), libc::SIGTERM);
+        let _ = next.wait();
+        let named = left
+            .iter()
+            .filter(|f| line.contains(&f.display().to_string()))
+            .count();
+        assert!(named >= 1, "{line}");
+    }
 }
 
 fn is_zombie(pid: u32) -> bool {

@@ -337,9 +337,9 @@ pub async fn serve_control(shared: Arc<Shared>, listener: UnixListener) {
         match Arc::clone(&shared.control_connections).try_acquire_owned() {
             Ok(permit) => {
                 let shared2 = Arc::clone(&shared);
-                shared.tracker.spawn(async move {
-                    connection(shared2, stream, permit, Role::Control).await
-                });
+                shared
+                    .tracker
+                    .spawn(async move { connection(shared2, stream, permit, Role::Control).await });
             }
             Err(_) => refuse(&shared, stream, CONTROL_CONNECTIONS),
         }
@@ -553,8 +553,7 @@ impl Conn<'_> {
                 Response::InferResult(failure(
                     &req,
                     ErrorCode::InvalidMessage,
-                    "inference is not served on the control socket; use the data socket"
-                        .into(),
+                    "inference is not served on the control socket; use the data socket".into(),
                 ))
             }
             Ok(Request::Infer(req)) => match start_infer(shared, req, received, &self.answer_tx) {

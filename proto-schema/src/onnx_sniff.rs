@@ -85,11 +85,7 @@ pub fn check_onnx_file(path: &Path) -> Result<u64, OnnxSniffError> {
 
 /// [`check_onnx_file`] over any seekable reader of `len` bytes (`path` names it in
 /// errors).
-pub fn check_onnx(
-    mut r: impl Read + Seek,
-    len: u64,
-    path: &Path,
-) -> Result<u64, OnnxSniffError> {
+pub fn check_onnx(mut r: impl Read + Seek, len: u64, path: &Path) -> Result<u64, OnnxSniffError> {
     let p = || path.to_path_buf();
     if len == 0 {
         return Err(OnnxSniffError::Empty { path: p() });
@@ -218,7 +214,10 @@ mod tests {
         let e = check(b"this is not an ONNX model").unwrap_err();
         assert!(e.to_string().contains("not an ONNX model"), "{e}");
         let e = check(&TINY[..TINY.len() - 1]).unwrap_err();
-        assert!(matches!(e, OnnxSniffError::Truncated { field: 7, .. }), "{e}");
+        assert!(
+            matches!(e, OnnxSniffError::Truncated { field: 7, .. }),
+            "{e}"
+        );
         // No graph / no ir_version.
         assert!(matches!(
             check(&TINY[..5]),

@@ -47,7 +47,12 @@ mod tests {
 
     #[test]
     fn other_sources_are_unchanged() {
-        for s in ["/srv/video/a.mp4", "rtsp://127.0.0.1:8554/cam", "", "file:x@y"] {
+        for s in [
+            "/srv/video/a.mp4",
+            "rtsp://127.0.0.1:8554/cam",
+            "",
+            "file:x@y",
+        ] {
             assert_eq!(redact_url(s), s);
         }
     }

@@ -25,8 +25,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::clock::{capture_age_ns, monotonic_now_ns, unix_now_ns};
-use crate::peer::ExpectedPeer;
 use crate::metrics::{locked, CameraMetrics, Metrics, ModelMetrics, RingView, SubMetrics};
+use crate::peer::ExpectedPeer;
 use crate::results::{Latencies, ResultQueue, ResultRecord};
 use crate::supervisor::{ProcState, ProcStatus};
 use gate::{FpsGate, Verdict};

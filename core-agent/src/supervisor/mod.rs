@@ -22,8 +22,8 @@ use tokio::sync::{mpsc, watch as wch};
 use tokio::task::JoinHandle;
 
 use crate::clock::{monotonic_now_ns, unix_now_ns, Clock};
-use crate::peer::{ExpectedPeer, PeerTrust};
 use crate::config::SupervisorSettings;
+use crate::peer::{ExpectedPeer, PeerTrust};
 use child::{ChildSpec, RunningChild};
 use policy::{Decision, RestartPolicy};
 
@@ -343,8 +343,8 @@ impl Supervisor {
                         window.as_secs()
                     );
                     tracing::error!(process = self.name(), "{why}");
-                    let next = retry_after
-                        .map(|d| unix_now_ns() / 1_000_000 + d.as_millis() as u64);
+                    let next =
+                        retry_after.map(|d| unix_now_ns() / 1_000_000 + d.as_millis() as u64);
                     self.update(|s| {
                         s.state = ProcState::Failed;
                         s.pid = None;
@@ -570,8 +570,7 @@ async fn wait_ready(
     while tokio::time::Instant::now() < deadline {
         let r = match readiness {
             Readiness::Server { socket, peer } => {
-                match probe::serving_status(socket, expected_peer(*peer, pid), timeout, max).await
-                {
+                match probe::serving_status(socket, expected_peer(*peer, pid), timeout, max).await {
                     Ok(_) => Ok(()),
                     Err(e @ probe::ProbeError::Peer(_)) => {
                         tracing::warn!("{e}");

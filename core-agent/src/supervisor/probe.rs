@@ -334,7 +334,10 @@ mod tests {
         let err = serving_status(&path, ExpectedPeer::Pid(1), Duration::from_secs(1), 1 << 20)
             .await
             .unwrap_err();
-        assert!(matches!(err, ProbeError::Peer(PeerError::WrongPid { .. })), "{err}");
+        assert!(
+            matches!(err, ProbeError::Peer(PeerError::WrongPid { .. })),
+            "{err}"
+        );
         assert!(err.to_string().contains("m.sock"), "{err}");
         assert_eq!(got.await.unwrap(), 0, "the impostor received bytes");
     }
