@@ -113,6 +113,8 @@ async fn health(State(st): State<AppState>) -> Response {
     Json(json!({
         "status": if stopping { "stopping" } else { "ok" },
         "uptime_s": st.shared.metrics.uptime().as_secs(),
+        // Processes given up on, and when each is tried again.
+        "failed": status::failed(&st.shared),
     }))
     .into_response()
 }

@@ -182,6 +182,10 @@ pub struct SupervisorSettings {
     /// How often model files and the config file are checked for changes (hot
     /// reload); `0` turns watching off. Default `1000` ms.
     pub watch_interval_ms: u64,
+    /// A process marked failed (too many restarts within the window) is started again
+    /// after this cool-down, with a fresh restart budget; `0` never retries (an
+    /// operator's restart or a changed model file still revives it). Default `60` s.
+    pub failed_retry_s: u64,
 }
 
 impl Default for SupervisorSettings {
@@ -198,6 +202,7 @@ impl Default for SupervisorSettings {
             ready_timeout_s: 60,
             stop_grace_ms: 3_000,
             watch_interval_ms: 1_000,
+            failed_retry_s: 60,
         }
     }
 }
@@ -224,6 +229,10 @@ pub struct Limits {
     pub drain_timeout_ms: u64,
     /// Largest message accepted from a model server. Default 1 MiB.
     pub max_message_bytes: usize,
+    /// A model-server data connection with no complete request and nothing in flight
+    /// for this long is closed by the server (its `--idle-timeout-ms`), so idle
+    /// clients cannot hold its connection limit; `0` never closes. Default `30000` ms.
+    pub server_idle_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -236,6 +245,7 @@ impl Default for Limits {
             request_timeout_ms: 2_000,
             drain_timeout_ms: 2_000,
             max_message_bytes: proto_schema::framing::DEFAULT_MAX_FRAME,
+            server_idle_timeout_ms: 30_000,
         }
     }
 }
@@ -424,6 +434,13 @@ impl ModelConfig {
         self.socket
             .clone()
             .unwrap_or_else(|| socket_dir.join(format!("{}.sock", self.id)))
+    }
+
+    /// The server's control socket (health checks only): the socket path plus `.ctl`.
+    pub fn control_socket_path(&self, socket_dir: &Path) -> PathBuf {
+        let mut p = self.socket_path(socket_dir).into_os_string();
+        p.push(".ctl");
+        PathBuf::from(p)
     }
 }
 

@@ -18,6 +18,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod metrics;
+pub mod peer;
 pub mod results;
 pub mod status;
 pub mod supervisor;

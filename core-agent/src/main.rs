@@ -151,6 +151,12 @@ fn main() -> ExitCode {
         eprintln!("core-agent: warning: {w}");
     }
     if cli.check {
+        // The deep file checks only `--check` runs (see `check_model_formats`).
+        let bad = core_agent::config::validate::check_model_formats(&config);
+        if !bad.is_empty() {
+            eprintln!("core-agent: {}", core_agent::config::ValidationErrors(bad));
+            return ExitCode::from(EXIT_CONFIG);
+        }
         println!(
             "config OK: {} cameras, {} models, {} subscriptions, {} outputs",
             config.cameras.len(),

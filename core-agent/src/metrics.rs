@@ -210,6 +210,8 @@ pub struct ModelMetrics {
     pub server: Mutex<LatencyWindow>,
     /// Latency of the model run.
     pub inference: Mutex<LatencyWindow>,
+    /// Connections refused because another process than the spawned server answered.
+    pub peer_refused: AtomicU64,
 }
 
 /// Registry of all metrics.
@@ -355,6 +357,8 @@ pub struct ModelCounters {
     pub server_ms: Pct,
     /// Model run, ms.
     pub inference_ms: Pct,
+    /// Connections refused: an impostor answered on the socket.
+    pub peer_refused: u64,
 }
 
 impl ModelCounters {
@@ -367,6 +371,7 @@ impl ModelCounters {
             round_trip_ms: lock(&m.round_trip).percentiles(),
             server_ms: lock(&m.server).percentiles(),
             inference_ms: lock(&m.inference).percentiles(),
+            peer_refused: m.peer_refused.load(Ordering::Relaxed),
         }
     }
 }

@@ -136,6 +136,42 @@ pub fn models(shared: &Shared) -> Vec<ModelStatus> {
         .collect()
 }
 
+/// A process marked failed, as `/health` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedProcess {
+    /// `camera <id>` or `model <id>`.
+    pub process: String,
+    /// Why it was given up on.
+    pub last_error: Option<String>,
+    /// When it will be tried again (Unix ms); `None`: never (`failed_retry_s = 0`).
+    pub next_retry_unix_ms: Option<u64>,
+    /// Retries after failure so far.
+    pub failed_retries: u32,
+}
+
+/// Every process currently marked failed, with its retry schedule.
+pub fn failed(shared: &Shared) -> Vec<FailedProcess> {
+    let view = shared.view();
+    let kernels = view.cameras.values().filter_map(|c| {
+        let k = c.kernel.as_ref()?.borrow().clone();
+        Some((format!("camera {}", c.config.id), k))
+    });
+    let models = view
+        .models
+        .values()
+        .map(|m| (format!("model {}", m.config.id), m.status.borrow().clone()));
+    kernels
+        .chain(models)
+        .filter(|(_, st)| st.state == ProcState::Failed)
+        .map(|(process, st)| FailedProcess {
+            process,
+            last_error: st.last_error,
+            next_retry_unix_ms: st.next_retry_unix_ms,
+            failed_retries: st.failed_retries,
+        })
+        .collect()
+}
+
 /// Whether every running camera's kernel and every model server is ready, with the
 /// names of those that are not.
 pub fn readiness(shared: &Shared) -> (bool, Vec<String>) {
@@ -401,6 +437,64 @@ pub fn prometheus(shared: &Shared) -> String {
             m.server.restarts
         );
     }
+    family(
+        &mut out,
+        "framebus_model_failed_retries_total",
+        "counter",
+        "Model server retries after it had been marked failed (the cool-down).",
+    );
+    for m in &models {
+        let _ = writeln!(
+            out,
+            "framebus_model_failed_retries_total{{model=\"{}\"}} {}",
+            label(&m.id),
+            m.server.failed_retries
+        );
+    }
+    family(
+        &mut out,
+        "framebus_model_peer_refused_total",
+        "counter",
+        "Connections to the model's sockets refused: another process than the spawned server answered.",
+    );
+    for m in &models {
+        let _ = writeln!(
+            out,
+            "framebus_model_peer_refused_total{{model=\"{}\"}} {}",
+            label(&m.id),
+            m.server.peer_refused + m.stats.peer_refused
+        );
+    }
+    family(
+        &mut out,
+        "framebus_kernel_failed_retries_total",
+        "counter",
+        "Frame kernel retries after it had been marked failed (the cool-down).",
+    );
+    for c in &cams {
+        let n = c.kernel.as_ref().map_or(0, |k| k.failed_retries);
+        let _ = writeln!(
+            out,
+            "framebus_kernel_failed_retries_total{{camera=\"{}\"}} {n}",
+            label(&c.id)
+        );
+    }
+    family(
+        &mut out,
+        "framebus_leftover_files_removed_total",
+        "counter",
+        "Rings and sockets left by dead children (kill -9 of a child or of the agent), removed before a start.",
+    );
+    let leftovers: u64 = models
+        .iter()
+        .map(|m| m.server.leftovers_removed)
+        .sum::<u64>()
+        + cams
+            .iter()
+            .filter_map(|c| c.kernel.as_ref())
+            .map(|k| k.leftovers_removed)
+            .sum::<u64>();
+    let _ = writeln!(out, "framebus_leftover_files_removed_total {leftovers}");
     family(
         &mut out,
         "framebus_model_round_trip_seconds",

@@ -269,6 +269,7 @@ impl System {
 
     fn server_spec(&self, m: &ModelConfig) -> ProcessSpec {
         let socket = m.socket_path(&self.config.agent.socket_dir);
+        let control = m.control_socket_path(&self.config.agent.socket_dir);
         let mut args: Vec<OsString> = Vec::new();
         let mut arg = |k: &str, v: &dyn AsRef<std::ffi::OsStr>| {
             args.push(k.into());
@@ -277,6 +278,11 @@ impl System {
         arg("--model", &m.path);
         arg("--model-id", &m.id);
         arg("--socket", &socket);
+        arg("--control-socket", &control);
+        arg(
+            "--idle-timeout-ms",
+            &self.config.limits.server_idle_timeout_ms.to_string(),
+        );
         arg("--ring-dir", &self.config.agent.ring_dir);
         arg("--family", &m.family.as_str());
         arg("--device", &m.device.as_str());
@@ -304,11 +310,13 @@ impl System {
                 log_format: self.config.agent.log_format,
                 stdin: None,
             },
+            // Health checks go to the control socket: data clients cannot exhaust it.
             readiness: Readiness::Server {
-                socket: socket.clone(),
+                socket: control.clone(),
+                peer: crate::peer::PeerTrust::SpawnedPid,
             },
             rss_limit_bytes: m.rss_limit_mb.map(|mb| mb << 20),
-            owned_files: vec![socket],
+            owned_files: vec![socket, control],
             max_message_bytes: self.config.limits.max_message_bytes,
             permanent_exit_codes: vec![],
         }
@@ -432,12 +440,10 @@ impl System {
             .cameras
             .iter()
             .map(|c| ring_path(dir, c.ring_name()))
-            .chain(
-                self.config
-                    .models
-                    .iter()
-                    .map(|m| m.socket_path(&self.config.agent.socket_dir)),
-            )
+            .chain(self.config.models.iter().flat_map(|m| {
+                let dir = &self.config.agent.socket_dir;
+                [m.socket_path(dir), m.control_socket_path(dir)]
+            }))
             .collect();
     }
 

@@ -115,7 +115,8 @@ fn a_syntax_error_names_the_key_and_line() {
 fn check_accepts_a_good_config() {
     let dirs = Dirs::new();
     let model = dirs.root.path().join("det.onnx");
-    std::fs::write(&model, b"x").unwrap();
+    // The smallest file that passes the ONNX structure check: ir_version 8, a graph.
+    std::fs::write(&model, [0x08, 0x08, 0x3a, 0x01, 0x00]).unwrap();
     let config = format!(
         "{}[[cameras]]\nid = \"cam1\"\nsource = \"rtsp://127.0.0.1:1/a\"\n\n[[models]]\nid = \"det\"\npath = \"{}\"\n\n\
          [[subscriptions]]\ncamera = \"cam1\"\nmodel = \"det\"\nfps = 5\n",
@@ -203,4 +204,32 @@ fn a_source_with_a_control_character_is_refused() {
         "{stderr}"
     );
     assert!(!stderr.contains("hunter22"), "{stderr}");
+}
+
+/// `--check` refuses a model file that is not ONNX, naming the model and the file.
+#[test]
+fn check_refuses_a_model_file_that_is_not_onnx() {
+    let dirs = Dirs::new();
+    let model = dirs.root.path().join("det.onnx");
+    std::fs::write(&model, b"this is not an ONNX model\n").unwrap();
+    let config = format!(
+        "{}[[models]]\nid = \"det\"\npath = \"{}\"\n",
+        dirs.agent_table(),
+        model.display()
+    );
+    std::fs::write(dirs.config(), config).unwrap();
+    let out = Command::new(agent_bin())
+        .arg("--check")
+        .arg("--config")
+        .arg(dirs.config())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("model \"det\"")
+            && stderr.contains(&model.display().to_string())
+            && stderr.contains("not an ONNX model"),
+        "{stderr}"
+    );
 }

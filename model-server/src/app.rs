@@ -144,6 +144,17 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
 
 fn serve_until_shutdown(config: &ServerConfig, shared: &Arc<Shared>) -> anyhow::Result<()> {
     let std_listener = server::bind_socket(&config.socket, config.socket_mode)?;
+    // The control socket is the service's own: 0600 whatever the data socket's mode.
+    let control = match &config.control_socket {
+        Some(path) => match server::bind_socket(path, 0o600) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                let _ = std::fs::remove_file(&config.socket);
+                return Err(e.into());
+            }
+        },
+        None => None,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.io_threads)
         .thread_name("io")
@@ -153,6 +164,11 @@ fn serve_until_shutdown(config: &ServerConfig, shared: &Arc<Shared>) -> anyhow::
     let result = rt.block_on(async {
         let listener =
             tokio::net::UnixListener::from_std(std_listener).context("registering the socket")?;
+        if let Some(ctl) = control {
+            let ctl = tokio::net::UnixListener::from_std(ctl)
+                .context("registering the control socket")?;
+            tokio::spawn(server::serve_control(Arc::clone(shared), ctl));
+        }
         let signals = Arc::clone(shared);
         tokio::spawn(async move {
             wait_for_signal().await;
@@ -172,8 +188,10 @@ fn serve_until_shutdown(config: &ServerConfig, shared: &Arc<Shared>) -> anyhow::
         anyhow::Ok(())
     });
     rt.shutdown_timeout(Duration::from_millis(100));
-    if let Err(e) = std::fs::remove_file(&config.socket) {
-        tracing::warn!(error = %e, socket = %config.socket.display(), "removing the socket failed");
+    for path in std::iter::once(&config.socket).chain(config.control_socket.as_ref()) {
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::warn!(error = %e, socket = %path.display(), "removing the socket failed");
+        }
     }
     result
 }

@@ -81,10 +81,16 @@ pub struct ServerConfig {
     /// milliseconds, else the connection is closed (a stalled half-sent frame).
     #[arg(long, default_value_t = 5000)]
     pub read_timeout_ms: u64,
-    /// Connections idle (no request, nothing in flight) this many seconds are closed;
-    /// 0 keeps them open forever.
-    #[arg(long, default_value_t = 300)]
-    pub idle_timeout_s: u64,
+    /// A connection with no complete request and nothing in flight for this many
+    /// milliseconds is closed, so idle clients cannot hold the connection limit; 0
+    /// keeps them open forever.
+    #[arg(long, default_value_t = 30_000)]
+    pub idle_timeout_ms: u64,
+    /// Control socket: answers only `ping`, `get_status`, `get_stats` and `shutdown`,
+    /// has its own small connection limit (4) and mode 0600, so the supervisor's health
+    /// checks never compete with data clients for `--max-connections`. Default: none.
+    #[arg(long)]
+    pub control_socket: Option<PathBuf>,
     /// On shutdown, longest wait for in-flight requests, in seconds.
     #[arg(long, default_value_t = 30)]
     pub drain_timeout_s: u64,
@@ -145,7 +151,7 @@ impl ServerConfig {
 
     /// Idle connection timeout; `None` for never.
     pub fn idle_timeout(&self) -> Option<Duration> {
-        (self.idle_timeout_s > 0).then(|| Duration::from_secs(self.idle_timeout_s))
+        (self.idle_timeout_ms > 0).then(|| Duration::from_millis(self.idle_timeout_ms))
     }
 
     /// Checks every setting; the error lists all problems found.
@@ -160,6 +166,8 @@ impl ServerConfig {
         }
         if !self.model.is_file() {
             p.push(format!("--model {}: no such file", self.model.display()));
+        } else if let Err(e) = proto_schema::onnx_sniff::check_onnx_file(&self.model) {
+            p.push(format!("--model {e}"));
         }
         if !self.ring_dir.is_dir() {
             p.push(format!(
@@ -174,6 +182,16 @@ impl ServerConfig {
                 "--socket {}: longer than the 107 bytes a Unix socket path may have",
                 self.socket.display()
             ));
+        }
+        if let Some(ctl) = &self.control_socket {
+            if ctl.as_os_str().len() > 107 || ctl.as_os_str().is_empty() {
+                p.push(format!(
+                    "--control-socket {}: empty or longer than 107 bytes",
+                    ctl.display()
+                ));
+            } else if *ctl == self.socket {
+                p.push("--control-socket: must differ from --socket".into());
+            }
         }
         if let Some(labels) = &self.labels {
             if !labels.is_file() {

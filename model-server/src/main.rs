@@ -35,6 +35,10 @@ fn main() -> std::process::ExitCode {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
+        // When the agent that reads our stderr dies, writes fail with EPIPE; the default
+        // reports that with `eprintln!`, which panics, killing whichever task logged
+        // (the signal task: the server would never shut down and remove its sockets).
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     if cli.log_json {
         builder.json().init();

@@ -9,7 +9,10 @@
 //! - message size: the length prefix is checked before the payload is read
 //!   (`payload_too_large`, then the connection is closed);
 //! - a started message must be complete within `read_timeout` (else `malformed_frame` and
-//!   close); an idle connection is closed after `idle_timeout`;
+//!   close); an idle connection (no request, nothing in flight) is closed after
+//!   `idle_timeout`;
+//! - the control socket (optional) has its own limit of [`CONTROL_CONNECTIONS`] and serves
+//!   only control messages, so health checks never compete with data clients.
 //! - a client that stops reading stalls only its own connection (its task stops reading
 //!   while a write is pending), and a write that cannot finish within `read_timeout`
 //!   closes it.
@@ -62,6 +65,18 @@ pub struct ModelDescription {
     pub input: [u32; 2],
 }
 
+/// Connections the control socket accepts at once (the supervisor uses one at a time).
+pub const CONTROL_CONNECTIONS: usize = 4;
+
+/// Which socket a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The data socket: every message.
+    Data,
+    /// The control socket: `ping`, `get_status`, `get_stats`, `shutdown` only.
+    Control,
+}
+
 /// Server limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -89,6 +104,7 @@ pub struct Shared {
     stats: Arc<Stats>,
     inflight: Arc<Semaphore>,
     connections: Arc<Semaphore>,
+    control_connections: Arc<Semaphore>,
     open_connections: AtomicU32,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -111,6 +127,7 @@ impl Shared {
             stats,
             inflight: Arc::new(Semaphore::new(limits.max_inflight)),
             connections: Arc::new(Semaphore::new(limits.max_connections)),
+            control_connections: Arc::new(Semaphore::new(CONTROL_CONNECTIONS)),
             open_connections: AtomicU32::new(0),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -278,9 +295,9 @@ pub async fn serve(shared: Arc<Shared>, listener: UnixListener) {
                 let shared2 = Arc::clone(&shared);
                 shared
                     .tracker
-                    .spawn(async move { connection(shared2, stream, permit).await });
+                    .spawn(async move { connection(shared2, stream, permit, Role::Data).await });
             }
-            Err(_) => refuse(&shared, stream),
+            Err(_) => refuse(&shared, stream, shared.limits.max_connections),
         }
     }
     drop(listener);
@@ -297,15 +314,44 @@ pub async fn serve(shared: Arc<Shared>, listener: UnixListener) {
     }
 }
 
+/// Accepts control connections until shutdown; each counts against the control
+/// socket's own limit, never against the data connections'.
+pub async fn serve_control(shared: Arc<Shared>, listener: UnixListener) {
+    let token = shared.shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = token.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "control accept failed");
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => continue,
+                }
+            }
+        };
+        match Arc::clone(&shared.control_connections).try_acquire_owned() {
+            Ok(permit) => {
+                let shared2 = Arc::clone(&shared);
+                shared
+                    .tracker
+                    .spawn(async move { connection(shared2, stream, permit, Role::Control).await });
+            }
+            Err(_) => refuse(&shared, stream, CONTROL_CONNECTIONS),
+        }
+    }
+}
+
 /// Answers a connection over the limit with `overloaded` and closes it, without a task:
 /// a fresh socket's send buffer always takes one short message.
-fn refuse(shared: &Shared, stream: UnixStream) {
+fn refuse(shared: &Shared, stream: UnixStream, limit: usize) {
     let err = ErrorBody::new(
         ErrorCode::Overloaded,
-        format!(
-            "connection limit of {} reached",
-            shared.limits.max_connections
-        ),
+        format!("connection limit of {limit} reached"),
     );
     let bytes = shared.encode(&Response::error(None, err));
     let _ = stream.try_write(&bytes);
@@ -324,9 +370,18 @@ impl Drop for ConnectionGuard<'_> {
 /// at once, and writes the inference answers the workers send back over `answers`. It
 /// stops reading at end of stream, on a fatal framing error or at shutdown, and closes
 /// once every request it handed to the workers has been answered.
-async fn connection(shared: Arc<Shared>, stream: UnixStream, _permit: OwnedSemaphorePermit) {
-    shared.open_connections.fetch_add(1, Ordering::Relaxed);
-    let _guard = ConnectionGuard(&shared.open_connections);
+async fn connection(
+    shared: Arc<Shared>,
+    stream: UnixStream,
+    _permit: OwnedSemaphorePermit,
+    role: Role,
+) {
+    // Control connections are not data connections: not in the status count.
+    let counted = role == Role::Data;
+    if counted {
+        shared.open_connections.fetch_add(1, Ordering::Relaxed);
+    }
+    let _guard = counted.then(|| ConnectionGuard(&shared.open_connections));
     let (mut rd, mut wr) = stream.into_split();
     let (answer_tx, mut answers) = mpsc::unbounded_channel::<InferenceResponse>();
     let mut conn = Conn {
@@ -334,6 +389,7 @@ async fn connection(shared: Arc<Shared>, stream: UnixStream, _permit: OwnedSemap
         answer_tx,
         out: Vec::with_capacity(4096),
         outstanding: 0,
+        role,
     };
     let limits = shared.limits;
     let mut dec = FrameDecoder::new(limits.max_frame);
@@ -397,6 +453,9 @@ async fn connection(shared: Arc<Shared>, stream: UnixStream, _permit: OwnedSemap
                 }
                 None => {
                     reading = false;
+                    if frame_started.is_none() {
+                        tracing::debug!("idle connection closed");
+                    }
                     if frame_started.is_some() {
                         let body = ErrorBody::new(
                             ErrorCode::MalformedFrame,
@@ -442,6 +501,8 @@ struct Conn<'a> {
     out: Vec<u8>,
     /// Requests handed to the workers and not answered yet.
     outstanding: usize,
+    /// Which socket the connection came in on.
+    role: Role,
 }
 
 impl Conn<'_> {
@@ -487,6 +548,13 @@ impl Conn<'_> {
                 self.push(&Response::shutdown_ack(id));
                 shared.begin_shutdown();
                 return;
+            }
+            Ok(Request::Infer(req)) if self.role == Role::Control => {
+                Response::InferResult(failure(
+                    &req,
+                    ErrorCode::InvalidMessage,
+                    "inference is not served on the control socket; use the data socket".into(),
+                ))
             }
             Ok(Request::Infer(req)) => match start_infer(shared, req, received, &self.answer_tx) {
                 Some(resp) => Response::InferResult(resp),

@@ -6,6 +6,7 @@ pub mod error;
 pub mod exit;
 pub mod framing;
 pub mod message;
+pub mod onnx_sniff;
 pub mod owned_dir;
 pub mod pixel;
 pub mod redact;

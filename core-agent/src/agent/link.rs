@@ -13,6 +13,8 @@ use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::peer::{check_peer, ExpectedPeer, PeerError};
+
 /// Why a request could not be sent.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -24,6 +26,10 @@ pub enum LinkError {
         /// Underlying error.
         source: std::io::Error,
     },
+    /// Someone else than the model server the supervisor started listens on the
+    /// socket; the connection was closed without sending anything.
+    #[error(transparent)]
+    Peer(#[from] PeerError),
     /// Connecting was tried too recently.
     #[error("not connected (next attempt in {0:?})")]
     Waiting(Duration),
@@ -112,10 +118,12 @@ impl Link {
         self.last_attempt = None;
     }
 
-    /// Connects if not connected, at most once per retry interval.
+    /// Connects if not connected, at most once per retry interval, and only to
+    /// `expected` (checked with `SO_PEERCRED` before anything is sent).
     pub async fn ensure_connected(
         &mut self,
         events: &mpsc::Sender<LinkEvent>,
+        expected: ExpectedPeer,
     ) -> Result<(), LinkError> {
         if self.writer.is_some() {
             return Ok(());
@@ -134,6 +142,7 @@ impl Link {
                     path: self.socket.clone(),
                     source,
                 })?;
+        check_peer(&stream, &self.socket, expected)?;
         let (read, write) = stream.into_split();
         self.conn += 1;
         let (sub, conn, max, tx) = (self.sub, self.conn, self.max_message, events.clone());

@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 
 use crate::clock::{capture_age_ns, monotonic_now_ns, unix_now_ns};
 use crate::metrics::{locked, CameraMetrics, Metrics, ModelMetrics, RingView, SubMetrics};
+use crate::peer::ExpectedPeer;
 use crate::results::{Latencies, ResultQueue, ResultRecord};
 use crate::supervisor::{ProcState, ProcStatus};
 use gate::{FpsGate, Verdict};
@@ -351,7 +352,7 @@ impl Agent {
             if !sub.gate.is_due(info.capture_ts_ns) {
                 continue;
             }
-            let ready = {
+            let (ready, server_pid) = {
                 let st = sub.status.borrow();
                 if st.ready_epoch != sub.seen_epoch {
                     // A new server process: any connection is to the old, dead one.
@@ -360,13 +361,23 @@ impl Agent {
                     sub.metrics.disconnects.fetch_add(lost, Ordering::Relaxed);
                     sub.link.reset_retry();
                 }
-                st.state == ProcState::Ready
+                (st.state == ProcState::Ready, st.pid)
             };
             let mut can_send = ready && sub.link.in_flight.len() < sub.spec.max_in_flight as usize;
             if can_send {
-                if let Err(e) = sub.link.ensure_connected(&self.events_tx).await {
-                    tracing::debug!(camera = %self.spec.camera, model = %sub.spec.model, "{e}");
-                    can_send = false;
+                // The pid the supervisor spawned: only that process may answer.
+                let expected = server_pid.map_or(ExpectedPeer::ServiceUid, ExpectedPeer::Pid);
+                match sub.link.ensure_connected(&self.events_tx, expected).await {
+                    Ok(()) => {}
+                    Err(e @ link::LinkError::Peer(_)) => {
+                        sub.model.peer_refused.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(camera = %self.spec.camera, model = %sub.spec.model, "{e}");
+                        can_send = false;
+                    }
+                    Err(e) => {
+                        tracing::debug!(camera = %self.spec.camera, model = %sub.spec.model, "{e}");
+                        can_send = false;
+                    }
                 }
             }
             let verdict = sub.gate.offer(info.capture_ts_ns, can_send);

@@ -129,6 +129,15 @@ pub enum ConfigError {
         /// The file.
         path: PathBuf,
     },
+    /// A model file is not an ONNX model (`--check` only: a text file, an empty or
+    /// truncated file).
+    #[error("model {model:?}: {reason}")]
+    NotOnnx {
+        /// Model id.
+        model: String,
+        /// Why, naming the file.
+        reason: String,
+    },
     /// A numeric setting outside its range.
     #[error("{field}: {value} is out of range ({expected})")]
     OutOfRange {
@@ -362,6 +371,13 @@ fn check_agent(c: &Config, errs: &mut Vec<ConfigError>) {
     );
     range(
         errs,
+        l.server_idle_timeout_ms == 0 || l.server_idle_timeout_ms >= 100,
+        "limits.server_idle_timeout_ms".into(),
+        l.server_idle_timeout_ms,
+        "0 (never) or >= 100",
+    );
+    range(
+        errs,
         l.max_message_bytes >= 4096,
         "limits.max_message_bytes".into(),
         l.max_message_bytes,
@@ -430,6 +446,13 @@ fn check_agent(c: &Config, errs: &mut Vec<ConfigError>) {
         "supervisor.ready_timeout_s".into(),
         s.ready_timeout_s,
         ">= 1",
+    );
+    range(
+        errs,
+        s.failed_retry_s <= 86_400,
+        "supervisor.failed_retry_s".into(),
+        s.failed_retry_s,
+        "0 (never) or up to 86400 (a day)",
     );
     range(
         errs,
@@ -653,6 +676,26 @@ fn check_cameras(
         }
     }
     ids
+}
+
+/// The deep file checks of `--check`: every model file that exists must look like an
+/// ONNX model ([`proto_schema::onnx_sniff`]). Kept out of [`validate()`], which also
+/// runs at start and on reload, where a model that cannot load is the supervisor's to
+/// report and retry (it may be replaced while running).
+pub fn check_model_formats(config: &Config) -> Vec<ConfigError> {
+    config
+        .models
+        .iter()
+        .filter(|m| m.path.is_file())
+        .filter_map(|m| {
+            proto_schema::onnx_sniff::check_onnx_file(&m.path)
+                .err()
+                .map(|e| ConfigError::NotOnnx {
+                    model: m.id.clone(),
+                    reason: e.to_string(),
+                })
+        })
+        .collect()
 }
 
 fn check_models(c: &Config, check_files: bool, errs: &mut Vec<ConfigError>) -> BTreeSet<String> {
@@ -1123,5 +1166,64 @@ mod tests {
             matches!(&errs[0], ConfigError::SharedSocket { .. }),
             "{errs:?}"
         );
+    }
+
+    /// `--check`'s model-format check: a text file, an empty file and a truncated real
+    /// model are refused with the model and path named; the real models pass.
+    #[test]
+    fn check_refuses_model_files_that_are_not_onnx() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = dir.path().join("text.onnx");
+        std::fs::write(&text, "this is not an ONNX model\n").unwrap();
+        let empty = dir.path().join("empty.onnx");
+        std::fs::write(&empty, b"").unwrap();
+        let assets = std::env::var_os("FRAMEBUS_ASSETS")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/assets"));
+        let real: Vec<_> = ["yolov8n_int8.onnx", "yolox_nano.onnx"]
+            .iter()
+            .map(|f| assets.join("models").join(f))
+            .filter(|p| p.is_file())
+            .collect();
+        let mut models = vec![("text", text.clone()), ("empty", empty.clone())];
+        if let Some(first) = real.first() {
+            let bytes = std::fs::read(first).unwrap();
+            let cut = dir.path().join("cut.onnx");
+            std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+            models.push(("cut", cut));
+        } else {
+            println!("SKIP (part): no real models in {}", assets.display());
+        }
+        for (i, p) in real.iter().enumerate() {
+            models.push((["real0", "real1"][i], p.clone()));
+        }
+        let mut c = Config::default();
+        for (id, path) in &models {
+            c.models.push(super::super::ModelConfig {
+                id: (*id).into(),
+                path: path.clone(),
+                ..parse(GOOD).models[0].clone()
+            });
+        }
+        let errs = check_model_formats(&c);
+        let refused: Vec<String> = errs
+            .iter()
+            .map(|e| match e {
+                ConfigError::NotOnnx { model, .. } => model.clone(),
+                other => panic!("unexpected {other}"),
+            })
+            .collect();
+        let expect_refused = if real.is_empty() { 2 } else { 3 };
+        assert_eq!(refused.len(), expect_refused, "{errs:?}");
+        assert!(refused.iter().all(|m| !m.starts_with("real")), "{errs:?}");
+        for e in &errs {
+            let msg = e.to_string();
+            assert!(msg.contains("model \"") && msg.contains(".onnx"), "{msg}");
+        }
+        assert!(errs[0].to_string().contains(&text.display().to_string()));
+        assert!(errs[1].to_string().contains("empty file"));
+        if !real.is_empty() {
+            assert!(errs[2].to_string().contains("truncated"), "{}", errs[2]);
+        }
     }
 }

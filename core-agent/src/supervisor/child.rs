@@ -152,8 +152,10 @@ pub fn spawn(spec: &ChildSpec) -> Result<RunningChild, SpawnError> {
     // calls, and `mask` was built before the fork (no allocation here).
     unsafe {
         cmd.pre_exec(move || {
-            // Die with the agent, even when it is killed with SIGKILL.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+            // Stop with the agent, even when it is killed with SIGKILL: SIGTERM, so the
+            // kernel removes its ring and the server its sockets. A child that ignores
+            // it leaves files that the next start removes and reports (leftovers).
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             if libc::getppid() as u32 != parent {

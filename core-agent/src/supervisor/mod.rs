@@ -21,8 +21,9 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch as wch};
 use tokio::task::JoinHandle;
 
-use crate::clock::{monotonic_now_ns, Clock};
+use crate::clock::{monotonic_now_ns, unix_now_ns, Clock};
 use crate::config::SupervisorSettings;
+use crate::peer::{ExpectedPeer, PeerTrust};
 use child::{ChildSpec, RunningChild};
 use policy::{Decision, RestartPolicy};
 
@@ -36,7 +37,8 @@ pub enum ProcState {
     Ready,
     /// Failed; waiting before the next start.
     Backoff,
-    /// Given up after too many restarts; see `last_error`.
+    /// Given up after too many restarts; see `last_error`. Tried again after the
+    /// cool-down (`failed_retry_s`; see `next_retry_unix_ms`).
     Failed,
     /// Being stopped.
     Stopping,
@@ -78,6 +80,16 @@ pub struct ProcStatus {
     pub start_to_ready_ms: Option<u64>,
     /// Milliseconds from the last failure being noticed to ready again.
     pub last_recovery_ms: Option<u64>,
+    /// Times the process was tried again after it had been marked failed.
+    pub failed_retries: u32,
+    /// While failed: when it will be tried again (Unix ms); `None` when not failed or
+    /// never retried (`failed_retry_s = 0`).
+    pub next_retry_unix_ms: Option<u64>,
+    /// Leftover files (a ring, a socket of a process that died without cleaning up)
+    /// removed before a start.
+    pub leftovers_removed: u64,
+    /// Probes refused because another process than the spawned one answered.
+    pub peer_refused: u64,
 }
 
 impl Default for ProcStatus {
@@ -91,6 +103,10 @@ impl Default for ProcStatus {
             last_restart: None,
             start_to_ready_ms: None,
             last_recovery_ms: None,
+            failed_retries: 0,
+            next_retry_unix_ms: None,
+            leftovers_removed: 0,
+            peer_refused: 0,
         }
     }
 }
@@ -105,10 +121,13 @@ pub enum Readiness {
         /// Ring name.
         name: String,
     },
-    /// A model server: `get_status` says ready; then `ping` answers.
+    /// A model server: `get_status` says ready; then `ping` answers. Every probe
+    /// checks first that the peer is the spawned process (`SO_PEERCRED`).
     Server {
-        /// Socket path.
+        /// Socket the probes use (the server's control socket).
         socket: PathBuf,
+        /// Who must be listening.
+        peer: PeerTrust,
     },
 }
 
@@ -220,7 +239,7 @@ enum Outcome {
 }
 
 enum Event {
-    Ready(Result<(), String>),
+    Ready(Result<(), NotReady>),
     Exited(std::io::Result<ExitStatus>),
     Control(Option<Control>),
     Tick,
@@ -243,15 +262,34 @@ impl Supervisor {
         &self.spec.child.name
     }
 
-    fn remove_owned_files(&self) {
+    /// Removes the process's files; returns those that existed.
+    fn remove_owned_files(&self) -> Vec<PathBuf> {
+        let mut removed = Vec::new();
         for f in &self.spec.owned_files {
             match std::fs::remove_file(f) {
-                Ok(()) => tracing::debug!(process = self.name(), file = %f.display(), "removed"),
+                Ok(()) => removed.push(f.clone()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
                     tracing::warn!(process = self.name(), file = %f.display(), "cannot remove: {e}")
                 }
             }
+        }
+        removed
+    }
+
+    /// Before a start: anything still there was left by a process that died without
+    /// cleaning up (kill -9, an agent killed with it): removed, logged and counted.
+    fn remove_leftovers(&self) {
+        let removed = self.remove_owned_files();
+        if !removed.is_empty() {
+            let list: Vec<String> = removed.iter().map(|f| f.display().to_string()).collect();
+            tracing::warn!(
+                process = self.name(),
+                files = %list.join(", "),
+                "removed {} leftover file(s) of an earlier run",
+                removed.len()
+            );
+            self.update(|s| s.leftovers_removed += removed.len() as u64);
         }
     }
 
@@ -319,22 +357,54 @@ impl Supervisor {
                     }
                     self.update(|s| s.restarts += 1);
                 }
-                Decision::GiveUp { failures, window } => {
+                Decision::GiveUp {
+                    failures,
+                    window,
+                    retry_after,
+                } => {
+                    let retry = match retry_after {
+                        Some(d) => format!("; retried in {}s", d.as_secs()),
+                        None => String::new(),
+                    };
                     let why = format!(
-                        "{reason} ({failures} failures within {}s; given up)",
+                        "{reason} ({failures} failures within {}s; given up{retry})",
                         window.as_secs()
                     );
                     tracing::error!(process = self.name(), "{why}");
+                    let next =
+                        retry_after.map(|d| unix_now_ns() / 1_000_000 + d.as_millis() as u64);
                     self.update(|s| {
                         s.state = ProcState::Failed;
                         s.pid = None;
                         s.last_error = Some(why);
+                        s.next_retry_unix_ms = next;
                     });
                     self.remove_owned_files();
-                    match self.ctrl.recv().await {
-                        None | Some(Control::Stop) => break 'outer,
-                        Some(Control::Restart(_)) => {}
-                        Some(Control::Replace(spec, _)) => self.spec = *spec,
+                    let cool_down = policy.retry_in();
+                    let event = tokio::select! {
+                        _ = sleep_or_never(cool_down) => None,
+                        c = self.ctrl.recv() => Some(c),
+                    };
+                    self.update(|s| s.next_retry_unix_ms = None);
+                    match event {
+                        None => {
+                            policy.begin_failed_retry();
+                            let n = policy.failed_retries();
+                            tracing::info!(
+                                process = self.name(),
+                                retry = n,
+                                "cool-down over: trying the failed process again"
+                            );
+                            self.update(|s| {
+                                s.failed_retries = n;
+                                s.restarts += 1;
+                                s.last_restart = Some("retry after the failure cool-down".into());
+                            });
+                            continue 'outer;
+                        }
+                        Some(None | Some(Control::Stop)) => break 'outer,
+                        Some(Some(Control::Restart(_))) => {}
+                        Some(Some(Control::Replace(spec, _))) => self.spec = *spec,
                     }
                     policy.reset();
                     failed_at = None;
@@ -382,7 +452,7 @@ impl Supervisor {
     }
 
     async fn run_once(&mut self, failed_at: &mut Option<Instant>) -> Outcome {
-        self.remove_owned_files();
+        self.remove_leftovers();
         let started = Instant::now();
         let mut child = match child::spawn(&self.spec.child) {
             Ok(c) => c,
@@ -407,7 +477,10 @@ impl Supervisor {
             Event::Ready(Ok(())) => {}
             Event::Ready(Err(reason)) => {
                 let _ = child.kill().await;
-                return Outcome::Failed(reason);
+                if reason.peer_refused {
+                    self.update(|s| s.peer_refused += 1);
+                }
+                return Outcome::Failed(reason.message);
             }
             Event::Exited(st) => {
                 settle_output().await;
@@ -472,6 +545,10 @@ impl Supervisor {
             match health_check(&readiness, pid, &settings, max).await {
                 Ok(()) => bad_checks = 0,
                 Err(reason) => {
+                    if matches!(reason, probe::ProbeError::Peer(_)) {
+                        tracing::warn!(process = self.name(), "{reason}");
+                        self.update(|s| s.peer_refused += 1);
+                    }
                     bad_checks += 1;
                     tracing::debug!(
                         process = self.name(),
@@ -496,23 +573,55 @@ async fn settle_output() {
     tokio::time::sleep(Duration::from_millis(20)).await;
 }
 
-/// Polls until the process is ready; `Err` after `ready_timeout_s`.
+/// Sleeps `d`, or forever when `None`.
+async fn sleep_or_never(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Why a process did not get ready.
+struct NotReady {
+    message: String,
+    /// An impostor answered the probes.
+    peer_refused: bool,
+}
+
+fn expected_peer(trust: PeerTrust, pid: u32) -> ExpectedPeer {
+    match trust {
+        PeerTrust::SpawnedPid => ExpectedPeer::Pid(pid),
+        PeerTrust::ServiceUid => ExpectedPeer::ServiceUid,
+    }
+}
+
+/// Polls until the process is ready; `Err` after `ready_timeout_s`, or at once when
+/// another process than `pid` answers on its socket (an impostor is never waited out).
 async fn wait_ready(
     readiness: &Readiness,
     pid: u32,
     s: &SupervisorSettings,
     max: usize,
-) -> Result<(), String> {
+) -> Result<(), NotReady> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(s.ready_timeout_s);
     let poll = Duration::from_millis(20);
     let timeout = Duration::from_millis(s.ping_timeout_ms);
     let mut last = String::from("no probe yet");
     while tokio::time::Instant::now() < deadline {
         let r = match readiness {
-            Readiness::Server { socket } => probe::serving_status(socket, timeout, max)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
+            Readiness::Server { socket, peer } => {
+                match probe::serving_status(socket, expected_peer(*peer, pid), timeout, max).await {
+                    Ok(_) => Ok(()),
+                    Err(e @ probe::ProbeError::Peer(_)) => {
+                        tracing::warn!("{e}");
+                        return Err(NotReady {
+                            message: e.to_string(),
+                            peer_refused: true,
+                        });
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
             Readiness::Ring { dir, name } => ring_fresh(dir, name, pid, s),
         };
         match r {
@@ -521,10 +630,13 @@ async fn wait_ready(
         }
         tokio::time::sleep(poll).await;
     }
-    Err(format!(
-        "not ready after {} s (last check: {last})",
-        s.ready_timeout_s
-    ))
+    Err(NotReady {
+        message: format!(
+            "not ready after {} s (last check: {last})",
+            s.ready_timeout_s
+        ),
+        peer_refused: false,
+    })
 }
 
 async fn health_check(
@@ -532,14 +644,25 @@ async fn health_check(
     pid: u32,
     s: &SupervisorSettings,
     max: usize,
-) -> Result<(), String> {
+) -> Result<(), probe::ProbeError> {
     match readiness {
-        Readiness::Server { socket } => {
-            probe::ping(socket, Duration::from_millis(s.ping_timeout_ms), max)
-                .await
-                .map_err(|e| e.to_string())
+        Readiness::Server { socket, peer } => {
+            probe::ping(
+                socket,
+                expected_peer(*peer, pid),
+                Duration::from_millis(s.ping_timeout_ms),
+                max,
+            )
+            .await
         }
-        Readiness::Ring { dir, name } => ring_fresh(dir, name, pid, s),
+        Readiness::Ring { dir, name } => probe::check_ring(
+            dir,
+            name,
+            pid,
+            Duration::from_millis(s.heartbeat_timeout_ms),
+            monotonic_now_ns(),
+        )
+        .map(|_| ()),
     }
 }
 
@@ -590,7 +713,11 @@ mod tests {
                 log_format: LogFormat::Text,
                 stdin: None,
             },
-            readiness: Readiness::Server { socket },
+            // The fake server runs in this test process, not in the spawned `sleep`.
+            readiness: Readiness::Server {
+                socket,
+                peer: PeerTrust::ServiceUid,
+            },
             rss_limit_bytes: None,
             owned_files: vec![],
             max_message_bytes: 1 << 20,
@@ -839,5 +966,74 @@ mod tests {
         );
         assert!(!owned.exists());
         assert_eq!(rx.borrow().state, ProcState::Stopped);
+    }
+
+    /// The supervised process is `sleep`, the in-process fake server another pid: with
+    /// the production rule (the spawned pid) the fake is an impostor and never makes
+    /// the process ready.
+    #[tokio::test]
+    async fn an_impostor_on_the_socket_never_makes_the_process_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("m.sock");
+        let _server = fake_server(&socket, Arc::new(std::sync::atomic::AtomicBool::new(true)));
+        let mut spec = sh("exec sleep 30", socket);
+        spec.readiness = Readiness::Server {
+            socket: match &spec.readiness {
+                Readiness::Server { socket, .. } => socket.clone(),
+                Readiness::Ring { .. } => unreachable!(),
+            },
+            peer: PeerTrust::SpawnedPid,
+        };
+        let handle = ProcessHandle::spawn(spec, settings(), Arc::new(SystemClock));
+        let mut rx = handle.status();
+        let st = wait_for(&mut rx, |s| s.peer_refused >= 1).await;
+        assert_eq!(st.ready_epoch, 0, "never ready: {st:?}");
+        let err = st.last_error.unwrap_or_default();
+        assert!(err.contains("refusing peer pid"), "{err}");
+        handle.stop().await;
+    }
+
+    /// A process failing until a file appears is given up on, then tried again after
+    /// the cool-down, and becomes ready without anyone asking.
+    #[tokio::test]
+    async fn a_failed_process_is_retried_after_the_cool_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("m.sock");
+        let fixed = dir.path().join("fixed");
+        let _server = fake_server(&socket, Arc::new(std::sync::atomic::AtomicBool::new(true)));
+        let mut spec = sh(
+            "[ -e \"$0\" ] || { echo 'error: broken' >&2; exit 2; }; exec sleep 30",
+            socket,
+        );
+        spec.child.args.push(fixed.clone().into_os_string());
+        let mut s = settings();
+        s.failed_retry_s = 1;
+        let handle = ProcessHandle::spawn(spec, s, Arc::new(SystemClock));
+        let mut rx = handle.status();
+        let st = wait_for(&mut rx, |s| s.state == ProcState::Failed).await;
+        assert!(st.next_retry_unix_ms.is_some(), "{st:?}");
+        assert!(st.last_error.unwrap().contains("retried in 1s"));
+        std::fs::write(&fixed, b"").unwrap();
+        let st = wait_for(&mut rx, |s| s.state == ProcState::Ready).await;
+        assert_eq!(st.failed_retries, 1, "{st:?}");
+        assert_eq!(st.next_retry_unix_ms, None);
+        handle.stop().await;
+    }
+
+    #[tokio::test]
+    async fn leftovers_of_an_earlier_run_are_removed_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("m.sock");
+        let stale = dir.path().join("stale.ring");
+        std::fs::write(&stale, b"left by a killed kernel").unwrap();
+        let _server = fake_server(&socket, Arc::new(std::sync::atomic::AtomicBool::new(true)));
+        let mut spec = sh("exec sleep 30", socket);
+        spec.owned_files = vec![stale.clone()];
+        let handle = ProcessHandle::spawn(spec, settings(), Arc::new(SystemClock));
+        let mut rx = handle.status();
+        let st = wait_for(&mut rx, |s| s.state == ProcState::Ready).await;
+        assert_eq!(st.leftovers_removed, 1);
+        assert!(!stale.exists());
+        handle.stop().await;
     }
 }

@@ -10,6 +10,8 @@ use proto_schema::message::{decode_response, Request, Response, ServerState, Sta
 use proto_schema::ring::{RingReader, RingState};
 use tokio::net::UnixStream;
 
+use crate::peer::{check_peer, ExpectedPeer, PeerError};
+
 /// Why a probe failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -21,6 +23,10 @@ pub enum ProbeError {
         /// Underlying error.
         source: std::io::Error,
     },
+    /// Someone else than the expected model server listens on the socket; nothing was
+    /// sent to it.
+    #[error(transparent)]
+    Peer(#[from] PeerError),
     /// The exchange did not finish in time.
     #[error("no answer from {path} within {timeout:?}")]
     Timeout {
@@ -89,6 +95,7 @@ pub enum ProbeError {
 
 async fn exchange(
     socket: &Path,
+    peer: ExpectedPeer,
     request: &Request,
     timeout: Duration,
     max: usize,
@@ -101,6 +108,7 @@ async fn exchange(
                     path: socket.to_path_buf(),
                     source,
                 })?;
+        check_peer(&stream, socket, peer)?;
         let proto = |message: String| ProbeError::Protocol {
             path: socket.to_path_buf(),
             message,
@@ -122,9 +130,14 @@ async fn exchange(
         })?
 }
 
-/// Sends `ping` and waits for `pong`.
-pub async fn ping(socket: &Path, timeout: Duration, max: usize) -> Result<(), ProbeError> {
-    match exchange(socket, &Request::ping(1), timeout, max).await? {
+/// Sends `ping` and waits for `pong` (after checking that `peer` listens).
+pub async fn ping(
+    socket: &Path,
+    peer: ExpectedPeer,
+    timeout: Duration,
+    max: usize,
+) -> Result<(), ProbeError> {
+    match exchange(socket, peer, &Request::ping(1), timeout, max).await? {
         Response::Pong { .. } => Ok(()),
         other => Err(ProbeError::Protocol {
             path: socket.to_path_buf(),
@@ -136,10 +149,11 @@ pub async fn ping(socket: &Path, timeout: Duration, max: usize) -> Result<(), Pr
 /// Asks for the server's status; `Ok` only while it serves (`ready` or `degraded`).
 pub async fn serving_status(
     socket: &Path,
+    peer: ExpectedPeer,
     timeout: Duration,
     max: usize,
 ) -> Result<StatusReport, ProbeError> {
-    match exchange(socket, &Request::get_status(2), timeout, max).await? {
+    match exchange(socket, peer, &Request::get_status(2), timeout, max).await? {
         Response::Status(s) => match s.state {
             ServerState::Ready | ServerState::Degraded => Ok(s),
             state => Err(ProbeError::NotServing { state }),
@@ -270,6 +284,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = ping(
             &dir.path().join("none.sock"),
+            ExpectedPeer::ServiceUid,
             Duration::from_millis(200),
             1 << 20,
         )
@@ -287,9 +302,43 @@ mod tests {
             let (_s, _) = listener.accept().await.unwrap();
             tokio::time::sleep(Duration::from_secs(5)).await;
         });
-        let err = ping(&path, Duration::from_millis(100), 1 << 20)
+        let err = ping(
+            &path,
+            ExpectedPeer::Pid(std::process::id()),
+            Duration::from_millis(100),
+            1 << 20,
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, ProbeError::Timeout { .. }), "{err}");
+    }
+
+    /// An impostor listening where the model server should: refused before anything is
+    /// sent (it never sees a byte).
+    #[tokio::test]
+    async fn an_impostor_gets_no_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let got = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let _ = tokio::time::timeout(
+                Duration::from_millis(500),
+                tokio::io::AsyncReadExt::read_to_end(&mut s, &mut buf),
+            )
+            .await;
+            buf.len()
+        });
+        // The spawned server would be another pid than this test process.
+        let err = serving_status(&path, ExpectedPeer::Pid(1), Duration::from_secs(1), 1 << 20)
             .await
             .unwrap_err();
-        assert!(matches!(err, ProbeError::Timeout { .. }), "{err}");
+        assert!(
+            matches!(err, ProbeError::Peer(PeerError::WrongPid { .. })),
+            "{err}"
+        );
+        assert!(err.to_string().contains("m.sock"), "{err}");
+        assert_eq!(got.await.unwrap(), 0, "the impostor received bytes");
     }
 }
