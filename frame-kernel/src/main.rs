@@ -28,6 +28,10 @@ fn init_tracing(format: LogFormat) -> bool {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
+        // After the agent dies our stderr is a pipe nobody reads: a failed write must not
+        // panic (tracing's default reports it with `eprintln!`), or the kernel would die
+        // before removing its ring.
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

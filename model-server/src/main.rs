@@ -8,7 +8,7 @@
 //! `--help` lists every flag with its default. Logs go to stderr (`RUST_LOG` filters,
 //! `--log-json` for JSON lines).
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 
 use clap::Parser;
 use model_server::config::ServerConfig;
@@ -49,7 +49,8 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
-            eprintln!("model-server: {e:#}");
+            // Not `eprintln!`: it panics when stderr is a broken pipe.
+            let _ = writeln!(std::io::stderr(), "model-server: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
