@@ -492,8 +492,10 @@ impl RingReader {
                 seq,
             });
         }
+        let closed = self.state() == RingState::Closed;
+        // After the load: the first touch of a truncated ring faults here.
         self.intact()?;
-        if self.state() == RingState::Closed {
+        if closed {
             return Err(ReadError::WriterGone {
                 ring: self.name.clone(),
             });
