@@ -160,9 +160,7 @@ pub fn read_error_code(e: &ReadError) -> ErrorCode {
         }
         // A corrupt or truncated ring is no longer a usable ring: like a missing one,
         // the client retries once the frame kernel has recreated it.
-        ReadError::BadPayloadLength { .. } | ReadError::Truncated { .. } => {
-            ErrorCode::UnknownRing
-        }
+        ReadError::BadPayloadLength { .. } | ReadError::Truncated { .. } => ErrorCode::UnknownRing,
         ReadError::Stale { .. } | ReadError::Empty { .. } | ReadError::WriterGone { .. } => {
             ErrorCode::StaleFrame
         }

@@ -75,7 +75,10 @@ fn rings_with_untrusted_owner_or_loose_mode_are_refused() {
     std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o666)).unwrap();
     let resp = server.client().call(&Request::Infer(req.clone()));
     assert_eq!(error_code(&resp), Some(ErrorCode::UnknownRing), "{resp:?}");
-    assert!(format!("{resp:?}").contains("writable by group or others"), "{resp:?}");
+    assert!(
+        format!("{resp:?}").contains("writable by group or others"),
+        "{resp:?}"
+    );
 
     if proto_schema::owned_dir::effective_uid() == 0 {
         std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o640)).unwrap();
@@ -83,7 +86,10 @@ fn rings_with_untrusted_owner_or_loose_mode_are_refused() {
         req.id = 2;
         let resp = server.client().call(&Request::Infer(req));
         assert_eq!(error_code(&resp), Some(ErrorCode::UnknownRing), "{resp:?}");
-        assert!(format!("{resp:?}").contains("owned by uid 65534"), "{resp:?}");
+        assert!(
+            format!("{resp:?}").contains("owned by uid 65534"),
+            "{resp:?}"
+        );
     } else {
         eprintln!("owner case skipped: chown to uid 65534 needs root (CI runs as root)");
     }

@@ -116,5 +116,8 @@ fn the_unmutated_ring_opens_and_serves_its_frames() {
     let r = RingReader::open(dir.path(), "fuzz").unwrap();
     let info = r.latest().unwrap();
     assert_eq!(info.frame_id, 1);
-    assert_eq!(r.read(info.slot, info.seq, |b| b.iter().all(|&x| x == 2)), Ok(true));
+    assert_eq!(
+        r.read(info.slot, info.seq, |b| b.iter().all(|&x| x == 2)),
+        Ok(true)
+    );
 }

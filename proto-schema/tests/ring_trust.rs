@@ -22,8 +22,7 @@ use std::time::{Duration, Instant};
 use proto_schema::owned_dir::{effective_uid, ensure_owned_dir, OwnedDirError};
 use proto_schema::pixel::{FrameGeometry, PixelFormat};
 use proto_schema::ring::{
-    ring_path, ReadError, RingOpenError, RingReader, RingState, RingTrust, RingWriter,
-    WaitOutcome,
+    ring_path, ReadError, RingOpenError, RingReader, RingState, RingTrust, RingWriter, WaitOutcome,
 };
 
 const CHILD_DIR_ENV: &str = "PROTO_SCHEMA_TRUST_CHILD_DIR";
@@ -143,10 +142,7 @@ fn assert_truncated_everywhere(r: &RingReader) {
         ));
         assert!(buf.is_empty());
     }
-    assert!(matches!(
-        r.check_intact(),
-        Err(ReadError::Truncated { .. })
-    ));
+    assert!(matches!(r.check_intact(), Err(ReadError::Truncated { .. })));
     let e = r.try_latest().unwrap_err();
     assert!(e.to_string().contains("truncated"), "{e}");
 }
@@ -159,7 +155,9 @@ fn truncation_to_zero_under_a_live_reader_is_a_typed_error() {
     let latest = r.latest().unwrap();
     truncate(r.path(), 0);
     // The first read touches a page past the end: SIGBUS, absorbed by the guard.
-    match r.read(latest.slot, latest.seq, |b| b.iter().map(|&x| u64::from(x)).sum::<u64>()) {
+    match r.read(latest.slot, latest.seq, |b| {
+        b.iter().map(|&x| u64::from(x)).sum::<u64>()
+    }) {
         Err(ReadError::Truncated { ring }) => assert_eq!(&*ring, "live"),
         other => panic!("expected Truncated, got {other:?}"),
     }
@@ -180,10 +178,7 @@ fn truncation_to_half_under_a_live_reader_is_a_typed_error() {
     let full = fs::metadata(r.path()).unwrap().len();
     truncate(r.path(), full / 2);
     // Header and slot table are in the first pages and still readable; fstat tells.
-    assert!(matches!(
-        r.check_intact(),
-        Err(ReadError::Truncated { .. })
-    ));
+    assert!(matches!(r.check_intact(), Err(ReadError::Truncated { .. })));
     // Stop the writer (it may already have died faulting on its own mapping), then
     // read a published slot that lies past the new end.
     let _ = writer.0.kill();
@@ -256,7 +251,10 @@ fn truncating_one_ring_leaves_other_readers_alone() {
     assert_eq!(la, None);
     assert!(ra.truncated());
     let lb = rb.latest().unwrap();
-    assert_eq!(rb.read(lb.slot, lb.seq, |x| x.iter().all(|&v| v == 7)), Ok(true));
+    assert_eq!(
+        rb.read(lb.slot, lb.seq, |x| x.iter().all(|&v| v == 7)),
+        Ok(true)
+    );
     assert!(!rb.truncated());
     assert!(rb.check_intact().is_ok());
     let _ = fs::remove_file(ring_path(dir.path(), "a"));
@@ -345,7 +343,11 @@ fn ring_owned_by_another_user_is_refused_unless_allowed() {
     chown(&path, Some(NOBODY), Some(NOBODY)).unwrap();
     let e = RingReader::open(dir.path(), "foreign").unwrap_err();
     match &e {
-        RingOpenError::UntrustedOwner { path: p, owner, trusted } => {
+        RingOpenError::UntrustedOwner {
+            path: p,
+            owner,
+            trusted,
+        } => {
             assert_eq!((p, *owner), (&path, NOBODY));
             assert!(trusted.contains(&0));
         }
@@ -419,10 +421,7 @@ fn attacker_cannot_create_or_squat_a_ring_in_the_owned_dir() {
         "{out:?}"
     );
     // Hold a flocked file at the ring path (the defect-4 squat): flock(1) creates it.
-    let out = as_nobody(
-        "exec /usr/bin/flock -n \"$1\" -c 'sleep 30'",
-        &[&target],
-    );
+    let out = as_nobody("exec /usr/bin/flock -n \"$1\" -c 'sleep 30'", &[&target]);
     assert!(!out.status.success(), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("Permission denied"),

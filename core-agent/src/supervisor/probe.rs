@@ -277,7 +277,13 @@ mod tests {
             .unwrap();
         w.set_state(RingState::Live);
         let now = proto_schema::ring::monotonic_ns();
-        let ok = check_ring(dir.path(), "cam", std::process::id(), Duration::from_secs(60), now);
+        let ok = check_ring(
+            dir.path(),
+            "cam",
+            std::process::id(),
+            Duration::from_secs(60),
+            now,
+        );
         assert!(ok.is_ok(), "{ok:?}");
         for len in [w.geometry().frame_size as u64, 0] {
             std::fs::OpenOptions::new()
@@ -286,8 +292,14 @@ mod tests {
                 .unwrap()
                 .set_len(len)
                 .unwrap();
-            let e = check_ring(dir.path(), "cam", std::process::id(), Duration::from_secs(60), now)
-                .unwrap_err();
+            let e = check_ring(
+                dir.path(),
+                "cam",
+                std::process::id(),
+                Duration::from_secs(60),
+                now,
+            )
+            .unwrap_err();
             assert!(matches!(e, ProbeError::Ring { .. }), "{e}");
         }
         // The writer's own mapping is truncated too: leak it rather than let its drop

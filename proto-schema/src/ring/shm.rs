@@ -143,9 +143,13 @@ fn register(start: usize, len: usize) -> Option<usize> {
     for (index, e) in REGISTRY.iter().enumerate() {
         let s = e.state.load(Ordering::Relaxed);
         if s & TAG_MASK != FREE
-            || e
-                .state
-                .compare_exchange(s, (s & !TAG_MASK) | BUSY, Ordering::Acquire, Ordering::Relaxed)
+            || e.state
+                .compare_exchange(
+                    s,
+                    (s & !TAG_MASK) | BUSY,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                )
                 .is_err()
         {
             continue;
@@ -423,14 +427,7 @@ impl UncheckedMap {
         // SAFETY: M1: the mapping is at least FIXED_HEADER_LEN bytes (checked in new).
         // Volatile because another process could (wrongly) change it; it is a copy
         // of plain bytes that is validated afterwards. M6: a truncated file reads zeros.
-        unsafe {
-            std::ptr::read_volatile(
-                self.map
-                    .map
-                    .as_ptr()
-                    .cast::<[u8; FIXED_HEADER_LEN]>(),
-            )
-        }
+        unsafe { std::ptr::read_volatile(self.map.map.as_ptr().cast::<[u8; FIXED_HEADER_LEN]>()) }
     }
 
     /// Whether the file was found truncated under this mapping (M6).
@@ -588,7 +585,10 @@ mod tests {
         assert_eq!(r.slot(0).seq.load(Ordering::Acquire), 0);
         let entry = r.map.entry;
         drop(r);
-        assert_eq!(REGISTRY[entry].state.load(Ordering::Acquire) & TAG_MASK, FREE);
+        assert_eq!(
+            REGISTRY[entry].state.load(Ordering::Acquire) & TAG_MASK,
+            FREE
+        );
         // The writer's mapping is not guarded; leak it rather than touch its dead pages.
         std::mem::forget(w);
     }
