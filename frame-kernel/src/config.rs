@@ -711,8 +711,13 @@ mod tests {
         Args::try_parse_from(v).unwrap()
     }
 
+    /// A ring dir the kernel accepts: owned by us, 0700 (tempfile's default mode
+    /// follows the umask).
     fn tmpdir() -> tempfile::TempDir {
-        tempfile::tempdir().unwrap()
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        d
     }
 
     #[test]

@@ -314,7 +314,15 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let t = tempfile::tempdir().unwrap();
         let problems = |dir: &std::path::Path| {
-            let c = parse(&["--model", "m.onnx", "--ring-dir", dir.to_str().unwrap()]).unwrap();
+            let c = parse(&[
+                "--model",
+                "m.onnx",
+                "--socket",
+                "/tmp/x.sock",
+                "--ring-dir",
+                dir.to_str().unwrap(),
+            ])
+            .unwrap();
             let e = c.validate().unwrap_err();
             e.problems
                 .into_iter()

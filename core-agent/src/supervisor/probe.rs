@@ -269,7 +269,7 @@ mod tests {
         use proto_schema::pixel::{FrameGeometry, PixelFormat};
         use proto_schema::ring::{RingState, RingWriter};
         let dir = tempfile::tempdir().unwrap();
-        let mut w = RingWriter::builder("cam")
+        let w = RingWriter::builder("cam")
             .dir(dir.path())
             .slots(2)
             .geometry(FrameGeometry::packed(64, 32, PixelFormat::Nv12).unwrap())
