@@ -329,6 +329,7 @@ mod tests {
                 .filter(|p| p.starts_with("--ring-dir"))
                 .collect::<Vec<_>>()
         };
+        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
         assert_eq!(problems(t.path()), Vec::<String>::new());
         let open = t.path().join("open");
         std::fs::create_dir(&open).unwrap();
