@@ -1,5 +1,6 @@
 //! Command line and its validation. Every problem is collected and reported at once,
-//! before the kernel touches the network or the ring directory.
+//! before the kernel touches the network; the ring directory is checked, and created
+//! (owned, 0750) only once everything else is valid.
 
 use std::ffi::CString;
 use std::fmt;
@@ -568,6 +569,16 @@ impl Config {
             }
         };
 
+        if problems.is_empty() {
+            // Only now, so a bad configuration creates nothing.
+            if let Err(e) = proto_schema::owned_dir::ensure_owned_dir(&args.ring_dir) {
+                problems.push(ConfigProblem::RingDir {
+                    path: args.ring_dir.clone(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+
         let args_is_file = source.as_ref().is_some_and(Source::is_file);
         match (problems.is_empty(), source, format) {
             (true, Some(source), Some(format)) => Ok(Config {
@@ -664,20 +675,31 @@ fn check_file(path: PathBuf, problems: &mut Vec<ConfigProblem>) -> Option<Source
     }
 }
 
+/// The ring directory must be one the service owns (see `proto_schema::owned_dir`): an
+/// existing one with another owner, a looser mode, or a replaceable parent is refused,
+/// never repaired. A missing one is created by `from_args` (mode 0750) once the rest of
+/// the configuration is valid, so a kernel started alone with the default
+/// `/dev/shm/framebus` works; its parent must exist (a missing parent is a typo more
+/// often than a wish).
 fn check_ring_dir(dir: &Path, problems: &mut Vec<ConfigProblem>) {
     let problem = |reason: &str| ConfigProblem::RingDir {
         path: dir.to_path_buf(),
         reason: reason.to_owned(),
     };
-    match std::fs::metadata(dir) {
-        Err(e) => problems.push(problem(&e.to_string())),
-        Ok(m) if !m.is_dir() => problems.push(problem("not a directory")),
-        Ok(_) => {
-            if !access_ok(dir, libc::W_OK | libc::X_OK) {
-                let e = std::io::Error::last_os_error();
-                problems.push(problem(&format!("not writable: {e}")));
-            }
+    if std::fs::symlink_metadata(dir).is_err() {
+        let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+        if parent.is_some_and(|p| !p.is_dir()) {
+            problems.push(problem("no such directory, and its parent does not exist"));
         }
+        return;
+    }
+    if let Err(e) = proto_schema::owned_dir::check_owned_dir(dir) {
+        problems.push(problem(&e.to_string()));
+        return;
+    }
+    if !access_ok(dir, libc::W_OK | libc::X_OK) {
+        let e = std::io::Error::last_os_error();
+        problems.push(problem(&format!("not writable: {e}")));
     }
 }
 
@@ -751,8 +773,13 @@ mod tests {
         Args::try_parse_from(v).unwrap()
     }
 
+    /// A ring dir the kernel accepts: owned by us, 0700 (tempfile's default mode
+    /// follows the umask).
     fn tmpdir() -> tempfile::TempDir {
-        tempfile::tempdir().unwrap()
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        d
     }
 
     #[test]

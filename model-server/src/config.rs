@@ -169,11 +169,11 @@ impl ServerConfig {
         } else if let Err(e) = proto_schema::onnx_sniff::check_onnx_file(&self.model) {
             p.push(format!("--model {e}"));
         }
-        if !self.ring_dir.is_dir() {
-            p.push(format!(
-                "--ring-dir {}: not a directory",
-                self.ring_dir.display()
-            ));
+        // The server only reads rings, so it never creates their directory: it must
+        // be one the service owns (frame-kernel or core-agent created it), never a
+        // world-writable one where another user could plant or truncate rings.
+        if let Err(e) = proto_schema::owned_dir::check_owned_dir(&self.ring_dir) {
+            p.push(format!("--ring-dir: {e}"));
         }
         if self.socket.as_os_str().is_empty() {
             p.push("--socket: empty path".into());
@@ -323,5 +323,46 @@ mod tests {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
         assert_eq!(e.problems.len(), 7, "{all}");
+    }
+
+    /// Issue 10: rings are only read from a directory the service owns; a world-writable
+    /// one (like `/dev/shm` itself) or one another user created is refused.
+    #[test]
+    fn ring_dir_must_be_an_owned_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let problems = |dir: &std::path::Path| {
+            let c = parse(&[
+                "--model",
+                "m.onnx",
+                "--socket",
+                "/tmp/x.sock",
+                "--ring-dir",
+                dir.to_str().unwrap(),
+            ])
+            .unwrap();
+            let e = c.validate().unwrap_err();
+            e.problems
+                .into_iter()
+                .filter(|p| p.starts_with("--ring-dir"))
+                .collect::<Vec<_>>()
+        };
+        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert_eq!(problems(t.path()), Vec::<String>::new());
+        let open = t.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let p = problems(&open);
+        assert!(p.len() == 1 && p[0].contains("too open"), "{p:?}");
+        if proto_schema::owned_dir::effective_uid() != 0 {
+            eprintln!("skipped the foreign-owner case: chown needs root");
+            return;
+        }
+        let foreign = t.path().join("foreign");
+        std::fs::create_dir(&foreign).unwrap();
+        std::fs::set_permissions(&foreign, std::fs::Permissions::from_mode(0o750)).unwrap();
+        std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();
+        let p = problems(&foreign);
+        assert!(p.len() == 1 && p[0].contains("owned by uid 65534"), "{p:?}");
     }
 }

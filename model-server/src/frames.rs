@@ -3,10 +3,12 @@
 //!
 //! Only rings this system owns can be named: the name must follow the ring name rule (no
 //! `/`, no `..`), the file is `<ring_dir>/<name>.ring` and is opened by `RingReader` with
-//! `O_NOFOLLOW` (a symlink is refused) and checked for the ring magic, version and size.
+//! `O_NOFOLLOW` (a symlink is refused) and checked for owner (this process's uid or root),
+//! mode (not writable by group or others), the ring magic, version and size.
 //! Opened readers are cached by name and dropped once the file under that name is no
-//! longer the one mapped (the writer removed or recreated the ring), so a recreated ring is
-//! reopened and its new generation seen; a request naming another generation than the
+//! longer the one mapped (the writer removed or recreated the ring) or the file was found
+//! truncated (the read failed with `ReadError::Truncated`, answered `unknown_ring`), so a
+//! recreated ring is reopened and its new generation seen; a request naming another generation than the
 //! current file's is `stale_frame`. The slot's sequence is checked before and after the read by
 //! `RingReader::read`, in the worker.
 
@@ -32,7 +34,8 @@ pub enum FrameRefError {
         /// The name as sent.
         ring: String,
     },
-    /// No usable ring of that name in the ring directory (missing, a symlink, not a ring).
+    /// No usable ring of that name in the ring directory (missing, a symlink, not a ring,
+    /// owned by an untrusted uid, writable by others, or truncated).
     #[error("ring {ring:?} cannot be opened in {dir}: {reason}")]
     UnknownRing {
         /// Ring name.
@@ -166,9 +169,9 @@ impl FrameResolver {
         }
         let cached = self.lock().get(name).cloned();
         let mut reader = match cached {
-            // A cached mapping of a file that was removed or replaced is dropped (one
-            // `stat` per request), so dead rings do not pin memory.
-            Some(r) if r.is_current() => r,
+            // A cached mapping of a file that was removed, replaced or truncated is
+            // dropped (one `stat` per request), so dead rings do not pin memory.
+            Some(r) if r.is_current() && !r.truncated() => r,
             Some(_) => {
                 self.lock().remove(name);
                 self.open(name)?

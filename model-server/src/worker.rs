@@ -158,7 +158,9 @@ pub fn read_error_code(e: &ReadError) -> ErrorCode {
         ReadError::SlotOutOfRange { .. } | ReadError::InvalidSeq { .. } => {
             ErrorCode::InvalidMessage
         }
-        ReadError::BadPayloadLength { .. } => ErrorCode::UnknownRing,
+        // A corrupt or truncated ring is no longer a usable ring: like a missing one,
+        // the client retries once the frame kernel has recreated it.
+        ReadError::BadPayloadLength { .. } | ReadError::Truncated { .. } => ErrorCode::UnknownRing,
         ReadError::Stale { .. } | ReadError::Empty { .. } | ReadError::WriterGone { .. } => {
             ErrorCode::StaleFrame
         }
@@ -382,8 +384,12 @@ mod tests {
         };
         assert_eq!(read_error_code(&odd), ErrorCode::InvalidMessage);
         assert_eq!(
-            read_error_code(&ReadError::WriterGone { ring }),
+            read_error_code(&ReadError::WriterGone { ring: ring.clone() }),
             ErrorCode::StaleFrame
+        );
+        assert_eq!(
+            read_error_code(&ReadError::Truncated { ring }),
+            ErrorCode::UnknownRing
         );
     }
 

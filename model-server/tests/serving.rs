@@ -249,7 +249,7 @@ fn stale_socket_is_replaced_and_foreign_files_are_not() {
     let Some(env) = Env::get() else { return };
     let dir = tempfile::tempdir().unwrap();
     let rings = dir.path().join("rings");
-    std::fs::create_dir(&rings).unwrap();
+    proto_schema::owned_dir::ensure_owned_dir(&rings).unwrap();
     let sock = dir.path().join("model.sock");
     // A socket file nobody listens on, as left by a crash.
     drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
@@ -271,6 +271,11 @@ fn stale_socket_is_replaced_and_foreign_files_are_not() {
 
     // A regular file in the way: refused, left alone.
     let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
     let sock = dir.path().join("model.sock");
     std::fs::write(&sock, "not a socket").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_model-server"))

@@ -258,6 +258,8 @@ fn run_scenario(scenario: Scenario, opts: &Opts) -> Result<()> {
             let p = scenario_ring::RingParams::default();
             let dir = tempfile::Builder::new()
                 .prefix("fb-bench-ring-")
+                // An owned 0700 ring dir: frame-kernel and model-server refuse looser ones.
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
                 .tempdir_in("/dev/shm")?;
             let frame = assets::video(&assets_dir)
                 .ok()

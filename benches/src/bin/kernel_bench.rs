@@ -448,6 +448,8 @@ fn main() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let ring_dir = tempfile::Builder::new()
         .prefix("kbench-")
+        // An owned 0700 ring dir: frame-kernel and model-server refuse looser ones.
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .tempdir_in("/dev/shm")
         .or_else(|_| tempfile::tempdir())?;
 

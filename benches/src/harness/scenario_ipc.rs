@@ -98,6 +98,8 @@ pub fn run(
 ) -> Result<(IpcData, Vec<Table>, Vec<String>), IpcError> {
     let ring_dir = tempfile::Builder::new()
         .prefix("fb-bench-ipc-")
+        // An owned 0700 ring dir: frame-kernel and model-server refuse looser ones.
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .tempdir_in("/dev/shm")?;
     let work = tempfile::Builder::new().prefix("fb-bench-ipc-").tempdir()?;
     let (w, h) = assets::video_size(video)?;

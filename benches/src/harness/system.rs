@@ -147,6 +147,8 @@ impl System {
         }
         let ring_dir = tempfile::Builder::new()
             .prefix("fb-bench-")
+            // An owned 0700 ring dir: frame-kernel and model-server refuse looser ones.
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir_in("/dev/shm")
             .map_err(io_err("creating the ring dir in /dev/shm"))?;
         let work_dir = tempfile::Builder::new()

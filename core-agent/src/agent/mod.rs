@@ -274,11 +274,20 @@ impl Agent {
                 r = wake.changed(), if !ring_gone => {
                     let w = *wake.borrow_and_update();
                     if r.is_err() || w.closed {
+                        if reader.check_intact().is_err() {
+                            tracing::warn!(camera = %self.spec.camera, "ring file truncated; dropping the mapping and reopening");
+                            return RingEnd::Reopen;
+                        }
                         // Wait for the kernel's next ready epoch (a new ring).
                         tracing::info!(camera = %self.spec.camera, "ring closed by its writer");
                         ring_gone = true;
                     } else {
                         self.on_frame(reader).await;
+                        // `latest()` is None on a truncated ring (no garbage frame is sent).
+                        if reader.truncated() {
+                            tracing::warn!(camera = %self.spec.camera, "ring file truncated; dropping the mapping and reopening");
+                            return RingEnd::Reopen;
+                        }
                     }
                 }
                 _ = tick.tick() => {
@@ -290,6 +299,10 @@ impl Agent {
                         // size after a reconnect): follow the file.
                         if !reader.is_current() {
                             tracing::info!(camera = %self.spec.camera, "ring replaced");
+                            return RingEnd::Reopen;
+                        }
+                        if let Err(e) = reader.check_intact() {
+                            tracing::warn!(camera = %self.spec.camera, "{e}; reopening");
                             return RingEnd::Reopen;
                         }
                     }

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 pub struct Wake {
     /// The ring's write sequence after the last publish seen.
     pub write_seq: u64,
-    /// The writer closed the ring (or it was replaced).
+    /// The writer closed the ring (or it was replaced, or its file was truncated).
     pub closed: bool,
 }
 
@@ -57,7 +57,15 @@ impl RingWaiter {
                 };
                 let mut last = reader.header().write_seq;
                 while !flag.load(Ordering::Relaxed) {
-                    match reader.wait_for_publish(last, WAIT_SLICE) {
+                    // A truncated ring (ReadError::Truncated) ends this reader like a
+                    // closed one: the agent drops its mapping and reopens the ring.
+                    let outcome = reader
+                        .try_wait_for_publish(last, WAIT_SLICE)
+                        .unwrap_or_else(|e| {
+                            tracing::warn!(ring = %name, "{e}");
+                            WaitOutcome::Closed
+                        });
+                    match outcome {
                         WaitOutcome::Published(seq) => {
                             last = seq;
                             if tx

@@ -49,7 +49,8 @@ pub enum ProbeError {
         /// Its state.
         state: ServerState,
     },
-    /// The ring could not be opened.
+    /// The ring could not be opened (missing, untrusted owner or mode, bad header), or
+    /// its file was truncated while it was read.
     #[error("ring {name}: {message}")]
     Ring {
         /// Ring name.
@@ -189,7 +190,12 @@ pub fn check_ring(
         name: name.to_owned(),
         message: e.to_string(),
     })?;
-    let h = reader.header();
+    // The reader's mapping is guarded: a ring truncated under the probe is a typed
+    // error here, never a SIGBUS that would take the whole agent down.
+    let h = reader.try_header().map_err(|e| ProbeError::Ring {
+        name: name.to_owned(),
+        message: e.to_string(),
+    })?;
     if h.writer_pid != pid {
         return Err(ProbeError::ForeignRing {
             name: name.to_owned(),
@@ -268,6 +274,51 @@ mod tests {
         let rss = rss_bytes(std::process::id()).unwrap();
         assert!(rss > 1024 * 1024, "{rss}");
         assert!(matches!(rss_bytes(u32::MAX), Err(ProbeError::Proc { .. })));
+    }
+
+    /// Issue 10, defect 1: the ring probe on a truncated ring reports a typed error; the
+    /// probing process lives.
+    #[test]
+    fn truncated_ring_is_a_probe_error_not_a_crash() {
+        use proto_schema::pixel::{FrameGeometry, PixelFormat};
+        use proto_schema::ring::{RingState, RingWriter};
+        let dir = tempfile::tempdir().unwrap();
+        let w = RingWriter::builder("cam")
+            .dir(dir.path())
+            .slots(2)
+            .geometry(FrameGeometry::packed(64, 32, PixelFormat::Nv12).unwrap())
+            .create()
+            .unwrap();
+        w.set_state(RingState::Live);
+        let now = proto_schema::ring::monotonic_ns();
+        let ok = check_ring(
+            dir.path(),
+            "cam",
+            std::process::id(),
+            Duration::from_secs(60),
+            now,
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+        for len in [w.geometry().frame_size as u64, 0] {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(w.path())
+                .unwrap()
+                .set_len(len)
+                .unwrap();
+            let e = check_ring(
+                dir.path(),
+                "cam",
+                std::process::id(),
+                Duration::from_secs(60),
+                now,
+            )
+            .unwrap_err();
+            assert!(matches!(e, ProbeError::Ring { .. }), "{e}");
+        }
+        // The writer's own mapping is truncated too: leak it rather than let its drop
+        // write the closed state into a page that no longer exists.
+        std::mem::forget(w);
     }
 
     #[test]

@@ -90,16 +90,21 @@ pub fn camera_script() -> PathBuf {
 }
 
 /// Ring directory for one test: under /dev/shm when present (like production).
+/// Mode 0700: the kernel only accepts a ring directory it owns that others cannot
+/// enter (tempfile's default mode follows the umask).
 pub fn ring_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
     let base = Path::new("/dev/shm");
-    if base.is_dir() {
+    let dir = if base.is_dir() {
         tempfile::Builder::new()
             .prefix("fk-test-")
             .tempdir_in(base)
             .unwrap()
     } else {
         tempfile::tempdir().unwrap()
-    }
+    };
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    dir
 }
 
 /// A running `frame-kernel`; killed on drop. Its log goes to a file, printed on

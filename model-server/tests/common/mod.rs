@@ -203,7 +203,8 @@ impl Server {
     pub fn start(env: &Env, model: &Path, extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let rings = dir.path().join("rings");
-        std::fs::create_dir(&rings).unwrap();
+        // An owned ring directory, as the server requires (created 0750 like the agent's).
+        proto_schema::owned_dir::ensure_owned_dir(&rings).unwrap();
         Self::start_in(env, model, extra, dir, rings)
     }
 

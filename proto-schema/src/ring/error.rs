@@ -72,9 +72,11 @@ pub enum RingCreateError {
         /// Largest allowed.
         max: u32,
     },
-    /// The file mode has bits outside `0o777` or lets others write (`0o002`).
+    /// The file mode has bits outside `0o777` or lets group or others write (`0o022`),
+    /// which readers refuse.
     #[error(
-        "ring {name}: file mode {mode:#o} not allowed (permission bits only, not world-writable)"
+        "ring {name}: file mode {mode:#o} not allowed (permission bits only, not writable by \
+         group or others)"
     )]
     InvalidMode {
         /// Ring name.
@@ -203,6 +205,51 @@ pub enum RingOpenError {
         /// Ring file path.
         path: PathBuf,
     },
+    /// The file is owned by a uid the reader does not trust (neither this process's
+    /// effective uid, nor root, nor a uid allowed through [`super::RingTrust`]): another
+    /// local user may have planted it to feed or truncate the reader.
+    #[error(
+        "ring {path}: owned by uid {owner}, trusted owners are uids {trusted:?}; refusing \
+         a ring another user could have created",
+        path = path.display()
+    )]
+    UntrustedOwner {
+        /// Ring file path.
+        path: PathBuf,
+        /// The file's owner.
+        owner: u32,
+        /// The uids the reader trusts.
+        trusted: Vec<u32>,
+    },
+    /// The file is writable by its group or by others (`mode & 0o022 != 0`): someone
+    /// besides the writer could rewrite or truncate it under the reader.
+    #[error(
+        "ring {path}: mode {mode:#o} is writable by group or others; rings must be 0640 or \
+         tighter",
+        path = path.display()
+    )]
+    WritableByOthers {
+        /// Ring file path.
+        path: PathBuf,
+        /// The file's permission bits.
+        mode: u32,
+    },
+    /// The file was truncated while it was being opened (after its size was checked);
+    /// the truncation guard caught the fault.
+    #[error("ring {path}: truncated while being opened", path = path.display())]
+    Truncated {
+        /// Ring file path.
+        path: PathBuf,
+    },
+    /// This process already holds the most guarded ring mappings it can (see
+    /// `docs/ring-format.md`, "Ownership and trust"); close a reader first.
+    #[error("ring {path}: {max} ring mappings open in this process already", path = path.display())]
+    TooManyMappings {
+        /// Ring file path.
+        path: PathBuf,
+        /// The limit.
+        max: usize,
+    },
     /// Another system call failed.
     #[error("ring {path}: {op} failed: {source}", path = path.display())]
     Io {
@@ -263,6 +310,14 @@ pub enum ReadError {
     /// The writer closed the ring; its frames are no longer served.
     #[error("ring {ring}: writer closed the ring")]
     WriterGone {
+        /// Ring name.
+        ring: Arc<str>,
+    },
+    /// The ring file was truncated under this reader's mapping (by its owner or root:
+    /// nobody else may write it). The mapping now reads zeros and never yields a frame
+    /// again; drop the reader and reopen the ring later.
+    #[error("ring {ring}: file truncated under the reader; reopen it")]
+    Truncated {
         /// Ring name.
         ring: Arc<str>,
     },

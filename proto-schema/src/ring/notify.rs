@@ -26,6 +26,10 @@ pub(crate) enum Wake {
     Changed,
     /// `deadline` passed with the word still at `expected`.
     TimedOut,
+    /// The kernel could not access the word (EFAULT): the page behind it is gone, i.e.
+    /// the ring file was truncated. The caller touches the word (so the truncation
+    /// guard in `shm.rs` takes over) and reports the ring as truncated.
+    Fault,
 }
 
 /// Sleeps while `word == expected`, until woken or `deadline`. Signals and spurious
@@ -42,7 +46,8 @@ pub(crate) fn wait_while(word: &AtomicU32, expected: u32, deadline: Instant) -> 
             Ok(()) | Err(Errno::AGAIN) => return Wake::Changed,
             Err(Errno::TIMEDOUT) => return Wake::TimedOut,
             Err(Errno::INTR) => continue,
-            // Anything else (EFAULT, ENOSYS) means no futex support: fall back to a
+            Err(Errno::FAULT) => return Wake::Fault,
+            // Anything else (ENOSYS, ...) means no futex support: fall back to a
             // short sleep so the caller re-checks; never a busy spin.
             Err(_) => {
                 std::thread::sleep(remaining.min(Duration::from_millis(1)));

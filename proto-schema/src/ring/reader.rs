@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 use super::error::{ReadError, RingOpenError};
 use super::layout::{FixedHeader, Layout, HEADER_SIZE, LAYOUT_VERSION, MAGIC};
 use super::notify::{self, Wake};
-use super::shm::{ReaderMap, UncheckedMap};
+use super::shm::{MapError, ReaderMap, UncheckedMap, MAX_GUARDED_MAPPINGS};
 use super::{ring_path, validate_ring_name, FrameInfo, RingCounters, RingState};
+use crate::owned_dir::{effective_uid, is_trusted_owner};
 use crate::pixel::FrameGeometry;
 
 /// How often [`RingReader::latest`] / [`RingReader::slot_info`] retry when the writer
@@ -53,6 +54,52 @@ pub enum WaitOutcome {
     Closed,
 }
 
+/// Permission bits a ring file must not have: write for its group or for others. Only
+/// the writer (the owner) may change, and above all truncate, a ring.
+pub const FORBIDDEN_RING_MODE_BITS: u32 = 0o022;
+
+/// Which owners of a ring file a reader accepts.
+///
+/// The default ([`RingTrust::new`]) trusts this process's effective uid and root, the
+/// owners [`crate::owned_dir::is_trusted_owner`] accepts: the frame kernel normally runs
+/// as the same service user as its readers. A writer running as another uid (a kernel
+/// started by another service account) must be allowed explicitly with
+/// [`RingTrust::allow_uid`]; any other owner is refused with
+/// [`RingOpenError::UntrustedOwner`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RingTrust {
+    extra_uids: Vec<u32>,
+}
+
+impl RingTrust {
+    /// Trusts this process's effective uid and root.
+    pub fn new() -> RingTrust {
+        RingTrust::default()
+    }
+
+    /// Also trusts rings owned by `uid`.
+    pub fn allow_uid(mut self, uid: u32) -> RingTrust {
+        if !self.extra_uids.contains(&uid) {
+            self.extra_uids.push(uid);
+        }
+        self
+    }
+
+    /// Whether a ring owned by `uid` is accepted.
+    pub fn trusts(&self, uid: u32) -> bool {
+        is_trusted_owner(uid) || self.extra_uids.contains(&uid)
+    }
+
+    /// Every trusted uid, sorted (for error messages).
+    pub fn trusted_uids(&self) -> Vec<u32> {
+        let mut uids = vec![0, effective_uid()];
+        uids.extend_from_slice(&self.extra_uids);
+        uids.sort_unstable();
+        uids.dedup();
+        uids
+    }
+}
+
 /// A read-only mapping of one ring. Cheap to share between threads (`&self` methods);
 /// each reader opens its own mapping.
 #[derive(Debug)]
@@ -69,10 +116,24 @@ pub struct RingReader {
 }
 
 impl RingReader {
-    /// Opens `<dir>/<name>.ring` read-only (`O_RDONLY | O_NOFOLLOW`, `PROT_READ`) and
-    /// validates its header: magic, layout version, structural fields, geometry, and
-    /// that the file is exactly as long as the header says.
+    /// Opens `<dir>/<name>.ring` read-only (`O_RDONLY | O_NOFOLLOW`, `PROT_READ`),
+    /// checks the open file (owned by this process's uid or root, see [`RingTrust`];
+    /// not writable by group or others) and validates its header: magic, layout
+    /// version, structural fields, geometry, and that the file is exactly as long as
+    /// the header says.
+    ///
+    /// The mapping is guarded against a later truncation of the file: reads then fail
+    /// with [`ReadError::Truncated`] instead of killing the process with SIGBUS.
     pub fn open(dir: impl AsRef<Path>, name: &str) -> Result<RingReader, RingOpenError> {
+        RingReader::open_with(dir, name, &RingTrust::new())
+    }
+
+    /// [`RingReader::open`] with an explicit set of trusted ring owners.
+    pub fn open_with(
+        dir: impl AsRef<Path>,
+        name: &str,
+        trust: &RingTrust,
+    ) -> Result<RingReader, RingOpenError> {
         validate_ring_name(name)?;
         let path = ring_path(dir.as_ref(), name);
         let file = OpenOptions::new()
@@ -88,6 +149,17 @@ impl RingReader {
         if !meta.is_file() {
             return Err(RingOpenError::NotARegularFile { path });
         }
+        if !trust.trusts(meta.uid()) {
+            return Err(RingOpenError::UntrustedOwner {
+                path,
+                owner: meta.uid(),
+                trusted: trust.trusted_uids(),
+            });
+        }
+        let mode = meta.mode() & 0o7777;
+        if mode & FORBIDDEN_RING_MODE_BITS != 0 {
+            return Err(RingOpenError::WritableByOthers { path, mode });
+        }
         if meta.len() < u64::from(HEADER_SIZE) {
             return Err(RingOpenError::TooSmall {
                 path,
@@ -95,13 +167,21 @@ impl RingReader {
                 need: u64::from(HEADER_SIZE),
             });
         }
-        let unchecked =
-            UncheckedMap::new(&file, meta.len()).map_err(|source| RingOpenError::Io {
+        let unchecked = UncheckedMap::new(&file, meta.len()).map_err(|e| match e {
+            MapError::Io(source) => RingOpenError::Io {
                 path: path.clone(),
                 op: "mmap",
                 source,
-            })?;
+            },
+            MapError::RegistryFull => RingOpenError::TooManyMappings {
+                path: path.clone(),
+                max: MAX_GUARDED_MAPPINGS,
+            },
+        })?;
         let fixed = FixedHeader::from_bytes(&unchecked.fixed_header());
+        if unchecked.truncated() {
+            return Err(RingOpenError::Truncated { path });
+        }
         let (layout, geometry) = validate_header(&path, &fixed, meta.len())?;
         let map = unchecked
             .check(layout)
@@ -152,52 +232,107 @@ impl RingReader {
         self.writer_pid
     }
 
-    /// Writer-declared state.
+    /// Writer-declared state; [`RingState::Closed`] once the file was found truncated
+    /// (the ring will never publish to this reader again).
     pub fn state(&self) -> RingState {
-        RingState::from_u32(self.map.live().state.load(Ordering::Acquire))
+        let state = RingState::from_u32(self.map.live().state.load(Ordering::Acquire));
+        if self.map.truncated() {
+            RingState::Closed
+        } else {
+            state
+        }
     }
 
-    /// Publishes completed so far.
+    /// Publishes completed so far (0 once the file was found truncated).
     pub fn write_seq(&self) -> u64 {
-        self.map.live().write_seq.load(Ordering::Acquire)
+        let n = self.map.live().write_seq.load(Ordering::Acquire);
+        if self.map.truncated() {
+            0
+        } else {
+            n
+        }
     }
 
-    /// The header's live fields.
+    /// Whether the ring file was found truncated under this reader (a read faulted on a
+    /// page past its end). Such a reader never yields a frame again: drop and reopen.
+    /// See also [`RingReader::check_intact`].
+    pub fn truncated(&self) -> bool {
+        self.map.truncated()
+    }
+
+    /// `Err(ReadError::Truncated)` when the ring file was truncated under this reader:
+    /// either a read already faulted ([`RingReader::truncated`]) or the open file is
+    /// now shorter than the header says (one `fstat`; catches a truncation that no read
+    /// has touched yet).
+    pub fn check_intact(&self) -> Result<(), ReadError> {
+        self.intact()?;
+        match self.file.metadata() {
+            Ok(m) if m.len() < self.map.layout().file_size => Err(self.truncated_error()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The header's live fields. On a truncated ring: `state` is
+    /// [`RingState::Closed`] and the live fields are 0 (use [`RingReader::try_header`]
+    /// to get the typed error instead).
     pub fn header(&self) -> HeaderSnapshot {
-        let live = self.map.live();
-        HeaderSnapshot {
+        self.try_header().unwrap_or(HeaderSnapshot {
             generation: self.generation,
-            state: self.state(),
+            state: RingState::Closed,
+            writer_pid: self.writer_pid,
+            heartbeat_ns: 0,
+            write_seq: 0,
+            slots: self.slots(),
+            counters: RingCounters::default(),
+        })
+    }
+
+    /// The header's live fields, or [`ReadError::Truncated`].
+    pub fn try_header(&self) -> Result<HeaderSnapshot, ReadError> {
+        let live = self.map.live();
+        let h = HeaderSnapshot {
+            generation: self.generation,
+            state: RingState::from_u32(live.state.load(Ordering::Acquire)),
             writer_pid: self.writer_pid,
             heartbeat_ns: live.heartbeat_ns.load(Ordering::Relaxed),
             write_seq: live.write_seq.load(Ordering::Acquire),
             slots: self.slots(),
             counters: live.counters.snapshot(),
-        }
+        };
+        self.intact()?;
+        Ok(h)
     }
 
     /// The most recently published frame, or `None` if nothing was published yet (or
-    /// the writer lapped the ring repeatedly during this call).
+    /// the writer lapped the ring repeatedly during this call), or the ring was
+    /// truncated (see [`RingReader::try_latest`]).
     pub fn latest(&self) -> Option<FrameInfo> {
+        self.try_latest().ok().flatten()
+    }
+
+    /// [`RingReader::latest`], with [`ReadError::Truncated`] for a truncated ring.
+    pub fn try_latest(&self) -> Result<Option<FrameInfo>, ReadError> {
         let slots = u64::from(self.slots());
         for _ in 0..SNAPSHOT_RETRIES {
             let n = self.write_seq();
+            self.intact()?;
             if n == 0 {
-                return None;
+                return Ok(None);
             }
             let slot = ((n - 1) % slots) as u32;
             // A stable seq here is publish n or a newer one that reused the slot.
             if let Some(info) = self.slot_info(slot) {
-                return Some(info);
+                return Ok(Some(info));
             }
         }
-        None
+        self.intact()?;
+        Ok(None)
     }
 
     /// Metadata of the frame now in `slot`, or `None` if the slot is out of range,
-    /// empty, or being written.
+    /// empty, being written, or the ring was truncated.
     pub fn slot_info(&self, slot: u32) -> Option<FrameInfo> {
-        if slot >= self.slots() {
+        if slot >= self.slots() || self.map.truncated() {
             return None;
         }
         let h = self.map.slot(slot);
@@ -215,7 +350,9 @@ impl RingReader {
             };
             fence(Ordering::Acquire);
             if h.seq.load(Ordering::Relaxed) == seq {
-                return Some(info);
+                // A truncation replaces the whole mapping with zeros, so a frame seen
+                // with a stable non-zero seq is real unless the flag is set by now.
+                return (!self.map.truncated()).then_some(info);
             }
         }
         None
@@ -252,8 +389,20 @@ impl RingReader {
     }
 
     /// Blocks until `write_seq` differs from `last_seen_write_seq`, the ring is closed,
-    /// or `timeout` passes. Sleeps on the header's futex word: no polling.
+    /// or `timeout` passes. Sleeps on the header's futex word: no polling. A truncated
+    /// ring reads as [`WaitOutcome::Closed`] (see [`RingReader::try_wait_for_publish`]).
     pub fn wait_for_publish(&self, last_seen_write_seq: u64, timeout: Duration) -> WaitOutcome {
+        self.try_wait_for_publish(last_seen_write_seq, timeout)
+            .unwrap_or(WaitOutcome::Closed)
+    }
+
+    /// [`RingReader::wait_for_publish`], with [`ReadError::Truncated`] for a ring whose
+    /// file was truncated before or during the wait.
+    pub fn try_wait_for_publish(
+        &self,
+        last_seen_write_seq: u64,
+        timeout: Duration,
+    ) -> Result<WaitOutcome, ReadError> {
         let live = self.map.live();
         let deadline = Instant::now()
             .checked_add(timeout)
@@ -263,21 +412,38 @@ impl RingReader {
             // so the futex wait below returns at once instead of missing it.
             let word = live.notify.load(Ordering::Acquire);
             let write_seq = live.write_seq.load(Ordering::Acquire);
+            self.intact()?;
             if write_seq != last_seen_write_seq {
-                return WaitOutcome::Published(write_seq);
+                return Ok(WaitOutcome::Published(write_seq));
             }
             if self.state() == RingState::Closed {
-                return WaitOutcome::Closed;
+                return Ok(WaitOutcome::Closed);
             }
-            if notify::wait_while(&live.notify, word, deadline) == Wake::TimedOut {
-                let write_seq = live.write_seq.load(Ordering::Acquire);
-                return if write_seq != last_seen_write_seq {
-                    WaitOutcome::Published(write_seq)
-                } else if self.state() == RingState::Closed {
-                    WaitOutcome::Closed
-                } else {
-                    WaitOutcome::TimedOut
-                };
+            match notify::wait_while(&live.notify, word, deadline) {
+                Wake::Changed => {}
+                Wake::TimedOut => {
+                    let write_seq = live.write_seq.load(Ordering::Acquire);
+                    self.intact()?;
+                    return Ok(if write_seq != last_seen_write_seq {
+                        WaitOutcome::Published(write_seq)
+                    } else if self.state() == RingState::Closed {
+                        WaitOutcome::Closed
+                    } else {
+                        WaitOutcome::TimedOut
+                    });
+                }
+                Wake::Fault => {
+                    // The kernel could not fault the futex page in (EFAULT): the file
+                    // was truncated under it. Touch the word so the guard maps zeros
+                    // and sets the flag (a no-op if the page is fine after all).
+                    let _ = live.notify.load(Ordering::Acquire);
+                    self.intact()?;
+                    std::thread::sleep(
+                        deadline
+                            .saturating_duration_since(Instant::now())
+                            .min(Duration::from_millis(1)),
+                    );
+                }
             }
         }
     }
@@ -326,7 +492,10 @@ impl RingReader {
                 seq,
             });
         }
-        if self.state() == RingState::Closed {
+        let closed = self.state() == RingState::Closed;
+        // After the load: the first touch of a truncated ring faults here.
+        self.intact()?;
+        if closed {
             return Err(ReadError::WriterGone {
                 ring: self.name.clone(),
             });
@@ -334,6 +503,7 @@ impl RingReader {
         let h = self.map.slot(slot);
         // Seqlock read: Acquire pairs with the writer's Release store of the even seq.
         let before = h.seq.load(Ordering::Acquire);
+        self.intact()?;
         if before == 0 {
             return Err(ReadError::Empty {
                 ring: self.name.clone(),
@@ -358,6 +528,9 @@ impl RingReader {
         // (ordered before that byte by its Release fence) is visible to the load below.
         fence(Ordering::Acquire);
         let after = h.seq.load(Ordering::Relaxed);
+        // A truncation during `f` zeroed the mapping (so `after` is 0): report it as
+        // such, and never return what `f` derived from the zeros.
+        self.intact()?;
         if after != seq {
             return Err(self.stale(slot, seq, after));
         }
@@ -370,6 +543,20 @@ impl RingReader {
             });
         }
         Ok((info, out))
+    }
+
+    fn intact(&self) -> Result<(), ReadError> {
+        if self.map.truncated() {
+            Err(self.truncated_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn truncated_error(&self) -> ReadError {
+        ReadError::Truncated {
+            ring: self.name.clone(),
+        }
     }
 
     fn stale(&self, slot: u32, expected_seq: u64, found_seq: u64) -> ReadError {

@@ -33,10 +33,30 @@
 //!   re-validates the slot's seq after the closure and **discards its result** if the
 //!   slot changed. A result is only returned when the seq was equal, even and non-zero
 //!   before and after, so no byte the closure saw can belong to another frame.
+//! - **M6 (truncation guard)**: every reader mapping ([`UncheckedMap`], then
+//!   [`ReaderMap`]) is a [`GuardedMap`]: registered, with its page-rounded range, in the
+//!   fixed-size lock-free [`REGISTRY`] *before* any byte of it is read, and unregistered
+//!   *before* it is unmapped. A process-wide SIGBUS handler, installed once before the
+//!   first registration, handles a fault (kernel-generated `si_code > 0`) whose `si_addr`
+//!   lies inside a registered range by setting that entry's `truncated` flag and then
+//!   mapping anonymous zero pages over the whole range (`mmap(MAP_FIXED | MAP_PRIVATE |
+//!   MAP_ANONYMOUS, PROT_READ)`), then returning: the faulting load is retried and reads
+//!   0. The handler uses only atomics, `mmap`, `sigaction` and `raise` (async-signal-safe
+//!   on Linux) and saves/restores `errno`. A fault outside every registered range goes
+//!   to the handler that was installed before ours (Rust's own stack-overflow handler,
+//!   usually); if there was none, the default action is restored and the fault repeats,
+//!   so the process dies exactly as it would have without us. Because the zero pages
+//!   replace the *whole* range at once (one `mmap` under the kernel's mmap lock), every
+//!   seqlock check (M5) that saw any replaced byte also sees a replaced seq (0), so a
+//!   truncated ring never yields a frame; `reader.rs` additionally checks the flag after
+//!   every header or slot read and reports `ReadError::Truncated`. A mapping cannot be
+//!   dropped while a thread reads it (it is borrowed), so a registered range never
+//!   names memory that another object reuses.
 
 use std::fs::File;
 use std::io;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Once, OnceLock};
 
 use memmap2::{MmapOptions, MmapRaw};
 
@@ -65,6 +85,250 @@ fn checked(map: &MmapRaw, layout: &Layout) -> io::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Most reader mappings one process can hold at once (M6). Opening one more fails with
+/// a typed error instead of mapping a ring without the truncation guard.
+pub(crate) const MAX_GUARDED_MAPPINGS: usize = 4096;
+
+/// Tags in the low two bits of [`Entry::state`]; the bits above count registrations,
+/// so a handler that reads an entry while it is being reused notices (seqlock-like).
+const TAG_MASK: u64 = 0b11;
+const FREE: u64 = 0;
+const BUSY: u64 = 1;
+const ACTIVE: u64 = 2;
+
+/// One guarded mapping. Read by the SIGBUS handler with atomic loads only.
+struct Entry {
+    state: AtomicU64,
+    start: AtomicUsize,
+    len: AtomicUsize,
+    truncated: AtomicBool,
+}
+
+/// The registry of guarded reader mappings (M6). A fixed array, so the signal handler
+/// never allocates, locks or follows a pointer that could be freed.
+static REGISTRY: [Entry; MAX_GUARDED_MAPPINGS] = [const {
+    Entry {
+        state: AtomicU64::new(FREE),
+        start: AtomicUsize::new(0),
+        len: AtomicUsize::new(0),
+        truncated: AtomicBool::new(false),
+    }
+}; MAX_GUARDED_MAPPINGS];
+
+/// The SIGBUS disposition found when the guard was installed (`sa_sigaction` and
+/// `sa_flags`), for faults that are not ours.
+static PREVIOUS_ACTION: AtomicUsize = AtomicUsize::new(libc::SIG_DFL);
+static PREVIOUS_FLAGS: AtomicUsize = AtomicUsize::new(0);
+static INSTALL: Once = Once::new();
+static INSTALLED: OnceLock<Result<(), i32>> = OnceLock::new();
+
+/// Why a reader mapping could not be made.
+#[derive(Debug)]
+pub(crate) enum MapError {
+    /// `mmap` or installing the SIGBUS handler failed.
+    Io(io::Error),
+    /// [`MAX_GUARDED_MAPPINGS`] reader mappings are open already.
+    RegistryFull,
+}
+
+impl From<io::Error> for MapError {
+    fn from(e: io::Error) -> MapError {
+        MapError::Io(e)
+    }
+}
+
+fn register(start: usize, len: usize) -> Option<usize> {
+    for (index, e) in REGISTRY.iter().enumerate() {
+        let s = e.state.load(Ordering::Relaxed);
+        if s & TAG_MASK != FREE
+            || e.state
+                .compare_exchange(
+                    s,
+                    (s & !TAG_MASK) | BUSY,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+        {
+            continue;
+        }
+        e.start.store(start, Ordering::Relaxed);
+        e.len.store(len, Ordering::Relaxed);
+        e.truncated.store(false, Ordering::Relaxed);
+        let generation = (s >> 2).wrapping_add(1);
+        e.state.store((generation << 2) | ACTIVE, Ordering::Release);
+        return Some(index);
+    }
+    None
+}
+
+fn unregister(index: usize) {
+    let e = &REGISTRY[index];
+    let s = e.state.load(Ordering::Relaxed);
+    e.state.store((s & !TAG_MASK) | FREE, Ordering::Release);
+}
+
+/// The registered mapping containing `addr`: `(index, start, len)`. Atomics only.
+fn find(addr: usize) -> Option<(usize, usize, usize)> {
+    for (index, e) in REGISTRY.iter().enumerate() {
+        let before = e.state.load(Ordering::Acquire);
+        if before & TAG_MASK != ACTIVE {
+            continue;
+        }
+        let start = e.start.load(Ordering::Relaxed);
+        let len = e.len.load(Ordering::Relaxed);
+        std::sync::atomic::fence(Ordering::Acquire);
+        if e.state.load(Ordering::Relaxed) != before {
+            continue;
+        }
+        if addr >= start && addr - start < len {
+            return Some((index, start, len));
+        }
+    }
+    None
+}
+
+/// The process-wide SIGBUS handler (M6).
+extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: errno is thread-local; __errno_location always returns a valid pointer.
+    let saved_errno = unsafe { *libc::__errno_location() };
+    // SAFETY: the kernel passes a valid siginfo_t to an SA_SIGINFO handler; si_addr is
+    // the faulting address for the fault codes (si_code > 0) this handler acts on.
+    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+    let fault = code > 0;
+    if fault {
+        if let Some((index, start, len)) = find(addr) {
+            // Flag first: any reader that sees a zero page also sees the flag.
+            REGISTRY[index].truncated.store(true, Ordering::SeqCst);
+            // SAFETY: [start, start + len) is a reader mapping registered by a live
+            // GuardedMap (M6: it is unregistered before it is unmapped); replacing its
+            // pages with read-only zero pages keeps every reference into it valid
+            // (same address, same length, readable, plain bytes and atomics).
+            let p = unsafe {
+                libc::mmap(
+                    start as *mut libc::c_void,
+                    len,
+                    libc::PROT_READ,
+                    libc::MAP_FIXED | libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            if p != libc::MAP_FAILED {
+                // SAFETY: as above.
+                unsafe { *libc::__errno_location() = saved_errno };
+                return;
+            }
+        }
+    }
+    forward(sig, info, ctx, fault);
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = saved_errno };
+}
+
+/// Hands a SIGBUS that is not ours to the previous disposition.
+fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void, fault: bool) {
+    let action = PREVIOUS_ACTION.load(Ordering::Relaxed);
+    let flags = PREVIOUS_FLAGS.load(Ordering::Relaxed) as libc::c_int;
+    if action == libc::SIG_IGN && !fault {
+        return; // an ignored kill(SIGBUS) stays ignored
+    }
+    if action != libc::SIG_DFL && action != libc::SIG_IGN {
+        if flags & libc::SA_SIGINFO != 0 {
+            // SAFETY: `action` is the sa_sigaction of a handler installed with
+            // SA_SIGINFO, so it has this signature; the arguments are the kernel's.
+            let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                unsafe { std::mem::transmute(action) };
+            f(sig, info, ctx);
+        } else {
+            // SAFETY: a handler installed without SA_SIGINFO takes the signal number.
+            let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(action) };
+            f(sig);
+        }
+        return;
+    }
+    // Default action: restore it. A fault repeats when this handler returns and kills
+    // the process as it would have; a sent signal is raised again (delivered once the
+    // handler returns and unblocks it).
+    // SAFETY: a zeroed sigaction with SIG_DFL is a valid argument; sigaction and raise
+    // are async-signal-safe.
+    unsafe {
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        libc::sigaction(libc::SIGBUS, &dfl, std::ptr::null_mut());
+        if !fault {
+            libc::raise(sig);
+        }
+    }
+}
+
+fn install_guard() -> io::Result<()> {
+    INSTALL.call_once(|| {
+        // SAFETY: plain sigaction calls with valid, initialised structs.
+        let result = unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(libc::SIGBUS, std::ptr::null(), &mut old) != 0 {
+                Err(io::Error::last_os_error().raw_os_error().unwrap_or(0))
+            } else {
+                PREVIOUS_ACTION.store(old.sa_sigaction, Ordering::Relaxed);
+                PREVIOUS_FLAGS.store(old.sa_flags as usize, Ordering::Relaxed);
+                let mut new: libc::sigaction = std::mem::zeroed();
+                new.sa_sigaction = on_sigbus as *const () as usize;
+                // SA_ONSTACK: use the thread's alternate stack when it has one (Rust
+                // threads do), so a fault near the stack limit can still be handled.
+                // No SA_NODEFER: a fault inside the handler itself must kill, not recurse.
+                new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+                libc::sigemptyset(&mut new.sa_mask);
+                if libc::sigaction(libc::SIGBUS, &new, std::ptr::null_mut()) != 0 {
+                    Err(io::Error::last_os_error().raw_os_error().unwrap_or(0))
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        let _ = INSTALLED.set(result);
+    });
+    match INSTALLED.get() {
+        Some(Ok(())) => Ok(()),
+        Some(Err(code)) => Err(io::Error::from_raw_os_error(*code)),
+        None => Err(io::Error::other("SIGBUS guard not installed")),
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
+}
+
+/// A read-only mapping registered with the SIGBUS guard (M6) for its whole life.
+#[derive(Debug)]
+struct GuardedMap {
+    /// Unmapped when the fields drop, after `Drop for GuardedMap` unregistered it.
+    map: MmapRaw,
+    entry: usize,
+}
+
+impl GuardedMap {
+    fn new(map: MmapRaw) -> Result<GuardedMap, MapError> {
+        install_guard()?;
+        let page = page_size();
+        let len = map.len().div_ceil(page) * page;
+        let entry = register(map.as_ptr() as usize, len).ok_or(MapError::RegistryFull)?;
+        Ok(GuardedMap { map, entry })
+    }
+
+    fn truncated(&self) -> bool {
+        REGISTRY[self.entry].truncated.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for GuardedMap {
+    fn drop(&mut self) {
+        unregister(self.entry);
+    }
 }
 
 /// The writer's read-write mapping of a ring file.
@@ -137,35 +401,43 @@ impl WriterMap {
 /// A reader's read-only mapping of a ring file whose header is not yet validated.
 #[derive(Debug)]
 pub(crate) struct UncheckedMap {
-    map: MmapRaw,
+    map: GuardedMap,
 }
 
 impl UncheckedMap {
-    /// Maps all `len` bytes of `file` read-only (`PROT_READ`, `MAP_SHARED`). The caller
-    /// has checked `len >= FIXED_HEADER_LEN` on the open file.
-    pub(crate) fn new(file: &File, len: u64) -> io::Result<UncheckedMap> {
+    /// Maps all `len` bytes of `file` read-only (`PROT_READ`, `MAP_SHARED`) and
+    /// registers the mapping with the truncation guard (M6). The caller has checked
+    /// `len >= FIXED_HEADER_LEN` on the open file.
+    pub(crate) fn new(file: &File, len: u64) -> Result<UncheckedMap, MapError> {
         let len = usize::try_from(len).map_err(io::Error::other)?;
         if len < FIXED_HEADER_LEN {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "file too small"));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "file too small").into());
         }
         let map = MmapOptions::new()
             .len(len)
             .populate()
             .map_raw_read_only(file)?;
-        Ok(UncheckedMap { map })
+        Ok(UncheckedMap {
+            map: GuardedMap::new(map)?,
+        })
     }
 
     /// A copy of bytes 0..128, for validation.
     pub(crate) fn fixed_header(&self) -> [u8; FIXED_HEADER_LEN] {
         // SAFETY: M1: the mapping is at least FIXED_HEADER_LEN bytes (checked in new).
         // Volatile because another process could (wrongly) change it; it is a copy
-        // of plain bytes that is validated afterwards.
-        unsafe { std::ptr::read_volatile(self.map.as_ptr().cast::<[u8; FIXED_HEADER_LEN]>()) }
+        // of plain bytes that is validated afterwards. M6: a truncated file reads zeros.
+        unsafe { std::ptr::read_volatile(self.map.map.as_ptr().cast::<[u8; FIXED_HEADER_LEN]>()) }
+    }
+
+    /// Whether the file was found truncated under this mapping (M6).
+    pub(crate) fn truncated(&self) -> bool {
+        self.map.truncated()
     }
 
     /// Attaches a layout validated from [`UncheckedMap::fixed_header`].
     pub(crate) fn check(self, layout: Layout) -> io::Result<ReaderMap> {
-        checked(&self.map, &layout)?;
+        checked(&self.map.map, &layout)?;
         Ok(ReaderMap {
             map: self.map,
             layout,
@@ -176,7 +448,7 @@ impl UncheckedMap {
 /// A reader's read-only mapping with a validated layout.
 #[derive(Debug)]
 pub(crate) struct ReaderMap {
-    map: MmapRaw,
+    map: GuardedMap,
     layout: Layout,
 }
 
@@ -185,23 +457,28 @@ impl ReaderMap {
         &self.layout
     }
 
+    /// Whether the file was truncated under this mapping, which now reads zeros (M6).
+    /// Checked by `reader.rs` after every header or slot read.
+    pub(crate) fn truncated(&self) -> bool {
+        self.map.truncated()
+    }
+
+    fn base(&self) -> *const u8 {
+        self.map.map.as_ptr()
+    }
+
     pub(crate) fn live(&self) -> &LiveHeader {
         // SAFETY: M2/M3 (loads only: nothing in reader.rs stores or RMWs through it —
         // the mapping is PROT_READ, a store would fault, which is a bug, not UB).
-        unsafe {
-            &*self
-                .map
-                .as_ptr()
-                .add(LIVE_HEADER_OFFSET)
-                .cast::<LiveHeader>()
-        }
+        // M6: if the file is truncated the range stays mapped (zero pages).
+        unsafe { &*self.base().add(LIVE_HEADER_OFFSET).cast::<LiveHeader>() }
     }
 
     pub(crate) fn slot(&self, slot: u32) -> &SlotHeader {
         assert!(slot < self.layout.slots, "slot index checked by caller");
         let offset = self.layout.slot_header_offset(slot);
-        // SAFETY: M2/M3, loads only.
-        unsafe { &*self.map.as_ptr().add(offset).cast::<SlotHeader>() }
+        // SAFETY: M2/M3, loads only; M6.
+        unsafe { &*self.base().add(offset).cast::<SlotHeader>() }
     }
 
     /// The first `len` data bytes of `slot`, which may be modified concurrently (M5):
@@ -215,8 +492,8 @@ impl ReaderMap {
         let offset = self.layout.slot_data_offset(slot);
         // SAFETY: M2: inside the mapping. M5: the bytes may change concurrently; every
         // caller validates the slot seq afterwards and discards what it derived from
-        // them when validation fails.
-        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(offset), len) }
+        // them when validation fails. M6: they may turn into zeros on truncation.
+        unsafe { std::slice::from_raw_parts(self.base().add(offset), len) }
     }
 }
 
@@ -266,6 +543,70 @@ mod tests {
         assert_eq!(r.slot_bytes(1, 4), b"abcd");
         assert_eq!(r.slot(1).seq.load(Ordering::Acquire), 2);
         assert_eq!(r.live().write_seq.load(Ordering::Acquire), 5);
+    }
+
+    fn mapped_ring() -> (tempfile::NamedTempFile, Layout, WriterMap) {
+        let g = FrameGeometry::packed(64, 32, PixelFormat::Nv12).unwrap();
+        let l = Layout::for_writer(2, &g).unwrap();
+        let file = tempfile::NamedTempFile::new().unwrap();
+        file.as_file().set_len(l.file_size).unwrap();
+        let mut w = WriterMap::new(file.as_file(), l).unwrap();
+        w.write_fixed(&FixedHeader::new(&l, &g, 7, 0, 1).to_bytes());
+        w.live().notify.store(9, Ordering::Release);
+        w.slot_data_mut(1).fill(0xAB);
+        (file, l, w)
+    }
+
+    /// M6: a fault on a truncated reader mapping is absorbed (zeros, flag set), the
+    /// futex on a truncated page reports EFAULT as `Wake::Fault`, and the registry
+    /// entry is released on drop.
+    #[test]
+    fn truncation_guard_maps_zeros_and_sets_the_flag() {
+        let (file, l, w) = mapped_ring();
+        let r = UncheckedMap::new(file.as_file(), l.file_size)
+            .unwrap()
+            .check(l)
+            .unwrap();
+        assert!(!r.truncated());
+        assert_eq!(r.slot_bytes(1, 4), [0xAB; 4]);
+        assert_eq!(r.live().notify.load(Ordering::Acquire), 9);
+        file.as_file().set_len(0).unwrap();
+        // The kernel cannot fault the futex page in: EFAULT, not a signal.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        assert_eq!(
+            crate::ring::notify::wait_while(&r.live().notify, 9, deadline),
+            crate::ring::notify::Wake::Fault
+        );
+        assert!(!r.truncated(), "no user-space access yet");
+        // This load faults (SIGBUS); the guard maps zeros over the whole range.
+        assert_eq!(r.slot_bytes(1, 4), [0; 4]);
+        assert!(r.truncated());
+        assert_eq!(r.live().notify.load(Ordering::Acquire), 0);
+        assert_eq!(r.slot(0).seq.load(Ordering::Acquire), 0);
+        let entry = r.map.entry;
+        drop(r);
+        assert_eq!(
+            REGISTRY[entry].state.load(Ordering::Acquire) & TAG_MASK,
+            FREE
+        );
+        // The writer's mapping is not guarded; leak it rather than touch its dead pages.
+        std::mem::forget(w);
+    }
+
+    #[test]
+    fn registry_reuses_entries_and_finds_ranges() {
+        // Kernel-half addresses: no user mapping can ever fault there, so these fake
+        // entries cannot catch a real fault of a test running beside this one.
+        let (x, y) = (0xffff_f000_0000_0000_usize, 0xffff_f100_0000_0000_usize);
+        let a = register(x, 0x2000).unwrap();
+        let b = register(y, 0x1000).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(find(x + 0x1fff), Some((a, x, 0x2000)));
+        assert_eq!(find(x + 0x2000), None);
+        assert_eq!(find(y), Some((b, y, 0x1000)));
+        unregister(a);
+        assert_eq!(find(x), None);
+        unregister(b);
     }
 
     #[test]

@@ -64,7 +64,8 @@ impl RingWriterBuilder {
     }
 
     /// File permission bits, set exactly (umask does not apply). Default
-    /// [`DEFAULT_MODE`] (`0o640`). World-writable modes are refused.
+    /// [`DEFAULT_MODE`] (`0o640`). Modes writable by group or others are refused:
+    /// readers refuse such rings ([`super::FORBIDDEN_RING_MODE_BITS`]).
     pub fn mode(mut self, mode: u32) -> Self {
         self.mode = mode;
         self
@@ -104,7 +105,7 @@ impl RingWriterBuilder {
                 max: MAX_SLOTS,
             });
         }
-        if self.mode & !0o777 != 0 || self.mode & 0o002 != 0 {
+        if self.mode & !0o777 != 0 || self.mode & super::FORBIDDEN_RING_MODE_BITS != 0 {
             return Err(RingCreateError::InvalidMode {
                 name,
                 mode: self.mode,
@@ -638,10 +639,12 @@ mod tests {
             b().geometry(geometry()).slots(1).create(),
             Err(RingCreateError::InvalidSlotCount { slots: 1, .. })
         ));
-        assert!(matches!(
-            b().geometry(geometry()).mode(0o666).create(),
-            Err(RingCreateError::InvalidMode { .. })
-        ));
+        for mode in [0o666, 0o660, 0o642] {
+            assert!(matches!(
+                b().geometry(geometry()).mode(mode).create(),
+                Err(RingCreateError::InvalidMode { .. })
+            ));
+        }
         assert!(matches!(
             b().geometry(geometry()).mode(0o4640).create(),
             Err(RingCreateError::InvalidMode { .. })
@@ -659,7 +662,7 @@ mod tests {
     #[test]
     fn mode_is_exact_and_file_is_unlinked_on_drop() {
         let dir = tempfile::tempdir().unwrap();
-        for mode in [0o640, 0o600, 0o660] {
+        for mode in [0o640, 0o600, 0o644] {
             let w = RingWriter::builder("cam")
                 .dir(dir.path())
                 .geometry(geometry())
