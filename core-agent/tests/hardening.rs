@@ -420,8 +420,10 @@ path = "{model}"
     println!("failed model ready again {took:?} after it was given up on (cool-down 3 s)");
 }
 
-/// kill -9 of core-agent: the children get SIGTERM (PR_SET_PDEATHSIG) and are gone within
-/// seconds; files a child could not remove are removed and reported by the next start.
+/// kill -9 of core-agent: the children get SIGTERM (PR_SET_PDEATHSIG), remove their ring
+/// and sockets, and are gone within seconds. Then the case a child cannot clean up (the
+/// agent and its children all killed with SIGKILL): the next start removes the files
+/// and reports them.
 #[test]
 fn kill_9_of_the_agent_takes_its_children_and_leftovers_are_reported() {
     let _serial = serial();
@@ -429,73 +431,102 @@ fn kill_9_of_the_agent_takes_its_children_and_leftovers_are_reported() {
     bin_dir();
     let cam = FakeCamera::start("k9", &assets.join("video/people_walk_540p.mp4"), 0);
     let dirs = Dirs::new();
-    let config = camera_and_model(&dirs, &cam, &assets.join("models/yolov8n_int8.onnx"), "");
+    let config = camera_and_model(&dirs, &cam, &assets.join("models/yolox_nano.onnx"), "");
     let agent = Agent::start(dirs, &config, &[]);
     agent.wait_ready(Duration::from_secs(120));
-    let ring = agent.rings().join("cam.ring");
     let files = [
-        ring,
+        agent.rings().join("cam.ring"),
         agent.sockets().join("det.sock"),
         agent.sockets().join("det.sock.ctl"),
     ];
-    for f in &files {
-        assert!(f.exists(), "{} missing while running", f.display());
-    }
-    let children = children_of(agent.pid());
-    assert_eq!(children.len(), 2, "{children:?}");
-    kill(agent.pid(), libc::SIGKILL);
-    let killed = Instant::now();
-    let gone = || {
-        let alive: Vec<_> = children
-            .iter()
-            .filter(|(pid, _)| Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(*pid))
-            .cloned()
-            .collect();
-        let left: Vec<_> = files.iter().filter(|f| f.exists()).cloned().collect();
-        (alive, left)
-    };
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(10) {
-        let (alive, left) = gone();
-        if alive.is_empty() && left.is_empty() {
-            break;
+    let kill_and_watch = |pid: u32, kill_children_too: bool| {
+        for f in &files {
+            assert!(f.exists(), "{} missing while running", f.display());
         }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let (alive, left) = gone();
-    assert!(
-        alive.is_empty(),
-        "10 s after kill -9: children alive {alive:?}"
-    );
-    println!(
-        "kill -9 of the agent: children {children:?} gone {:?} later; files a child could not remove: {left:?}",
-        killed.elapsed()
-    );
-    // Whatever a child could not remove is removed by the next start, and reported.
-    if !left.is_empty() {
-        let mut next = Command::new(common::agent_bin())
-            .arg("--config")
+        let children = children_of(pid);
+        assert_eq!(children.len(), 2, "{children:?}");
+        kill(pid, libc::SIGKILL);
+        if kill_children_too {
+            for (c, _) in &children {
+                kill(*c, libc::SIGKILL);
+            }
+        }
+        let killed = Instant::now();
+        let state = || {
+            let alive: Vec<_> = children
+                .iter()
+                .filter(|(pid, _)| Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(*pid))
+                .cloned()
+                .collect();
+            let left: Vec<_> = files.iter().filter(|f| f.exists()).cloned().collect();
+            (alive, left)
+        };
+        let mut now = state();
+        while killed.elapsed() < Duration::from_secs(10) {
+            now = state();
+            if now.0.is_empty() && (kill_children_too || now.1.is_empty()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (alive, left) = now;
+        assert!(
+            alive.is_empty(),
+            "10 s after kill -9: children alive {alive:?}"
+        );
+        println!(
+            "kill -9 of the agent (children killed too: {kill_children_too}): children \
+             {children:?} gone and files checked {:?} later; left: {left:?}",
+            killed.elapsed()
+        );
+        left
+    };
+
+    // 1. Only the agent dies: every child cleans up after itself.
+    let left = kill_and_watch(agent.pid(), false);
+    assert!(left.is_empty(), "the children left {left:?} behind");
+
+    // 2. Everything dies at once: the files stay, and the next start removes and reports
+    //    them.
+    let start_next = || {
+        let mut next = Command::new(common::agent_bin());
+        next.arg("--config")
             .arg(agent.dir.path().join("agent.toml"))
             .env_remove("FRAMEBUS_RING_DIR")
             .env_remove("FRAMEBUS_SOCKET_DIR")
             .env_remove("FRAMEBUS_LOG_FORMAT")
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::piped());
+        if let Some(ort) = common::ort_dylib() {
+            next.env("ORT_DYLIB_PATH", ort);
+        }
+        let mut next = next.spawn().unwrap();
         let lines = common::Lines::default();
         lines.pump_public(next.stderr.take().unwrap());
-        let line = wait_for(Duration::from_secs(30), "the leftovers reported", || {
-            lines.find("leftover file(s)")
-        });
-        kill(next.id(), libc::SIGTERM);
-        let _ = next.wait();
-        let named = left
-            .iter()
-            .filter(|f| line.contains(&f.display().to_string()))
-            .count();
-        assert!(named >= 1, "{line}");
-    }
+        (next, lines)
+    };
+    let (mut second, lines) = start_next();
+    wait_for(Duration::from_secs(120), "the second run's files", || {
+        files.iter().all(|f| f.exists()).then_some(())
+    });
+    wait_for(Duration::from_secs(30), "the second run's children", || {
+        (children_of(second.id()).len() == 2).then_some(())
+    });
+    drop(lines);
+    let left = kill_and_watch(second.id(), true);
+    let _ = second.wait();
+    assert!(!left.is_empty(), "SIGKILLed children removed their files?");
+    let (mut third, lines) = start_next();
+    let line = wait_for(Duration::from_secs(30), "the leftovers reported", || {
+        lines.find("leftover file(s)")
+    });
+    kill(third.id(), libc::SIGTERM);
+    let _ = third.wait();
+    let named = left
+        .iter()
+        .filter(|f| line.contains(&f.display().to_string()))
+        .count();
+    assert!(named >= 1, "{line}");
 }
 
 fn is_zombie(pid: u32) -> bool {

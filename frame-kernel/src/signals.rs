@@ -1,15 +1,44 @@
 //! SIGTERM/SIGINT → a stop flag that the decode loop, the pacing and backoff sleeps and
 //! FFmpeg's interrupt callback all watch, so a stop request aborts even a blocked read.
-//! A second signal while stopping exits at once (the next start replaces the ring).
+//! A second signal while stopping exits at once (the next start replaces the ring), but
+//! only when it comes at least [`REPEAT_AFTER_NS`] after the first: when the agent dies,
+//! `PR_SET_PDEATHSIG` fires once for every agent thread the kernel is re-parented through
+//! while the agent's threads exit, a burst of SIGTERMs within milliseconds that must not
+//! skip the clean stop (which removes the ring).
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 static STOP: AtomicBool = AtomicBool::new(false);
+/// CLOCK_MONOTONIC ns of the first signal (0: none yet).
+static FIRST_NS: AtomicU64 = AtomicU64::new(0);
+/// A repeated signal closer than this to the first is the same request.
+const REPEAT_AFTER_NS: u64 = 500_000_000;
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime is async-signal-safe and writes only into `ts`.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64
+}
+
+/// True when a signal at `now` forces an exit, given the first signal's time.
+fn forces_exit(first_ns: u64, now_ns: u64) -> bool {
+    now_ns.saturating_sub(first_ns) >= REPEAT_AFTER_NS
+}
 
 extern "C" fn on_signal(_signal: libc::c_int) {
-    // Only async-signal-safe work here: an atomic swap and _exit.
-    if STOP.swap(true, Ordering::SeqCst) {
+    // Only async-signal-safe work here: atomics, clock_gettime and _exit.
+    let now = monotonic_ns().max(1);
+    if !STOP.swap(true, Ordering::SeqCst) {
+        FIRST_NS.store(now, Ordering::SeqCst);
+        return;
+    }
+    let first = FIRST_NS.load(Ordering::SeqCst);
+    if first != 0 && forces_exit(first, now) {
         // SAFETY: _exit is async-signal-safe and takes no pointers.
         unsafe { libc::_exit(130) };
     }
@@ -34,4 +63,19 @@ pub fn install() -> io::Result<&'static AtomicBool> {
         }
     }
     Ok(&STOP)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_of_signals_is_one_stop_request() {
+        let first = 10_000_000_000;
+        assert!(!forces_exit(first, first));
+        assert!(!forces_exit(first, first + 3_000_000)); // pdeath burst: 3 ms later
+        assert!(forces_exit(first, first + REPEAT_AFTER_NS));
+        assert!(forces_exit(first, first + 2_000_000_000)); // an operator's second ^C
+        assert!(monotonic_ns() > 0);
+    }
 }
