@@ -1,7 +1,7 @@
 //! SIGTERM/SIGINT → a stop flag that the decode loop, the pacing and backoff sleeps and
 //! FFmpeg's interrupt callback all watch, so a stop request aborts even a blocked read.
 //! A second signal while stopping exits at once (the next start replaces the ring), but
-//! only when it comes at least [`REPEAT_AFTER_NS`] after the first: when the agent dies,
+//! only when it comes at least 500 ms after the first: when the agent dies,
 //! `PR_SET_PDEATHSIG` fires once for every agent thread the kernel is re-parented through
 //! while the agent's threads exit, a burst of SIGTERMs within milliseconds that must not
 //! skip the clean stop (which removes the ring).
