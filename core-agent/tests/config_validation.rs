@@ -6,6 +6,17 @@ use std::process::Command;
 
 use common::{agent_bin, Dirs};
 
+/// Writes `config` into `dirs` and runs `core-agent --check` on it.
+fn check(dirs: &Dirs, config: &str) -> std::process::Output {
+    std::fs::write(dirs.config(), config).unwrap();
+    Command::new(agent_bin())
+        .arg("--check")
+        .arg("--config")
+        .arg(dirs.config())
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn a_broken_config_reports_every_problem_and_starts_nothing() {
     let dirs = Dirs::new();
@@ -123,13 +134,7 @@ fn check_accepts_a_good_config() {
         dirs.agent_table(),
         model.display()
     );
-    std::fs::write(dirs.config(), config).unwrap();
-    let out = Command::new(agent_bin())
-        .arg("--check")
-        .arg("--config")
-        .arg(dirs.config())
-        .output()
-        .unwrap();
+    let out = check(&dirs, &config);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -164,13 +169,7 @@ fn the_example_configs_are_valid() {
 #[test]
 fn an_empty_config_is_accepted_with_a_hint() {
     let dirs = Dirs::new();
-    std::fs::write(dirs.config(), "").unwrap();
-    let out = Command::new(agent_bin())
-        .arg("--check")
-        .arg("--config")
-        .arg(dirs.config())
-        .output()
-        .unwrap();
+    let out = check(&dirs, "");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
@@ -190,13 +189,7 @@ fn a_source_with_a_control_character_is_refused() {
         "{}[[cameras]]\nid = \"cam1\"\nsource = \"rtsp://admin:hunter22@127.0.0.1:1/a\\nINFO forged\"\n",
         dirs.agent_table()
     );
-    std::fs::write(dirs.config(), config).unwrap();
-    let out = Command::new(agent_bin())
-        .arg("--check")
-        .arg("--config")
-        .arg(dirs.config())
-        .output()
-        .unwrap();
+    let out = check(&dirs, &config);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
@@ -217,13 +210,7 @@ fn check_refuses_a_model_file_that_is_not_onnx() {
         dirs.agent_table(),
         model.display()
     );
-    std::fs::write(dirs.config(), config).unwrap();
-    let out = Command::new(agent_bin())
-        .arg("--check")
-        .arg("--config")
-        .arg(dirs.config())
-        .output()
-        .unwrap();
+    let out = check(&dirs, &config);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(

@@ -33,38 +33,28 @@ fn run(cmd: &mut Command) -> std::process::Output {
 /// Creates the service user (with its own group) and a client user in that group, as an
 /// administrator following the docs would; idempotent.
 fn ensure_users() -> (u32, u32) {
-    if !Command::new("id")
-        .arg(SERVICE)
-        .output()
-        .unwrap()
-        .status
-        .success()
-    {
-        run(Command::new("useradd").args([
-            "--system",
-            "--user-group",
-            "--no-create-home",
-            "--shell",
-            "/usr/sbin/nologin",
-            SERVICE,
-        ]));
-    }
-    if !Command::new("id")
-        .arg(CLIENT)
-        .output()
-        .unwrap()
-        .status
-        .success()
-    {
-        run(Command::new("useradd").args([
-            "--system",
-            "--no-create-home",
-            "--shell",
-            "/usr/sbin/nologin",
-            "--groups",
-            SERVICE,
-            CLIENT,
-        ]));
+    let users: [(&str, &[&str]); 2] = [
+        (SERVICE, &["--user-group"]),
+        (CLIENT, &["--groups", SERVICE]),
+    ];
+    for (user, group_args) in users {
+        if !Command::new("id")
+            .arg(user)
+            .output()
+            .unwrap()
+            .status
+            .success()
+        {
+            run(Command::new("useradd")
+                .args([
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                ])
+                .args(group_args)
+                .arg(user));
+        }
     }
     let id = |flag: &str| -> u32 {
         let out = run(Command::new("id").args([flag, SERVICE]));

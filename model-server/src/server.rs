@@ -271,36 +271,7 @@ pub fn bind_socket(path: &Path, mode: u32) -> Result<std::os::unix::net::UnixLis
 /// Accepts connections until shutdown, then waits (at most `drain_timeout`) for every
 /// connection and request task to finish.
 pub async fn serve(shared: Arc<Shared>, listener: UnixListener) {
-    let token = shared.shutdown.clone();
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = token.cancelled() => break,
-            r = listener.accept() => r,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning; pending clients wait
-                // in the backlog.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::select! {
-                    _ = token.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_millis(20)) => continue,
-                }
-            }
-        };
-        match Arc::clone(&shared.connections).try_acquire_owned() {
-            Ok(permit) => {
-                let shared2 = Arc::clone(&shared);
-                shared
-                    .tracker
-                    .spawn(async move { connection(shared2, stream, permit, Role::Data).await });
-            }
-            Err(_) => refuse(&shared, stream, shared.limits.max_connections),
-        }
-    }
-    drop(listener);
+    accept_loop(&shared, listener, Role::Data).await;
     shared.begin_shutdown();
     shared.tracker.close();
     if tokio::time::timeout(shared.limits.drain_timeout, shared.tracker.wait())
@@ -317,7 +288,17 @@ pub async fn serve(shared: Arc<Shared>, listener: UnixListener) {
 /// Accepts control connections until shutdown; each counts against the control
 /// socket's own limit, never against the data connections'.
 pub async fn serve_control(shared: Arc<Shared>, listener: UnixListener) {
+    accept_loop(&shared, listener, Role::Control).await;
+}
+
+/// Accepts connections of one role until shutdown, each holding a permit of that role's
+/// own semaphore; one over the limit is refused with `overloaded`.
+async fn accept_loop(shared: &Arc<Shared>, listener: UnixListener, role: Role) {
     let token = shared.shutdown.clone();
+    let (permits, limit) = match role {
+        Role::Data => (&shared.connections, shared.limits.max_connections),
+        Role::Control => (&shared.control_connections, CONTROL_CONNECTIONS),
+    };
     loop {
         let accepted = tokio::select! {
             biased;
@@ -327,21 +308,23 @@ pub async fn serve_control(shared: Arc<Shared>, listener: UnixListener) {
         let stream = match accepted {
             Ok((stream, _)) => stream,
             Err(e) => {
-                tracing::warn!(error = %e, "control accept failed");
+                // EMFILE and friends: back off instead of spinning; pending clients wait
+                // in the backlog.
+                tracing::warn!(error = %e, ?role, "accept failed");
                 tokio::select! {
                     _ = token.cancelled() => break,
                     _ = tokio::time::sleep(Duration::from_millis(20)) => continue,
                 }
             }
         };
-        match Arc::clone(&shared.control_connections).try_acquire_owned() {
+        match Arc::clone(permits).try_acquire_owned() {
             Ok(permit) => {
-                let shared2 = Arc::clone(&shared);
+                let shared2 = Arc::clone(shared);
                 shared
                     .tracker
-                    .spawn(async move { connection(shared2, stream, permit, Role::Control).await });
+                    .spawn(async move { connection(shared2, stream, permit, role).await });
             }
-            Err(_) => refuse(&shared, stream, CONTROL_CONNECTIONS),
+            Err(_) => refuse(shared, stream, limit),
         }
     }
 }
