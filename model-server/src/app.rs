@@ -172,10 +172,18 @@ fn serve_until_shutdown(config: &ServerConfig, shared: &Arc<Shared>) -> anyhow::
         let signals = Arc::clone(shared);
         tokio::spawn(async move {
             wait_for_signal().await;
+            let first = Instant::now();
             signals.begin_shutdown();
             // A second signal means "now": skip the drain (a stale socket file is
-            // removed by the next start).
-            wait_for_signal().await;
+            // removed by the next start). Not one within SIGNAL_REPEAT_AFTER of the
+            // first: when the agent dies, PR_SET_PDEATHSIG fires once per agent thread
+            // this process is re-parented through, a burst that is one stop request.
+            loop {
+                wait_for_signal().await;
+                if first.elapsed() >= SIGNAL_REPEAT_AFTER {
+                    break;
+                }
+            }
             tracing::warn!("second signal: exiting without draining");
             std::process::exit(130);
         });
@@ -195,6 +203,9 @@ fn serve_until_shutdown(config: &ServerConfig, shared: &Arc<Shared>) -> anyhow::
     }
     result
 }
+
+/// Signals closer than this to the first are the same stop request.
+const SIGNAL_REPEAT_AFTER: Duration = Duration::from_millis(500);
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
