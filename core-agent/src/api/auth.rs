@@ -179,13 +179,7 @@ impl ApiToken {
 
     /// Reads and checks an existing token file.
     fn read_file(path: &Path) -> Result<Self, TokenError> {
-        let io = |op| {
-            move |source| TokenError::Io {
-                path: path.to_owned(),
-                op,
-                source,
-            }
-        };
+        let io = |op| io_error(path, op);
         // O_NOFOLLOW: a symlink is refused, not followed; O_NONBLOCK: a FIFO planted
         // there cannot hang the start (it is refused as not a regular file below).
         let mut f = OpenOptions::new()
@@ -244,13 +238,7 @@ impl ApiToken {
         let mut bytes = [0u8; GENERATED_BYTES];
         fill_random(&mut bytes).map_err(TokenError::Random)?;
         let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        let io = |op| {
-            move |source| TokenError::Io {
-                path: path.to_owned(),
-                op,
-                source,
-            }
-        };
+        let io = |op| io_error(path, op);
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -450,6 +438,15 @@ pub async fn guard(State(guard): State<Guard>, req: Request, next: Next) -> Resp
             );
             refusal.into_response()
         }
+    }
+}
+
+/// Maps an I/O error of `op` on the token file `path` to [`TokenError::Io`].
+fn io_error<'a>(path: &'a Path, op: &'static str) -> impl Fn(std::io::Error) -> TokenError + 'a {
+    move |source| TokenError::Io {
+        path: path.to_owned(),
+        op,
+        source,
     }
 }
 
