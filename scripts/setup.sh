@@ -39,7 +39,8 @@ if [[ ! -x "$venv/bin/python" ]]; then
 fi
 ort_pkg=onnxruntime
 [[ "${FRAMEBUS_ORT_GPU:-0}" == 1 ]] && ort_pkg=onnxruntime-gpu
-want="$ort_pkg==1.31.1 onnx numpy"
+# opencv-python-headless: the Python peer of `bench live` (benches/peer/peer.py).
+want="$ort_pkg==1.31.1 onnx numpy opencv-python-headless==5.0.0.93"
 stamp="$local_dir/.pip-$(echo "$want" | tr ' =' '_-')"
 if [[ ! -f "$stamp" ]]; then
   echo "setup: installing $want into $venv"

@@ -12,7 +12,7 @@ use benches::harness::{
     load::LoadMonitor,
     machine::{MachineInfo, Versions},
     measure::RunTiming,
-    ort_raw,
+    ort_raw, peer,
     report::{now_utc, num, Report, Table},
     scenario_ipc, scenario_live, scenario_recovery, scenario_ring, scenario_saturate, system,
 };
@@ -126,6 +126,22 @@ struct Opts {
     /// Seconds of running before a window starts (after every subscription delivered).
     #[arg(long, default_value_t = 3.0)]
     warmup: f64,
+    /// live: also search the Python peer (`benches/peer/peer.py`, run with
+    /// `$FRAMEBUS_PYTHON`) in the same run, and compare CPU and overload with it.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    peer: bool,
+    /// live: intra-op threads of the peer's shared session.
+    #[arg(long, default_value_t = 1)]
+    peer_threads: u32,
+    /// live: capture-to-result latency p99 bound of a sustained N, ms.
+    #[arg(long, default_value_t = 200.0)]
+    max_p99_ms: f64,
+    /// live: cameras at which both sides' CPU is compared (0: skip).
+    #[arg(long, default_value_t = 8)]
+    cpu_at: usize,
+    /// live: also run both sides at twice their sustained N.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    overload: bool,
 }
 
 fn main() {
@@ -335,9 +351,15 @@ fn run_scenario(scenario: Scenario, opts: &Opts) -> Result<()> {
                 camera_fps: 25.0,
                 detect_fps: opts.fps.unwrap_or(5.0),
                 threshold: 0.99,
+                max_p99_ms: opts.max_p99_ms,
                 threads: threads_for(opts.instances),
                 spin: opts.spin,
                 instances: opts.instances,
+                peer: opts
+                    .peer
+                    .then(|| peer::PeerParams::from_env(opts.peer_threads, false)),
+                cpu_at: opts.cpu_at,
+                overload: opts.overload,
             };
             let (d, t, s) = scenario_live::run(
                 &bin_dir,

@@ -16,6 +16,7 @@ pub mod load;
 pub mod machine;
 pub mod measure;
 pub mod ort_raw;
+pub mod peer;
 pub mod procstat;
 pub mod report;
 pub mod results;

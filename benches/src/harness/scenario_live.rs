@@ -1,7 +1,10 @@
 //! `bench live`: N cameras at 25 fps with 5 fps detection each, for each model on its own;
-//! N grows until fewer than 99 % of the requested inferences arrive. Per camera: decoded
-//! fps, inferred/requested, missed slots, stale frames, capture-to-result latency; per
-//! process: CPU seconds and peak RSS.
+//! N grows until fewer than 99 % of the requested inferences arrive or the capture-to-result
+//! latency p99 exceeds its bound. The Python peer (`benches/peer/peer.py`) is searched the
+//! same way in the same run; then both run at `cpu_at` cameras (CPU compared) and at twice
+//! their sustained N (how evenly the overload is shed). Per camera: decoded fps,
+//! inferred/requested, missed slots, stale frames, latency; per process: CPU seconds and
+//! peak RSS.
 
 use std::path::Path;
 
@@ -10,7 +13,8 @@ use serde::Serialize;
 use super::assets::ModelAsset;
 use super::config::{ModelSpec, SourceKind, SystemSpec};
 use super::load::LoadMonitor;
-use super::measure::{run_window, RunResult, RunTiming};
+use super::measure::{run_window, PairResult, RunResult, RunTiming};
+use super::peer::{self, PeerParams, PeerRun};
 use super::report::{num, Table};
 use super::system::SystemError;
 
@@ -26,10 +30,25 @@ pub struct LiveParams {
     pub detect_fps: f64,
     /// Share of requested inferences that must arrive, 0..1.
     pub threshold: f64,
+    /// Capture-to-result latency p99 bound of a sustained N (ms).
+    pub max_p99_ms: f64,
     pub threads: u32,
     /// Idle intra-op threads spin.
     pub spin: bool,
     pub instances: u32,
+    /// The Python peer, searched the same way (None: system only).
+    pub peer: Option<PeerParams>,
+    /// Cameras at which CPU is compared (0: not compared).
+    pub cpu_at: usize,
+    /// Also run at twice the sustained N.
+    pub overload: bool,
+}
+
+impl LiveParams {
+    /// Whether a run with this delivered share and latency p99 keeps the bounds.
+    pub fn sustains(&self, ratio: f64, p99_ms: Option<f64>) -> bool {
+        ratio >= self.threshold && p99_ms.is_some_and(|p| p <= self.max_p99_ms)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -39,18 +58,92 @@ pub struct LiveStep {
     pub inferred: usize,
     pub requested: f64,
     pub ratio: f64,
+    pub p99_ms: Option<f64>,
     pub sustained: bool,
     pub run: RunResult,
 }
 
 #[derive(Debug, Clone, Serialize)]
+pub struct PeerStep {
+    pub cameras: usize,
+    pub inferred: usize,
+    pub requested: f64,
+    pub ratio: f64,
+    pub p99_ms: Option<f64>,
+    pub sustained: bool,
+    pub run: PeerRun,
+}
+
+/// CPU of both sides at the same N over the same window length.
+#[derive(Debug, Clone, Serialize)]
+pub struct CpuCompare {
+    pub cameras: usize,
+    /// CPU seconds per window second (1.0 = one core), all processes of the system.
+    pub system_cores: f64,
+    pub peer_cores: f64,
+    /// system / peer.
+    pub ratio: f64,
+    pub system_share: f64,
+    pub peer_share: f64,
+}
+
+/// How one side shed twice its sustainable load.
+#[derive(Debug, Clone, Serialize)]
+pub struct Overload {
+    pub side: String,
+    pub cameras: usize,
+    /// Delivered share per camera.
+    pub shares: Vec<f64>,
+    pub mean_share: f64,
+    /// Largest |share - mean| / mean, percent.
+    pub max_dev_pct: f64,
+    pub p99_ms: Option<f64>,
+    /// The p99 of the largest sustained run.
+    pub sustained_p99_ms: Option<f64>,
+}
+
+impl Overload {
+    fn of(side: &str, pairs: &[PairResult], p99_ms: Option<f64>, sustained: Option<f64>) -> Self {
+        let shares: Vec<f64> = pairs.iter().map(|p| p.ratio).collect();
+        let mean = shares.iter().sum::<f64>() / shares.len().max(1) as f64;
+        let max_dev_pct = if mean > 0.0 {
+            shares
+                .iter()
+                .map(|s| 100.0 * (s - mean).abs() / mean)
+                .fold(0.0, f64::max)
+        } else {
+            100.0
+        };
+        Overload {
+            side: side.to_string(),
+            cameras: pairs.len(),
+            shares,
+            mean_share: mean,
+            max_dev_pct,
+            p99_ms,
+            sustained_p99_ms: sustained,
+        }
+    }
+
+    /// p99 over the sustained p99.
+    pub fn p99_ratio(&self) -> Option<f64> {
+        Some(self.p99_ms? / self.sustained_p99_ms?)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct LiveModel {
     pub model: String,
-    /// Largest N that kept the threshold (0 if even the smallest did not).
+    /// Largest N that kept the bounds (0 if even the smallest did not).
     pub sustained_cameras: usize,
     /// Whether the search stopped at `max_cameras` while still sustaining.
     pub capped: bool,
     pub steps: Vec<LiveStep>,
+    pub peer_sustained_cameras: Option<usize>,
+    pub peer_capped: bool,
+    pub peer_steps: Vec<PeerStep>,
+    pub cpu: Option<CpuCompare>,
+    pub overload: Vec<Overload>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -58,7 +151,17 @@ pub struct LiveData {
     pub models: Vec<LiveModel>,
 }
 
-/// Runs the search for each model.
+fn system_cores(run: &RunResult) -> f64 {
+    let cpu: f64 = run
+        .processes
+        .iter()
+        .filter(|p| !p.label.starts_with("bench"))
+        .map(|p| p.cpu_s)
+        .sum();
+    cpu / run.window_s.max(1e-9)
+}
+
+/// Runs the searches for each model.
 pub fn run(
     bin_dir: &Path,
     video: &Path,
@@ -67,17 +170,10 @@ pub fn run(
     timing: RunTiming,
     monitor: &LoadMonitor,
     mut progress: impl FnMut(&str),
-) -> Result<(LiveData, Vec<Table>, Vec<String>), SystemError> {
+) -> Result<(LiveData, Vec<Table>, Vec<String>), anyhow::Error> {
     let mut data = LiveData { models: Vec::new() };
     for m in models {
-        let mut lm = LiveModel {
-            model: m.id.clone(),
-            sustained_cameras: 0,
-            capped: false,
-            steps: Vec::new(),
-        };
-        let mut search = Search::new(p.min_cameras, p.max_cameras);
-        while let Some(n) = search.next() {
+        let system_run = |n: usize| -> Result<LiveStep, SystemError> {
             let mut spec = SystemSpec::file_cameras(
                 n,
                 video,
@@ -93,57 +189,230 @@ pub fn run(
             );
             spec.source = p.source;
             spec.max_in_flight = 1;
-            progress(&format!("live: {} with {n} camera(s)...", m.id));
             let run = run_window(&spec, bin_dir, monitor, timing)?;
             let (inferred, requested, _) = run.model_totals(&m.id);
-            let ratio = if requested > 0.0 {
-                inferred as f64 / requested
-            } else {
-                0.0
-            };
-            let sustained = ratio >= p.threshold;
-            progress(&format!(
-                "live: {} with {n} camera(s): {inferred}/{requested:.0} = {:.1}%",
-                m.id,
-                100.0 * ratio
-            ));
-            search.record(n, sustained);
-            lm.steps.push(LiveStep {
+            let ratio = share(inferred, requested);
+            let p99_ms = run.model_latency_ms.get(&m.id).map(|l| l.p99);
+            Ok(LiveStep {
                 model: m.id.clone(),
                 cameras: n,
                 inferred,
                 requested,
                 ratio,
-                sustained,
+                p99_ms,
+                sustained: p.sustains(ratio, p99_ms),
                 run,
-            });
+            })
+        };
+        let peer_run = |peer: &PeerParams, n: usize| -> Result<PeerStep, peer::PeerError> {
+            let run = peer::run_window(
+                peer,
+                video,
+                m,
+                n,
+                p.camera_fps,
+                p.detect_fps,
+                monitor,
+                timing,
+            )?;
+            let (inferred, requested) = run.totals();
+            let ratio = share(inferred, requested);
+            let p99_ms = run.latency_ms.map(|l| l.p99);
+            Ok(PeerStep {
+                cameras: n,
+                inferred,
+                requested,
+                ratio,
+                p99_ms,
+                sustained: p.sustains(ratio, p99_ms),
+                run,
+            })
+        };
+        let say = |side: &str, n: usize, inferred: usize, requested: f64, p99: Option<f64>| {
+            format!(
+                "live: {} {side} with {n} camera(s): {inferred}/{requested:.0} = {:.1}%, p99 {} ms",
+                m.id,
+                100.0 * share(inferred, requested),
+                num(p99, 0)
+            )
+        };
+
+        let mut lm = LiveModel {
+            model: m.id.clone(),
+            sustained_cameras: 0,
+            capped: false,
+            steps: Vec::new(),
+            peer_sustained_cameras: None,
+            peer_capped: false,
+            peer_steps: Vec::new(),
+            cpu: None,
+            overload: Vec::new(),
+        };
+        let mut search = Search::new(p.min_cameras, p.max_cameras);
+        while let Some(n) = search.next() {
+            progress(&format!("live: {} framebus with {n} camera(s)...", m.id));
+            let s = system_run(n)?;
+            progress(&say("framebus", n, s.inferred, s.requested, s.p99_ms));
+            search.record(n, s.sustained);
+            lm.steps.push(s);
         }
         lm.steps.sort_by_key(|s| s.cameras);
         lm.sustained_cameras = search.best();
         lm.capped = search.best() == p.max_cameras.max(1);
+
+        if let Some(peer) = &p.peer {
+            let mut search = Search::new(p.min_cameras, p.max_cameras);
+            while let Some(n) = search.next() {
+                progress(&format!("live: {} peer with {n} camera(s)...", m.id));
+                let s = peer_run(peer, n)?;
+                progress(&say("peer", n, s.inferred, s.requested, s.p99_ms));
+                search.record(n, s.sustained);
+                lm.peer_steps.push(s);
+            }
+            lm.peer_steps.sort_by_key(|s| s.cameras);
+            lm.peer_sustained_cameras = Some(search.best());
+            lm.peer_capped = search.best() == p.max_cameras.max(1);
+
+            if p.cpu_at > 0 {
+                let n = p.cpu_at;
+                if !lm.steps.iter().any(|s| s.cameras == n) {
+                    progress(&format!(
+                        "live: {} framebus with {n} camera(s) (CPU)...",
+                        m.id
+                    ));
+                    let s = system_run(n)?;
+                    lm.steps.push(s);
+                }
+                if !lm.peer_steps.iter().any(|s| s.cameras == n) {
+                    progress(&format!("live: {} peer with {n} camera(s) (CPU)...", m.id));
+                    let s = peer_run(peer, n)?;
+                    lm.peer_steps.push(s);
+                }
+                let sys = lm.steps.iter().find(|s| s.cameras == n);
+                let pr = lm.peer_steps.iter().find(|s| s.cameras == n);
+                if let (Some(sys), Some(pr)) = (sys, pr) {
+                    let system_cores = system_cores(&sys.run);
+                    let peer_cores = pr.run.cpu_s / pr.run.window_s.max(1e-9);
+                    lm.cpu = Some(CpuCompare {
+                        cameras: n,
+                        system_cores,
+                        peer_cores,
+                        ratio: system_cores / peer_cores.max(1e-9),
+                        system_share: sys.ratio,
+                        peer_share: pr.ratio,
+                    });
+                }
+            }
+        }
+
+        if p.overload {
+            let n = (2 * lm.sustained_cameras).max(2);
+            progress(&format!(
+                "live: {} framebus at 2x load, {n} camera(s)...",
+                m.id
+            ));
+            let s = system_run(n)?;
+            progress(&say("framebus", n, s.inferred, s.requested, s.p99_ms));
+            let sustained_p99 =
+                best_p99(lm.steps.iter().map(|s| (s.sustained, s.cameras, s.p99_ms)));
+            let pairs: Vec<PairResult> = s.run.pairs.clone();
+            lm.overload
+                .push(Overload::of("framebus", &pairs, s.p99_ms, sustained_p99));
+            lm.steps.push(s);
+            if let (Some(peer), Some(best)) = (&p.peer, lm.peer_sustained_cameras) {
+                let n = (2 * best).max(2);
+                progress(&format!("live: {} peer at 2x load, {n} camera(s)...", m.id));
+                let s = peer_run(peer, n)?;
+                progress(&say("peer", n, s.inferred, s.requested, s.p99_ms));
+                let sustained_p99 = best_p99(
+                    lm.peer_steps
+                        .iter()
+                        .map(|s| (s.sustained, s.cameras, s.p99_ms)),
+                );
+                lm.overload
+                    .push(Overload::of("peer", &s.run.pairs, s.p99_ms, sustained_p99));
+                lm.peer_steps.push(s);
+            }
+        }
+        lm.steps.sort_by_key(|s| s.cameras);
+        lm.steps.dedup_by_key(|s| s.cameras);
+        lm.peer_steps.sort_by_key(|s| s.cameras);
+        lm.peer_steps.dedup_by_key(|s| s.cameras);
         data.models.push(lm);
     }
     let tables = tables(&data, p);
-    let summary = data
-        .models
-        .iter()
-        .map(|m| {
-            format!(
-                "{}: {}{} camera(s) of {}p@{} fps with {} fps detection sustained at ≥{:.0}% \
-                 of requested inferences ({} thread(s) x {} instance(s))",
-                m.model,
-                if m.capped { "≥" } else { "" },
-                m.sustained_cameras,
-                540,
-                p.camera_fps,
-                p.detect_fps,
-                100.0 * p.threshold,
-                p.threads,
-                p.instances
-            )
-        })
-        .collect();
+    let summary = data.models.iter().flat_map(|m| summary(m, p)).collect();
     Ok((data, tables, summary))
+}
+
+fn share(inferred: usize, requested: f64) -> f64 {
+    if requested > 0.0 {
+        inferred as f64 / requested
+    } else {
+        0.0
+    }
+}
+
+/// The p99 of the largest sustained N.
+fn best_p99(steps: impl Iterator<Item = (bool, usize, Option<f64>)>) -> Option<f64> {
+    steps.filter(|s| s.0).max_by_key(|s| s.1).and_then(|s| s.2)
+}
+
+fn summary(m: &LiveModel, p: &LiveParams) -> Vec<String> {
+    let ge = |capped: bool| if capped { "≥" } else { "" };
+    let mut out = vec![format!(
+        "{}: framebus sustained {}{} camera(s) of 540p@{} fps with {} fps detection \
+         (≥{:.0}% delivered, p99 ≤ {:.0} ms; {} thread(s) x {} instance(s))",
+        m.model,
+        ge(m.capped),
+        m.sustained_cameras,
+        p.camera_fps,
+        p.detect_fps,
+        100.0 * p.threshold,
+        p.max_p99_ms,
+        p.threads,
+        p.instances
+    )];
+    if let Some(peer) = m.peer_sustained_cameras {
+        out.push(format!(
+            "{}: Python peer sustained {}{peer} camera(s); framebus / peer = {} (goal ≥1.3x)",
+            m.model,
+            ge(m.peer_capped),
+            if peer > 0 {
+                format!("{:.2}x", m.sustained_cameras as f64 / peer as f64)
+            } else {
+                "n/a".into()
+            }
+        ));
+    }
+    if let Some(c) = &m.cpu {
+        out.push(format!(
+            "{}: CPU at {} cameras: framebus {:.2} cores ({:.1}% delivered), peer {:.2} cores \
+             ({:.1}% delivered): {:.2}x (goal ≤0.75x)",
+            m.model,
+            c.cameras,
+            c.system_cores,
+            100.0 * c.system_share,
+            c.peer_cores,
+            100.0 * c.peer_share,
+            c.ratio
+        ));
+    }
+    for o in &m.overload {
+        out.push(format!(
+            "{}: {} at 2x load ({} cameras): mean delivered {:.1}%, per camera within ±{:.1}% \
+             of the mean (goal ±10%), p99 {} ms = {} the sustained p99 (goal ≤2x)",
+            m.model,
+            o.side,
+            o.cameras,
+            100.0 * o.mean_share,
+            o.max_dev_pct,
+            num(o.p99_ms, 0),
+            o.p99_ratio()
+                .map_or("n/a".to_string(), |r| format!("{r:.2}x"))
+        ));
+    }
+    out
 }
 
 /// The search for the largest sustained N in `min..=max`: doubling from `min` until a
@@ -203,6 +472,7 @@ fn tables(data: &LiveData, p: &LiveParams) -> Vec<Table> {
         ),
         &[
             "model",
+            "side",
             "cameras",
             "inferred / requested",
             "share",
@@ -220,6 +490,7 @@ fn tables(data: &LiveData, p: &LiveParams) -> Vec<Table> {
             let lat = s.run.model_latency_ms.get(&m.model);
             steps.row(vec![
                 m.model.clone(),
+                "framebus".into(),
                 s.cameras.to_string(),
                 format!("{} / {:.0}", s.inferred, s.requested),
                 format!("{:.1}%", 100.0 * s.ratio),
@@ -231,8 +502,58 @@ fn tables(data: &LiveData, p: &LiveParams) -> Vec<Table> {
                 if s.sustained { "yes" } else { "no" }.to_string(),
             ]);
         }
+        for s in &m.peer_steps {
+            let lat = s.run.latency_ms;
+            steps.row(vec![
+                m.model.clone(),
+                "python peer".into(),
+                s.cameras.to_string(),
+                format!("{} / {:.0}", s.inferred, s.requested),
+                format!("{:.1}%", 100.0 * s.ratio),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                num(lat.map(|l| l.p50), 1),
+                num(lat.map(|l| l.p99), 1),
+                if s.sustained { "yes" } else { "no" }.to_string(),
+            ]);
+        }
     }
     out.push(steps);
+    let mut over = Table::new(
+        "Twice the sustained load: delivered share per camera",
+        &[
+            "model",
+            "side",
+            "cameras",
+            "mean share",
+            "min share",
+            "max share",
+            "max deviation from mean",
+            "p99 ms",
+            "p99 / sustained p99",
+        ],
+    );
+    for m in &data.models {
+        for o in &m.overload {
+            let min = o.shares.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = o.shares.iter().copied().fold(0.0, f64::max);
+            over.row(vec![
+                m.model.clone(),
+                o.side.clone(),
+                o.cameras.to_string(),
+                format!("{:.1}%", 100.0 * o.mean_share),
+                format!("{:.1}%", 100.0 * min),
+                format!("{:.1}%", 100.0 * max),
+                format!("±{:.1}%", o.max_dev_pct),
+                num(o.p99_ms, 0),
+                o.p99_ratio().map_or("-".into(), |r| format!("{r:.2}x")),
+            ]);
+        }
+    }
+    if data.models.iter().any(|m| !m.overload.is_empty()) {
+        out.push(over);
+    }
     // Details of the largest sustained run of each model (else its first run).
     for m in &data.models {
         let Some(s) = m

@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -156,7 +157,11 @@ impl System {
             .tempdir()
             .map_err(io_err("creating the work dir"))?;
         let socket_dir = work_dir.path().join("sock");
-        std::fs::create_dir(&socket_dir).map_err(io_err("creating the socket dir"))?;
+        // 0700: core-agent refuses a socket dir others can read or write (threat model).
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&socket_dir)
+            .map_err(io_err("creating the socket dir"))?;
         let port = free_port().map_err(io_err("finding a free port"))?;
         let paths = RunPaths {
             api_addr: SocketAddr::from(([127, 0, 0, 1], port)),
