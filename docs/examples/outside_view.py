@@ -123,11 +123,28 @@ def main(sock_path, ring_dir, ring_name, model_id):
           "zero-length frame -> malformed_frame, id null")
     check(call(s, {"type": "ping", "v": 1, "id": 18})["id"] == 18, "connection still in sync")
 
-    # §5: futex wait for the next publish (the test's writer publishes on WAIT).
+    # §5: futex wait for the next publish. The test's writer publishes once this process
+    # sleeps in FUTEX_WAIT (it watches /proc/<pid>/syscall), so the wake-up must come
+    # from the writer's FUTEX_WAKE: record what the docs' syscall returns.
+    results = []
+    real_libc = d["libc"]
+
+    class RecordingLibc:
+        def __getattr__(self, name):
+            return getattr(real_libc, name)
+
+        def syscall(self, *args):
+            r = real_libc.syscall(*args)
+            results.append((r, d["ctypes"].get_errno() if r == -1 else 0))
+            return r
+
+    d["libc"] = RecordingLibc()
     last = ring.write_seq()
     print(f"WAIT {last}", flush=True)
     outcome, n = ring.wait_for_publish(last, 30.0)
-    check(outcome == "published" and n == last + 1, f"futex wait woke for publish {n}")
+    d["libc"] = real_libc
+    check(outcome == "published" and n == last + 1, f"wait_for_publish saw publish {n}")
+    check((0, 0) in results, f"FUTEX_WAIT slept and was woken by the writer: {results}")
     newer = ring.latest()
     check(newer is not None and newer[1] == 2 * n, "the new frame is the latest")
     r = call(s, infer_request(19, "cam-outside", model_id, ring_name, ring, newer))

@@ -87,9 +87,7 @@ fn docs_python_examples_run_against_the_real_server() {
             Ok(line) => {
                 if line.starts_with("WAIT ") {
                     assert_eq!(line, format!("WAIT {}", ring.writer.write_seq()));
-                    // Give the script time to reach FUTEX_WAIT; a publish before that is
-                    // seen by its re-check, so this delay only makes the sleep likely.
-                    std::thread::sleep(Duration::from_millis(300));
+                    wait_until_in_futex(child.id());
                     ring.publish(&frame);
                 }
                 out.push(line);
@@ -114,6 +112,28 @@ fn docs_python_examples_run_against_the_real_server() {
     );
     // The script's shutdown drained and stopped the server.
     assert!(server.wait_exit().success());
+}
+
+/// Returns once process `pid` sleeps in the futex syscall (`/proc/<pid>/syscall`), so the
+/// publish that follows must wake it; panics after 30 s (a hang guard, not a timing check).
+fn wait_until_in_futex(pid: u32) {
+    let futex = if cfg!(target_arch = "aarch64") {
+        98
+    } else {
+        202
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+        if now.split_whitespace().next() == Some(&futex.to_string()) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the script never slept in FUTEX_WAIT (/proc/{pid}/syscall: {now})"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Both docs carry the Python blocks the script runs, and the reader's futex wait uses
