@@ -227,10 +227,8 @@ pub fn run(mut instance: Instance, batcher: Arc<Batcher<Job>>, pipeline: Arc<Pip
                     let msg = format!("ring {:?} slot {}: {e}", frame.ring, frame.slot);
                     fail(job, ErrorCode::UnsupportedFormat, msg, t);
                 }
-                Err(e) => {
-                    let msg = format!("ring {:?} slot {}: {e}", frame.ring, frame.slot);
-                    fail(job, read_error_code(&e), msg, t);
-                }
+                // The read error already names the ring and the slot (issue 18).
+                Err(e) => fail(job, read_error_code(&e), e.to_string(), t),
             }
         }
         if prepared.is_empty() {

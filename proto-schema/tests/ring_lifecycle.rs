@@ -165,13 +165,22 @@ fn reader_rejects_malformed_files() {
     let e = open_tampered(dir.path(), &zeros);
     assert!(matches!(e, RingOpenError::BadMagic { .. }), "{e}");
 
-    let mut bad_version = good.clone();
-    bad_version[8..12].copy_from_slice(&2u32.to_le_bytes());
-    let e = open_tampered(dir.path(), &bad_version);
-    assert!(
-        matches!(e, RingOpenError::UnsupportedVersion { found: 2, .. }),
-        "{e}"
-    );
+    for version in [0u32, 3] {
+        let mut bad_version = good.clone();
+        bad_version[8..12].copy_from_slice(&version.to_le_bytes());
+        let e = open_tampered(dir.path(), &bad_version);
+        assert!(
+            matches!(e, RingOpenError::UnsupportedVersion { found, supported: 2, .. } if found == version),
+            "{e}"
+        );
+    }
+
+    // Layout 2 (issue 18): the generation fits in 53 bits; a larger one is a corrupt header.
+    let mut big_generation = good.clone();
+    big_generation[64..72].copy_from_slice(&(1u64 << 53).to_le_bytes());
+    let e = open_tampered(dir.path(), &big_generation);
+    assert!(matches!(e, RingOpenError::BadHeader { .. }), "{e}");
+    assert!(e.to_string().contains("generation"), "{e}");
 
     let mut bad_slots = good.clone();
     bad_slots[16..20].copy_from_slice(&0u32.to_le_bytes());
@@ -434,4 +443,55 @@ fn keep_on_drop_ring_reads_as_closed_and_is_replaced() {
         u32::from_le_bytes(header[140..144].try_into().unwrap()),
         RingState::Starting as u32
     );
+}
+
+/// Issue 18: writers write layout 2 with a generation below 2^53 (exact in an IEEE
+/// double), and readers still open layout-1 rings, whose generation may be any non-zero
+/// u64: the version bump rejects nothing that was valid before.
+#[test]
+fn layout_2_generations_fit_in_53_bits_and_layout_1_still_opens() {
+    use proto_schema::ring::layout::{LAYOUT_VERSION, MAX_GENERATION, MIN_LAYOUT_VERSION};
+    assert_eq!((MIN_LAYOUT_VERSION, LAYOUT_VERSION), (1, 2));
+    assert_eq!(MAX_GENERATION, (1u64 << 53) - 1);
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..64 {
+        let w = writer(dir.path(), "gen", 2);
+        assert!((1..=MAX_GENERATION).contains(&w.generation()));
+        // Exact as an f64, as a JavaScript client would hold it.
+        assert_eq!(w.generation() as f64 as u64, w.generation());
+        let bytes = fs::read(w.path()).unwrap();
+        assert_eq!(bytes[8..12], 2u32.to_le_bytes());
+    }
+
+    let mut v1 = valid_ring_bytes(dir.path());
+    v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let old_generation = 16_946_051_413_669_577_059u64;
+    v1[64..72].copy_from_slice(&old_generation.to_le_bytes());
+    let path = ring_path(dir.path(), "v1");
+    fs::write(&path, &v1).unwrap();
+    let r = RingReader::open(dir.path(), "v1").unwrap();
+    assert_eq!(r.generation(), old_generation);
+}
+
+/// Issue 18 (ring-format.md §3.2): a ring's `state` is advisory except `Closed`. A writer
+/// that publishes while still in `Starting` (as an outside writer may) is read like a
+/// Live one; only `Closed` stops reads.
+#[test]
+fn frames_of_a_starting_ring_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = writer(dir.path(), "starting", 2);
+    let r = RingReader::open(dir.path(), "starting").unwrap();
+    assert_eq!(r.state(), RingState::Starting);
+    assert_eq!(r.latest(), None);
+    let info = publish(&mut w, 7);
+    assert_eq!(r.state(), RingState::Starting);
+    assert_eq!(r.latest(), Some(info));
+    assert_eq!(r.read(info.slot, info.seq, |b| b[0]), Ok(7));
+    w.set_state(RingState::Reconnecting);
+    assert_eq!(r.read(info.slot, info.seq, |b| b[0]), Ok(7));
+    w.set_state(RingState::Closed);
+    assert!(matches!(
+        r.read(info.slot, info.seq, |b| b[0]),
+        Err(ReadError::WriterGone { .. })
+    ));
 }

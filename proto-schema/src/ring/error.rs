@@ -164,13 +164,18 @@ pub enum RingOpenError {
         found: [u8; 8],
     },
     /// A layout version this reader does not understand.
-    #[error("ring {path}: layout version {found}, this reader supports {supported}", path = path.display())]
+    #[error(
+        "ring {path}: layout version {found}, this reader supports {oldest}..={supported}",
+        path = path.display(),
+        oldest = super::layout::MIN_LAYOUT_VERSION
+    )]
     UnsupportedVersion {
         /// Ring file path.
         path: PathBuf,
         /// Version in the file.
         found: u32,
-        /// Version this code reads.
+        /// Newest version this code reads (it reads every version from
+        /// [`super::layout::MIN_LAYOUT_VERSION`] up to this one).
         supported: u32,
     },
     /// A structural header field is inconsistent.

@@ -17,8 +17,15 @@ compile_error!("the ring format is little-endian; big-endian targets are not sup
 
 /// First 8 bytes of every ring file.
 pub const MAGIC: [u8; 8] = *b"FBUSRING";
-/// Layout version written by this code; readers reject any other.
-pub const LAYOUT_VERSION: u32 = 1;
+/// Layout version written by this code. Version 2 (issue 18) is version 1 with
+/// `generation` limited to [`MAX_GENERATION`], so clients whose numbers are IEEE doubles
+/// can echo it in `frame.generation`; the bytes are otherwise identical.
+pub const LAYOUT_VERSION: u32 = 2;
+/// Oldest layout version readers still accept (`MIN_LAYOUT_VERSION..=LAYOUT_VERSION`).
+pub const MIN_LAYOUT_VERSION: u32 = 1;
+/// Largest `generation` of a layout-2 ring: `2^53 - 1`, the largest integer every IEEE
+/// double represents exactly (and the largest "safe integer" of JavaScript).
+pub const MAX_GENERATION: u64 = (1 << 53) - 1;
 /// Bytes of [`FixedHeader`] + [`LiveHeader`]; the slot table starts here.
 pub const HEADER_SIZE: u32 = 256;
 /// Bytes of one [`SlotHeader`].
@@ -322,6 +329,10 @@ impl Layout {
         if h.generation == 0 {
             return bad("generation", 0, "non-zero");
         }
+        // Layout 1 allowed any non-zero u64; from layout 2 on it fits in 53 bits.
+        if h.layout_version >= 2 && h.generation > MAX_GENERATION {
+            return bad("generation", h.generation, "at most 2^53 - 1 (layout 2)");
+        }
         Ok(Layout {
             slots: h.slot_count,
             slot_table_offset: h.slot_table_offset,
@@ -496,6 +507,10 @@ mod tests {
             ("slot_stride", Box::new(|h| h.slot_stride -= 64 * 100)),
             ("file_size", Box::new(|h| h.file_size += 4096)),
             ("generation", Box::new(|h| h.generation = 0)),
+            (
+                "generation",
+                Box::new(|h| h.generation = MAX_GENERATION + 1),
+            ),
         ];
         for (field, mutate) in cases {
             let mut h = good;

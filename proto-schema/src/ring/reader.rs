@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::error::{ReadError, RingOpenError};
-use super::layout::{FixedHeader, Layout, HEADER_SIZE, LAYOUT_VERSION, MAGIC};
+use super::layout::{FixedHeader, Layout, HEADER_SIZE, LAYOUT_VERSION, MAGIC, MIN_LAYOUT_VERSION};
 use super::notify::{self, Wake};
 use super::shm::{MapError, ReaderMap, UncheckedMap, MAX_GUARDED_MAPPINGS};
 use super::{ring_path, validate_ring_name, FrameInfo, RingCounters, RingState};
@@ -595,7 +595,8 @@ fn validate_header(
             found: fixed.magic,
         });
     }
-    if fixed.layout_version != LAYOUT_VERSION {
+    // Layout 1 rings (any non-zero generation) are still read: nothing they held changed.
+    if !(MIN_LAYOUT_VERSION..=LAYOUT_VERSION).contains(&fixed.layout_version) {
         return Err(RingOpenError::UnsupportedVersion {
             path: path(),
             found: fixed.layout_version,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::RingCreateError;
-use super::layout::{FixedHeader, Layout, MAGIC, MAX_SLOTS, MIN_SLOTS};
+use super::layout::{FixedHeader, Layout, MAGIC, MAX_GENERATION, MAX_SLOTS, MIN_SLOTS};
 use super::layout::{LiveHeader, RingCountersHandle};
 use super::shm::{WriterMap, FIXED_HEADER_LEN};
 use super::{
@@ -209,7 +209,8 @@ impl RingWriter {
         self.geometry
     }
 
-    /// Random id of this ring incarnation; a recreated ring gets a new one.
+    /// Random id of this ring incarnation, `1..=MAX_GENERATION` (53 bits, so IEEE-double
+    /// clients can echo it); a recreated ring gets a new one.
     pub fn generation(&self) -> u64 {
         self.generation
     }
@@ -594,6 +595,7 @@ fn read_writer_pid(file: &File) -> Option<u32> {
     (header.magic == MAGIC).then_some(header.writer_pid)
 }
 
+/// A random id in `1..=MAX_GENERATION` (layout 2: 53 bits, exact in an IEEE double).
 fn random_generation() -> u64 {
     let mut bytes = [0u8; 8];
     let filled = rustix::rand::getrandom(&mut bytes[..], rustix::rand::GetRandomFlags::empty())
@@ -608,7 +610,7 @@ fn random_generation() -> u64 {
             std::process::id(),
         ))
     };
-    value.max(1)
+    (value & MAX_GENERATION).max(1)
 }
 
 #[cfg(test)]
