@@ -746,7 +746,192 @@ fn reused_record(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proto_schema::message::{Detection, Timings};
+    use proto_schema::message::{decode_request, Detection, InferenceResponse, Timings};
+    use proto_schema::pixel::{FrameGeometry, PixelFormat};
+    use proto_schema::ring::{RingState, RingWriter};
+
+    /// A model server stand-in: answers every request at once with one person.
+    async fn fake_server(listener: tokio::net::UnixListener) {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.into_split();
+                while let Ok(Some(frame)) = proto_schema::framing::read_frame(&mut r, 1 << 20).await {
+                    let Ok(Request::Infer(req)) = decode_request(&frame) else {
+                        return;
+                    };
+                    let answer = Response::InferResult(InferenceResponse {
+                        v: PROTOCOL_VERSION,
+                        id: req.id,
+                        model_id: req.model_id.clone(),
+                        camera_id: req.camera_id.clone(),
+                        frame_id: req.meta.frame_id,
+                        detections: vec![det("person")],
+                        timings: Timings::default(),
+                        error: None,
+                    });
+                    if proto_schema::framing::write_message(&mut w, &answer, 1 << 20)
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+
+    struct Run {
+        frames: u64,
+        wakeups: u64,
+        sent: u64,
+        missed: u64,
+        skipped: u64,
+        records: Vec<ResultRecord>,
+    }
+
+    /// Runs one agent on a real ring fed at 25 fps for `frames` frames (real time: the
+    /// waiter sleeps on the real clock), with a 5 fps subscription.
+    async fn run_agent(frames: u64, server_ready: bool, motion: MotionConfig, moving: bool) -> Run {
+        let dir = tempfile::tempdir().unwrap();
+        let g = FrameGeometry::packed(64, 32, PixelFormat::Nv12).unwrap();
+        let mut ring = RingWriter::builder("cam")
+            .dir(dir.path())
+            .slots(8)
+            .geometry(g)
+            .create()
+            .unwrap();
+        ring.set_state(RingState::Live);
+        let socket = dir.path().join("m.sock");
+        let server = tokio::spawn(fake_server(
+            tokio::net::UnixListener::bind(&socket).unwrap(),
+        ));
+        let status = |ready: bool| ProcStatus {
+            state: if ready { ProcState::Ready } else { ProcState::Starting },
+            ready_epoch: 1,
+            ..ProcStatus::default()
+        };
+        let (_k, kernel) = watch::channel(status(true));
+        let (_m, model) = watch::channel(status(server_ready));
+        let metrics = Metrics::default();
+        let results = ResultQueue::new(4096);
+        let spec = AgentSpec {
+            camera: "cam".into(),
+            ring_dir: dir.path().to_path_buf(),
+            ring: "cam".into(),
+            subs: vec![SubSpec {
+                model: "m".into(),
+                socket,
+                fps: 5.0,
+                classes: vec![],
+                max_in_flight: 1,
+            }],
+            request_timeout: Duration::from_secs(2),
+            drain_timeout: Duration::from_secs(1),
+            max_message: 1 << 20,
+            motion,
+        };
+        let agent = AgentHandle::spawn(
+            spec,
+            kernel,
+            vec![model],
+            &metrics,
+            results.clone(),
+            &PhaseRegistry::new(),
+        );
+        // Let the agent open the ring before the first frame.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for i in 0..frames {
+            let mut slot = ring.begin_write();
+            let data = slot.data_mut();
+            data.fill(100);
+            if moving {
+                // A bright bar sweeping across the luma plane.
+                let x = (i as usize * 3) % 60;
+                for y in 0..32 {
+                    data[y * 64 + x..y * 64 + x + 4].fill(250);
+                }
+            }
+            slot.publish(i as i64 * 40_000_000, unix_now_ns());
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        agent.stop().await;
+        server.abort();
+        let cam = metrics.camera("cam");
+        let sub = cam.sub("m");
+        let mut records = Vec::new();
+        while let Some(batch) = results.pop_all(Duration::ZERO).filter(|b| !b.is_empty()) {
+            records.extend(batch);
+        }
+        Run {
+            frames,
+            wakeups: cam.wakeups.load(Ordering::Relaxed),
+            sent: sub.sent.load(Ordering::Relaxed),
+            missed: sub.missed.load(Ordering::Relaxed),
+            skipped: sub.motion_skipped.load(Ordering::Relaxed),
+            records,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_25fps_camera_gated_to_5_wakes_the_agent_per_slot_not_per_frame() {
+        let r = run_agent(75, true, MotionConfig::default(), true).await;
+        println!(
+            "wake-ups: {} for {} frames published ({:.2} per frame; before: 1 per frame), {} sent, {} missed",
+            r.wakeups,
+            r.frames,
+            r.wakeups as f64 / r.frames as f64,
+            r.sent,
+            r.missed
+        );
+        // 3 s at 5 fps: about 15 slots. Every wake-up was for a due frame...
+        assert!(r.sent >= 5, "{} sent", r.sent);
+        assert!(r.wakeups <= r.sent + r.missed + 2, "{} wake-ups, {} sent", r.wakeups, r.sent);
+        // ...so far fewer than one per frame (about 1 in 5).
+        assert!(r.wakeups * 2 < r.frames, "{} wake-ups for {} frames", r.wakeups, r.frames);
+        assert_eq!(r.missed, 0);
+        assert_eq!(r.records.len() as u64, r.sent);
+        assert!(r.records.iter().all(|x| !x.reused && x.count_of("person") == 1));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_model_that_is_down_costs_one_wake_up_and_one_missed_slot_per_slot() {
+        let r = run_agent(75, false, MotionConfig::default(), true).await;
+        println!("model down: {} wake-ups, {} missed for {} frames", r.wakeups, r.missed, r.frames);
+        assert_eq!(r.sent, 0);
+        // About 15 slots had frames; each is missed once, none twice.
+        assert!((5..=17).contains(&r.missed), "{} missed", r.missed);
+        assert!(r.wakeups * 2 < r.frames, "{} wake-ups for {} frames", r.wakeups, r.frames);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_still_scene_reuses_results_within_the_keepalive() {
+        let motion = MotionConfig {
+            enabled: true,
+            keepalive_fps: 1.0,
+            ..MotionConfig::default()
+        };
+        let r = run_agent(75, true, motion.clone(), false).await;
+        let reused: Vec<&ResultRecord> = r.records.iter().filter(|x| x.reused).collect();
+        println!(
+            "still scene: {} inferences, {} reused ({} counted as saved)",
+            r.sent,
+            reused.len(),
+            r.skipped
+        );
+        assert_eq!(reused.len() as u64, r.skipped);
+        assert!(r.skipped > r.sent, "{} saved, {} sent", r.skipped, r.sent);
+        for x in &reused {
+            let age = x.result_age_ms.unwrap();
+            // Never older than the keep-alive interval (1 s) allows.
+            assert!((0.0..1_000.0).contains(&age), "{age}");
+            assert_eq!(x.count_of("person"), 1);
+        }
+        // Motion: nothing is reused.
+        let moving = run_agent(50, true, motion, true).await;
+        assert_eq!(moving.skipped, 0);
+        assert!(moving.records.iter().all(|x| !x.reused));
+    }
 
     fn det(name: &str) -> Detection {
         Detection {
