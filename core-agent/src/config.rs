@@ -320,9 +320,10 @@ pub struct CameraConfig {
     /// CPUs the frame kernel may run on. Default: all.
     #[serde(default)]
     pub cpu_affinity: Option<Vec<usize>>,
-    /// `[cameras.motion]`: the motion gate in front of inference. Default: off.
+    /// `[cameras.motion]`: the motion gate in front of inference. Default: off. (Boxed:
+    /// it keeps `CameraConfig` small where it travels by value.)
     #[serde(default)]
-    pub motion: MotionConfig,
+    pub motion: Box<MotionConfig>,
 }
 
 /// `[cameras.motion]`: skip inference on frames where nothing moves (frame differencing
@@ -726,12 +727,9 @@ mod tests {
         assert_eq!(cam.transport, Transport::Tcp);
         assert!(cam.enabled && cam.realtime && cam.loop_file);
         assert_eq!(cam.ring_name(), "cam1");
-        assert_eq!(cam.motion, MotionConfig::default());
+        assert_eq!(*cam.motion, MotionConfig::default());
         assert!(!cam.motion.enabled);
-        assert_eq!(
-            (cam.motion.threshold, cam.motion.pixel_delta),
-            (0.002, 20)
-        );
+        assert_eq!((cam.motion.threshold, cam.motion.pixel_delta), (0.002, 20));
         assert_eq!(
             (cam.motion.thumbnail_width, cam.motion.keepalive_fps),
             (96, 1.0)

@@ -402,7 +402,7 @@ impl System {
             request_timeout: Duration::from_millis(self.config.limits.request_timeout_ms),
             drain_timeout: Duration::from_millis(self.config.limits.drain_timeout_ms),
             max_message: self.config.limits.max_message_bytes,
-            motion: c.motion.clone(),
+            motion: (*c.motion).clone(),
         }
     }
 

@@ -23,9 +23,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use proto_schema::message::{
-    Detection, FrameMeta, FrameRef, InferenceRequest, Request, Response,
-};
+use proto_schema::message::{Detection, FrameMeta, FrameRef, InferenceRequest, Request, Response};
 use proto_schema::ring::{FrameInfo, RingReader};
 use proto_schema::PROTOCOL_VERSION;
 use tokio::sync::{mpsc, watch};
@@ -755,7 +753,8 @@ mod tests {
         while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let (mut r, mut w) = stream.into_split();
-                while let Ok(Some(frame)) = proto_schema::framing::read_frame(&mut r, 1 << 20).await {
+                while let Ok(Some(frame)) = proto_schema::framing::read_frame(&mut r, 1 << 20).await
+                {
                     let Ok(Request::Infer(req)) = decode_request(&frame) else {
                         return;
                     };
@@ -806,7 +805,11 @@ mod tests {
             tokio::net::UnixListener::bind(&socket).unwrap(),
         ));
         let status = |ready: bool| ProcStatus {
-            state: if ready { ProcState::Ready } else { ProcState::Starting },
+            state: if ready {
+                ProcState::Ready
+            } else {
+                ProcState::Starting
+            },
             ready_epoch: 1,
             ..ProcStatus::default()
         };
@@ -886,22 +889,43 @@ mod tests {
         );
         // 3 s at 5 fps: about 15 slots. Every wake-up was for a due frame...
         assert!(r.sent >= 5, "{} sent", r.sent);
-        assert!(r.wakeups <= r.sent + r.missed + 2, "{} wake-ups, {} sent", r.wakeups, r.sent);
+        assert!(
+            r.wakeups <= r.sent + r.missed + 2,
+            "{} wake-ups, {} sent",
+            r.wakeups,
+            r.sent
+        );
         // ...so far fewer than one per frame (about 1 in 5).
-        assert!(r.wakeups * 2 < r.frames, "{} wake-ups for {} frames", r.wakeups, r.frames);
+        assert!(
+            r.wakeups * 2 < r.frames,
+            "{} wake-ups for {} frames",
+            r.wakeups,
+            r.frames
+        );
         assert_eq!(r.missed, 0);
         assert_eq!(r.records.len() as u64, r.sent);
-        assert!(r.records.iter().all(|x| !x.reused && x.count_of("person") == 1));
+        assert!(r
+            .records
+            .iter()
+            .all(|x| !x.reused && x.count_of("person") == 1));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_model_that_is_down_costs_one_wake_up_and_one_missed_slot_per_slot() {
         let r = run_agent(75, false, MotionConfig::default(), true).await;
-        println!("model down: {} wake-ups, {} missed for {} frames", r.wakeups, r.missed, r.frames);
+        println!(
+            "model down: {} wake-ups, {} missed for {} frames",
+            r.wakeups, r.missed, r.frames
+        );
         assert_eq!(r.sent, 0);
         // About 15 slots had frames; each is missed once, none twice.
         assert!((5..=17).contains(&r.missed), "{} missed", r.missed);
-        assert!(r.wakeups * 2 < r.frames, "{} wake-ups for {} frames", r.wakeups, r.frames);
+        assert!(
+            r.wakeups * 2 < r.frames,
+            "{} wake-ups for {} frames",
+            r.wakeups,
+            r.frames
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

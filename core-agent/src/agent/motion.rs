@@ -56,13 +56,7 @@ pub fn thumbnail_size(width: u32, height: u32, thumb_width: u32) -> (u32, u32) {
 /// thumbnail pixel averages up to 4 x 4 samples of its block of the frame. `bytes` may
 /// be a torn frame: nothing here trusts the content, and a geometry that does not fit
 /// `bytes` gives `false` (never a panic).
-pub fn thumbnail(
-    bytes: &[u8],
-    g: &FrameGeometry,
-    tw: u32,
-    th: u32,
-    out: &mut Vec<u8>,
-) -> bool {
+pub fn thumbnail(bytes: &[u8], g: &FrameGeometry, tw: u32, th: u32, out: &mut Vec<u8>) -> bool {
     out.clear();
     let (w, h) = (g.width as usize, g.height as usize);
     let (tw, th) = (tw as usize, th as usize);
@@ -86,11 +80,15 @@ pub fn thumbnail(
             PixelFormat::Nv12 | PixelFormat::I420 => u32::from(bytes[i]),
             // BT.601 weights in 8-bit fixed point.
             PixelFormat::Bgr24 => {
-                (29 * u32::from(bytes[i]) + 150 * u32::from(bytes[i + 1]) + 77 * u32::from(bytes[i + 2]))
+                (29 * u32::from(bytes[i])
+                    + 150 * u32::from(bytes[i + 1])
+                    + 77 * u32::from(bytes[i + 2]))
                     >> 8
             }
             PixelFormat::Rgb24 => {
-                (77 * u32::from(bytes[i]) + 150 * u32::from(bytes[i + 1]) + 29 * u32::from(bytes[i + 2]))
+                (77 * u32::from(bytes[i])
+                    + 150 * u32::from(bytes[i + 1])
+                    + 29 * u32::from(bytes[i + 2]))
                     >> 8
             }
         }
@@ -321,7 +319,10 @@ mod tests {
             let mut out = Vec::new();
             assert!(thumbnail(&frame, &g, 16, 8, &mut out), "{format}");
             assert_eq!(out.len(), 16 * 8);
-            assert!(out.iter().all(|&p| (76..=77).contains(&p)), "{format}: {out:?}");
+            assert!(
+                out.iter().all(|&p| (76..=77).contains(&p)),
+                "{format}: {out:?}"
+            );
             // Bytes shorter than the geometry: refused, no panic.
             assert!(!thumbnail(&frame[..100], &g, 16, 8, &mut out));
             assert!(out.is_empty());
@@ -340,7 +341,11 @@ mod tests {
         }
         // A 20-pixel square (~0.7 % of the frame) walks in and keeps walking.
         for step in 0..6 {
-            let m = judge(&mut d, &nv12(w, h, Some((40 + 15 * step, 60, 20)), 20 + step), &g);
+            let m = judge(
+                &mut d,
+                &nv12(w, h, Some((40 + 15 * step, 60, 20)), 20 + step),
+                &g,
+            );
             assert!(matches!(m, Motion::Moving(_)), "step {step}: {m:?}");
         }
         // It stops: within a few looks it is background.
@@ -362,7 +367,11 @@ mod tests {
         let mut d = MotionDetector::new(&masked);
         judge(&mut d, &nv12(w, h, None, 1), &g);
         for step in 0..5 {
-            let m = judge(&mut d, &nv12(w, h, Some((10 + 20 * step, 60, 30)), 2 + step), &g);
+            let m = judge(
+                &mut d,
+                &nv12(w, h, Some((10 + 20 * step, 60, 30)), 2 + step),
+                &g,
+            );
             assert!(m.is_still(), "masked step {step}: {m:?}");
         }
         let m = judge(&mut d, &nv12(w, h, Some((250, 60, 30)), 9), &g);
@@ -387,7 +396,13 @@ mod tests {
         let still = Motion::Still(0.0);
         assert!(may_skip(still, true, Some(10 * S), 10 * S + S / 2, 1.0));
         assert!(!may_skip(still, true, Some(10 * S), 11 * S, 1.0));
-        assert!(!may_skip(Motion::Moving(0.1), true, Some(10 * S), 10 * S, 1.0));
+        assert!(!may_skip(
+            Motion::Moving(0.1),
+            true,
+            Some(10 * S),
+            10 * S,
+            1.0
+        ));
         assert!(!may_skip(Motion::Learning, true, Some(10 * S), 10 * S, 1.0));
         assert!(!may_skip(Motion::Unknown, true, Some(10 * S), 10 * S, 1.0));
         // Nothing to reuse yet.

@@ -193,7 +193,10 @@ mod tests {
     fn sleeps_until_due_then_waits_for_publishes() {
         let h = 10_000 * MS;
         assert_eq!(nap(0, h, 5_000 * MS), None);
-        assert_eq!(nap(5_200 * MS, h, 5_000 * MS), Some(Duration::from_millis(200)));
+        assert_eq!(
+            nap(5_200 * MS, h, 5_000 * MS),
+            Some(Duration::from_millis(200))
+        );
         assert_eq!(nap(5_200 * MS, h, 5_200 * MS), None);
         assert_eq!(nap(5_200 * MS, h, 5_300 * MS), None);
         // Too far ahead: the clock jumped; do not sleep on it.

@@ -1130,7 +1130,7 @@ mod tests {
         let mut errs = Vec::new();
         check_camera(&cam, false, &mut errs);
         assert!(errs.is_empty(), "{errs:?}");
-        cam.motion = crate::config::MotionConfig {
+        *cam.motion = crate::config::MotionConfig {
             enabled: true,
             threshold: 0.0,
             pixel_delta: 0,

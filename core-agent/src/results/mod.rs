@@ -272,14 +272,20 @@ mod tests {
     #[test]
     fn reuse_fields_are_written_only_on_reused_records() {
         let plain = serde_json::to_string(&record(1)).unwrap();
-        assert!(!plain.contains("reused") && !plain.contains("result_age_ms"), "{plain}");
+        assert!(
+            !plain.contains("reused") && !plain.contains("result_age_ms"),
+            "{plain}"
+        );
         let reused = ResultRecord {
             reused: true,
             result_age_ms: Some(400.0),
             ..record(2)
         };
         let text = serde_json::to_string(&reused).unwrap();
-        assert!(text.contains("\"reused\":true") && text.contains("\"result_age_ms\":400.0"), "{text}");
+        assert!(
+            text.contains("\"reused\":true") && text.contains("\"result_age_ms\":400.0"),
+            "{text}"
+        );
         let back: ResultRecord = serde_json::from_str(&text).unwrap();
         assert_eq!(back, reused);
         let old: ResultRecord = serde_json::from_str(&plain).unwrap();
