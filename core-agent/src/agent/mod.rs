@@ -108,7 +108,7 @@ impl AgentHandle {
                 let phase = phases.lease(&s.model);
                 Sub {
                     gate: FpsGate::with_phase(s.fps, phase.phase()),
-                    phase,
+                    _phase: phase,
                     link: Link::new(i, s.socket.clone(), spec.max_message),
                     metrics: cam.sub(&s.model),
                     model: metrics.model(&s.model),
@@ -158,9 +158,8 @@ impl AgentHandle {
 struct Sub {
     spec: SubSpec,
     gate: FpsGate,
-    /// Held for the phase's sake: dropping it frees the position for another camera.
-    #[allow(dead_code)]
-    phase: PhaseLease,
+    /// Held while the agent runs: dropping it frees the position for another camera.
+    _phase: PhaseLease,
     link: Link,
     metrics: Arc<SubMetrics>,
     model: Arc<ModelMetrics>,
