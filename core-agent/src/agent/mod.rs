@@ -790,15 +790,22 @@ mod tests {
     /// Runs one agent on a real ring fed at 25 fps for `frames` frames (real time: the
     /// waiter sleeps on the real clock), with a 5 fps subscription.
     async fn run_agent(frames: u64, server_ready: bool, motion: MotionConfig, moving: bool) -> Run {
+        run_agents(1, frames, server_ready, motion, moving)
+            .await
+            .remove(0)
+    }
+
+    /// [`run_agent`] for `cameras` cameras of one model, their frames published at the
+    /// same instants, their phases from one registry.
+    async fn run_agents(
+        cameras: usize,
+        frames: u64,
+        server_ready: bool,
+        motion: MotionConfig,
+        moving: bool,
+    ) -> Vec<Run> {
         let dir = tempfile::tempdir().unwrap();
         let g = FrameGeometry::packed(64, 32, PixelFormat::Nv12).unwrap();
-        let mut ring = RingWriter::builder("cam")
-            .dir(dir.path())
-            .slots(8)
-            .geometry(g)
-            .create()
-            .unwrap();
-        ring.set_state(RingState::Live);
         let socket = dir.path().join("m.sock");
         let server = tokio::spawn(fake_server(
             tokio::net::UnixListener::bind(&socket).unwrap(),
@@ -816,62 +823,111 @@ mod tests {
         let (_m, model) = watch::channel(status(server_ready));
         let metrics = Metrics::default();
         let results = ResultQueue::new(4096);
-        let spec = AgentSpec {
-            camera: "cam".into(),
-            ring_dir: dir.path().to_path_buf(),
-            ring: "cam".into(),
-            subs: vec![SubSpec {
-                model: "m".into(),
-                socket,
-                fps: 5.0,
-                classes: vec![],
-                max_in_flight: 1,
-            }],
-            request_timeout: Duration::from_secs(2),
-            drain_timeout: Duration::from_secs(1),
-            max_message: 1 << 20,
-            motion,
-        };
-        let agent = AgentHandle::spawn(
-            spec,
-            kernel,
-            vec![model],
-            &metrics,
-            results.clone(),
-            &PhaseRegistry::new(),
-        );
-        // Let the agent open the ring before the first frame.
+        let phases = PhaseRegistry::new();
+        let mut rings = Vec::new();
+        let mut agents = Vec::new();
+        for c in 0..cameras {
+            let name = format!("cam{c}");
+            let ring = RingWriter::builder(name.clone())
+                .dir(dir.path())
+                .slots(8)
+                .geometry(g)
+                .create()
+                .unwrap();
+            ring.set_state(RingState::Live);
+            rings.push(ring);
+            let spec = AgentSpec {
+                camera: name.clone(),
+                ring_dir: dir.path().to_path_buf(),
+                ring: name,
+                subs: vec![SubSpec {
+                    model: "m".into(),
+                    socket: socket.clone(),
+                    fps: 5.0,
+                    classes: vec![],
+                    max_in_flight: 1,
+                }],
+                request_timeout: Duration::from_secs(2),
+                drain_timeout: Duration::from_secs(1),
+                max_message: 1 << 20,
+                motion: motion.clone(),
+            };
+            agents.push(AgentHandle::spawn(
+                spec,
+                kernel.clone(),
+                vec![model.clone()],
+                &metrics,
+                results.clone(),
+                &phases,
+            ));
+        }
+        // Let the agents open their rings before the first frame.
         tokio::time::sleep(Duration::from_millis(200)).await;
         for i in 0..frames {
-            let mut slot = ring.begin_write();
-            let data = slot.data_mut();
-            data.fill(100);
-            if moving {
-                // A bright bar sweeping across the luma plane.
-                let x = (i as usize * 3) % 60;
-                for y in 0..32 {
-                    data[y * 64 + x..y * 64 + x + 4].fill(250);
+            let now = unix_now_ns();
+            for ring in &mut rings {
+                let mut slot = ring.begin_write();
+                let data = slot.data_mut();
+                data.fill(100);
+                if moving {
+                    // A bright bar sweeping across the luma plane.
+                    let x = (i as usize * 3) % 60;
+                    for y in 0..32 {
+                        data[y * 64 + x..y * 64 + x + 4].fill(250);
+                    }
                 }
+                slot.publish(i as i64 * 40_000_000, now);
             }
-            slot.publish(i as i64 * 40_000_000, unix_now_ns());
             tokio::time::sleep(Duration::from_millis(40)).await;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        agent.stop().await;
+        for agent in agents {
+            agent.stop().await;
+        }
         server.abort();
-        let cam = metrics.camera("cam");
-        let sub = cam.sub("m");
         let mut records = Vec::new();
         while let Some(batch) = results.pop_all(Duration::ZERO).filter(|b| !b.is_empty()) {
             records.extend(batch);
         }
-        Run {
-            frames,
-            wakeups: cam.wakeups.load(Ordering::Relaxed),
-            sent: sub.sent.load(Ordering::Relaxed),
-            missed: sub.missed.load(Ordering::Relaxed),
-            skipped: sub.motion_skipped.load(Ordering::Relaxed),
-            records,
+        (0..cameras)
+            .map(|c| {
+                let id = format!("cam{c}");
+                let cam = metrics.camera(&id);
+                let sub = cam.sub("m");
+                Run {
+                    frames,
+                    wakeups: cam.wakeups.load(Ordering::Relaxed),
+                    sent: sub.sent.load(Ordering::Relaxed),
+                    missed: sub.missed.load(Ordering::Relaxed),
+                    skipped: sub.motion_skipped.load(Ordering::Relaxed),
+                    records: records.iter().filter(|r| r.camera == id).cloned().collect(),
+                }
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cameras_of_one_model_send_in_their_own_phase() {
+        // Two cameras publishing at the same instants: the first one's slots start on
+        // multiples of 200 ms, the second one's 100 ms later.
+        let runs = run_agents(2, 50, true, MotionConfig::default(), true).await;
+        const SLOT: u64 = 200_000_000;
+        for (c, run) in runs.iter().enumerate() {
+            let phase = c as u64 * SLOT / 2;
+            let offsets: Vec<u64> = run
+                .records
+                .iter()
+                .map(|r| (r.capture_ts_ns + SLOT - phase) % SLOT / 1_000_000)
+                .collect();
+            println!("camera {c}: sent frames {offsets:?} ms after its slot starts");
+            assert!(offsets.len() >= 4, "{offsets:?}");
+            // After the very first frame (sent at once, wherever its slot stood): the
+            // first frame at or after the slot start, within a frame interval or two,
+            // never in the other camera's half of the interval.
+            assert!(
+                offsets[1..].iter().all(|&o| o < 100),
+                "camera {c}: {offsets:?}"
+            );
         }
     }
 
