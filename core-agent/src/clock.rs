@@ -82,6 +82,16 @@ pub fn capture_age_ns(capture_ts_ns: u64) -> u64 {
     }
 }
 
+/// The current time on the clock `capture_ts_ns` was stamped with (see
+/// [`capture_age_ns`]).
+pub fn capture_clock_now_ns(capture_ts_ns: u64) -> u64 {
+    if capture_ts_ns >= UNIX_NS_FLOOR {
+        unix_now_ns()
+    } else {
+        monotonic_now_ns()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

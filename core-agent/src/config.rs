@@ -320,6 +320,49 @@ pub struct CameraConfig {
     /// CPUs the frame kernel may run on. Default: all.
     #[serde(default)]
     pub cpu_affinity: Option<Vec<usize>>,
+    /// `[cameras.motion]`: the motion gate in front of inference. Default: off. (Boxed:
+    /// it keeps `CameraConfig` small where it travels by value.)
+    #[serde(default)]
+    pub motion: Box<MotionConfig>,
+}
+
+/// `[cameras.motion]`: skip inference on frames where nothing moves (frame differencing
+/// on a small grey thumbnail of the ring's luma plane) and reuse the last result, with
+/// a keep-alive inference rate that always stays.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MotionConfig {
+    /// Whether the gate runs. Default `false`.
+    pub enabled: bool,
+    /// Share of the unmasked thumbnail pixels that must change for a frame to count as
+    /// motion, `0 < threshold <= 1`. Default `0.002` (0.2 %).
+    pub threshold: f64,
+    /// Grey-level difference (0-255) from the running background above which a
+    /// thumbnail pixel counts as changed, `1..=255`. Default `20`.
+    pub pixel_delta: u8,
+    /// Thumbnail width in pixels (height follows the frame's aspect), `8..=640`.
+    /// Default `96`.
+    pub thumbnail_width: u32,
+    /// Regions where motion is ignored: polygons of `[x, y]` points in normalised
+    /// coordinates (`0..=1` across the frame, origin top left), 3 to 64 points each, at
+    /// most 32 polygons. Default: none.
+    pub masks: Vec<Vec<[f64; 2]>>,
+    /// Inferences per second that stay without motion, so a result is never older than
+    /// `1 / keepalive_fps` seconds; `0` turns the keep-alive off. `0..=1000`. Default `1`.
+    pub keepalive_fps: f64,
+}
+
+impl Default for MotionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            threshold: 0.002,
+            pixel_delta: 20,
+            thumbnail_width: 96,
+            masks: Vec::new(),
+            keepalive_fps: 1.0,
+        }
+    }
 }
 
 impl CameraConfig {
@@ -684,6 +727,26 @@ mod tests {
         assert_eq!(cam.transport, Transport::Tcp);
         assert!(cam.enabled && cam.realtime && cam.loop_file);
         assert_eq!(cam.ring_name(), "cam1");
+        assert_eq!(*cam.motion, MotionConfig::default());
+        assert!(!cam.motion.enabled);
+        assert_eq!((cam.motion.threshold, cam.motion.pixel_delta), (0.002, 20));
+        assert_eq!(
+            (cam.motion.thumbnail_width, cam.motion.keepalive_fps),
+            (96, 1.0)
+        );
+        let motion = parse(&MINIMAL.replace(
+            "source = \"video.mp4\"",
+            "source = \"video.mp4\"\n[cameras.motion]\nenabled = true\nmasks = [[[0, 0], [0.5, 0], [0.5, 1]]]",
+        ))
+        .unwrap();
+        assert!(motion.cameras[0].motion.enabled);
+        assert_eq!(motion.cameras[0].motion.masks[0][1], [0.5, 0.0]);
+        let err = parse(&MINIMAL.replace(
+            "source = \"video.mp4\"",
+            "source = \"video.mp4\"\n[cameras.motion]\nthreshhold = 0.1",
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("threshhold"), "{err}");
         let m = &c.models[0];
         assert_eq!(m.family, ModelFamily::Auto);
         assert_eq!((m.threads, m.instances, m.max_batch), (1, 1, 1));

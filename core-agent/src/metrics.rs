@@ -125,6 +125,8 @@ pub struct SubMetrics {
     pub people: AtomicU64,
     /// Detections in the latest result.
     pub detections: AtomicU64,
+    /// Inferences the motion gate saved: still frames answered with the last result.
+    pub motion_skipped: AtomicU64,
     /// Capture-to-result latency.
     pub latency: Mutex<LatencyWindow>,
     /// Result rate.
@@ -169,6 +171,8 @@ pub struct CameraMetrics {
     pub ring: Mutex<RingView>,
     /// Frames the agent was woken for.
     pub frames_seen: AtomicU64,
+    /// Times the ring's waiter woke the agent (about one per due slot, not one per frame).
+    pub wakeups: AtomicU64,
     /// Ring reopenings after the kernel restarted.
     pub ring_reopens: AtomicU64,
     /// Per model id.
@@ -314,6 +318,8 @@ pub struct SubSnapshot {
     pub people: u64,
     /// Detections in the latest result.
     pub detections: u64,
+    /// Inferences the motion gate saved (still frames answered with the last result).
+    pub motion_skipped: u64,
     /// Capture-to-result latency, ms.
     pub latency_ms: Pct,
 }
@@ -337,6 +343,7 @@ impl SubSnapshot {
             errors: g(&m.errors),
             people: g(&m.people),
             detections: g(&m.detections),
+            motion_skipped: g(&m.motion_skipped),
             latency_ms: lock(&m.latency).percentiles(),
         }
     }

@@ -31,6 +31,10 @@ pub struct CameraStatus {
     pub fps_decoded: f64,
     /// Frames the agent was woken for.
     pub frames_seen: u64,
+    /// Times the ring's waiter woke the agent (about once per due slot).
+    pub wakeups: u64,
+    /// Inferences the motion gate saved, summed over the subscriptions.
+    pub motion_skipped: u64,
     /// Per subscription.
     pub subscriptions: Vec<SubSnapshot>,
 }
@@ -69,7 +73,7 @@ pub fn cameras(shared: &Shared) -> Vec<CameraStatus> {
                 Some(_) if ring.state.is_empty() => "starting".to_owned(),
                 Some(_) => ring.state.clone(),
             };
-            let subscriptions = view
+            let subscriptions: Vec<SubSnapshot> = view
                 .subscriptions
                 .iter()
                 .filter(|s| s.camera == c.config.id)
@@ -88,6 +92,8 @@ pub fn cameras(shared: &Shared) -> Vec<CameraStatus> {
                 kernel,
                 ring,
                 frames_seen: m.frames_seen.load(Ordering::Relaxed),
+                wakeups: m.wakeups.load(Ordering::Relaxed),
+                motion_skipped: subscriptions.iter().map(|s| s.motion_skipped).sum(),
                 subscriptions,
             }
         })
@@ -299,7 +305,21 @@ pub fn prometheus(shared: &Shared) -> String {
             label(&c.id)
         );
     }
-    let sub_counters: [Counter; 9] = [
+    family(
+        &mut out,
+        "framebus_camera_wakeups_total",
+        "counter",
+        "Times the ring's waiter woke the camera's agent (about once per due slot).",
+    );
+    for c in &cams {
+        let _ = writeln!(
+            out,
+            "framebus_camera_wakeups_total{{camera=\"{}\"}} {}",
+            label(&c.id),
+            c.wakeups
+        );
+    }
+    let sub_counters: [Counter; 10] = [
         ("framebus_requests_total", "Inference requests sent.", |s| {
             s.sent
         }),
@@ -339,6 +359,11 @@ pub fn prometheus(shared: &Shared) -> String {
         ("framebus_errors_total", "Other failed requests.", |s| {
             s.errors
         }),
+        (
+            "framebus_motion_skipped_total",
+            "Inferences the motion gate saved (still frames answered with the last result).",
+            |s| s.motion_skipped,
+        ),
     ];
     for (name, help, get) in sub_counters {
         family(&mut out, name, "counter", help);

@@ -13,6 +13,7 @@ use std::time::Duration;
 use proto_schema::ring::ring_path;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::agent::phase::PhaseRegistry;
 use crate::agent::{AgentHandle, AgentSpec, SubSpec};
 use crate::clock::Clock;
 use crate::config::validate::{check_api_source, check_camera};
@@ -212,6 +213,8 @@ pub struct System {
     models: BTreeMap<String, ModelRt>,
     cameras: BTreeMap<String, CameraRt>,
     api_cameras: BTreeMap<String, (CameraConfig, Vec<SubscriptionConfig>)>,
+    /// Phase positions of the subscriptions, per model (spreads each model's load).
+    phases: Arc<PhaseRegistry>,
 }
 
 impl std::fmt::Debug for System {
@@ -248,6 +251,7 @@ impl System {
             models: BTreeMap::new(),
             cameras: BTreeMap::new(),
             api_cameras: BTreeMap::new(),
+            phases: PhaseRegistry::new(),
         }
     }
 
@@ -398,6 +402,7 @@ impl System {
             request_timeout: Duration::from_millis(self.config.limits.request_timeout_ms),
             drain_timeout: Duration::from_millis(self.config.limits.drain_timeout_ms),
             max_message: self.config.limits.max_message_bytes,
+            motion: (*c.motion).clone(),
         }
     }
 
@@ -498,6 +503,7 @@ impl System {
             statuses,
             &self.shared.metrics,
             self.shared.results.clone(),
+            &self.phases,
         )
     }
 

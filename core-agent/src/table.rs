@@ -109,6 +109,8 @@ mod tests {
             ring: RingView::default(),
             fps_decoded: 25.0,
             frames_seen: 100,
+            wakeups: 100,
+            motion_skipped: 0,
             subscriptions: vec![SubSnapshot {
                 model: "yolov8n".into(),
                 target_fps: 5.0,

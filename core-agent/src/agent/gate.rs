@@ -1,8 +1,11 @@
 //! The FPS gate of one subscription, driven by the frames' own capture timestamps (the
 //! injected clock: tests feed timestamps, nothing sleeps).
 //!
-//! Time is cut into slots of `1 / fps` starting at the first frame seen. The first frame
-//! of a slot that can be sent is sent; later frames of a served slot are not due. A slot
+//! Time is cut into slots of `1 / fps` on a grid aligned to the capture clock itself
+//! (slot `k` starts at `k * interval + phase`), not to the first frame seen: cameras
+//! started at different times share the grid, and each subscription's `phase` (see
+//! [`super::phase`]) places its slots so that the cameras of one model interleave instead
+//! of all sending at the same instant. The first frame of a slot that can be sent is sent; later frames of a served slot are not due. A slot
 //! in which due frames came but none could be sent (the model was busy) is a *missed
 //! slot*. Slots in which no frame came at all (the camera was away) are not missed: there
 //! was nothing to skip. Frames are never queued: a busy model means the frame is dropped
@@ -24,7 +27,7 @@ pub enum Verdict {
 #[derive(Debug, Clone)]
 pub struct FpsGate {
     interval_ns: u64,
-    anchor_ns: Option<u64>,
+    phase_ns: u64,
     served_slot: Option<u64>,
     missed_slot: Option<u64>,
     missed: u64,
@@ -32,12 +35,25 @@ pub struct FpsGate {
 }
 
 impl FpsGate {
-    /// A gate for `fps` frames per second (`fps` > 0; validated by the config).
+    /// A gate for `fps` frames per second (`fps` > 0; validated by the config), slots
+    /// starting on multiples of the interval.
     pub fn new(fps: f64) -> Self {
+        Self::with_phase(fps, 0.0)
+    }
+
+    /// A gate whose slots start `phase` (a fraction of the interval, taken modulo 1)
+    /// after the multiples of the interval.
+    pub fn with_phase(fps: f64, phase: f64) -> Self {
         let interval_ns = (1e9 / fps.max(1e-3)).round().max(1.0) as u64;
+        let phase = if phase.is_finite() {
+            phase.rem_euclid(1.0)
+        } else {
+            0.0
+        };
+        let phase_ns = ((interval_ns as f64 * phase) as u64).min(interval_ns - 1);
         Self {
             interval_ns,
-            anchor_ns: None,
+            phase_ns,
             served_slot: None,
             missed_slot: None,
             missed: 0,
@@ -60,28 +76,49 @@ impl FpsGate {
         self.sent
     }
 
+    /// Offset of the slot grid: the phase, moved one interval back so that every
+    /// timestamp lies after it.
+    fn origin(&self) -> u64 {
+        self.phase_ns.wrapping_sub(self.interval_ns)
+    }
+
+    /// Capture time at which slot `slot` starts.
+    pub fn slot_start_ns(&self, slot: u64) -> u64 {
+        slot.saturating_mul(self.interval_ns)
+            .wrapping_add(self.origin())
+    }
+
+    /// The capture time from which a frame is worth offering again: the start of the
+    /// slot after the last one served or missed, or `0` (any frame) before the first.
+    ///
+    /// A missed slot may still be served late ([`Verdict::Missed`]): the caller retries
+    /// it with the freshest frame when it has room again, instead of waking for every
+    /// frame of that slot.
+    pub fn next_due_ns(&self) -> u64 {
+        self.served_slot
+            .max(self.missed_slot)
+            .map_or(0, |s| self.slot_start_ns(s + 1))
+    }
+
+    fn grid_slot(&self, ts_ns: u64) -> u64 {
+        // `origin` is `phase - interval` (wrapping): ts - origin = ts + interval - phase.
+        (ts_ns.wrapping_sub(self.origin())) / self.interval_ns
+    }
+
     fn slot_of(&mut self, ts_ns: u64) -> u64 {
-        let anchor = *self.anchor_ns.get_or_insert(ts_ns);
-        if ts_ns < anchor
-            || self
-                .served_slot
-                .is_some_and(|s| (ts_ns - anchor) / self.interval_ns < s)
+        let slot = self.grid_slot(ts_ns);
+        if self.served_slot.is_some_and(|s| slot < s) || self.missed_slot.is_some_and(|m| slot < m)
         {
-            // Time went backwards (should not happen with a monotonic clock): start over.
-            self.anchor_ns = Some(ts_ns);
+            // Time went backwards (should not happen with one capture clock): start over.
             self.served_slot = None;
             self.missed_slot = None;
-            return 0;
         }
-        (ts_ns - anchor) / self.interval_ns
+        slot
     }
 
     /// Whether a frame captured at `ts_ns` is due (without deciding anything).
     pub fn is_due(&self, ts_ns: u64) -> bool {
-        match (self.anchor_ns, self.served_slot) {
-            (Some(a), Some(s)) if ts_ns >= a => (ts_ns - a) / self.interval_ns != s,
-            _ => true,
-        }
+        self.served_slot != Some(self.grid_slot(ts_ns))
     }
 
     /// Decides on a frame captured at `ts_ns`; `can_send` says whether the caller has
@@ -174,7 +211,69 @@ mod tests {
         assert_eq!(g.offer(1_500 * MS, true), Verdict::NotDue);
     }
 
+    #[test]
+    fn slots_follow_the_clock_grid_plus_the_phase() {
+        // Half an interval of phase: 5 fps slots start at 100, 300, 500 ms ...
+        let mut g = FpsGate::with_phase(5.0, 0.5);
+        assert_eq!(g.offer(1_050 * MS, true), Verdict::Send);
+        assert_eq!(g.next_due_ns(), 1_100 * MS);
+        assert_eq!(g.offer(1_090 * MS, true), Verdict::NotDue);
+        assert!(g.is_due(1_100 * MS));
+        assert_eq!(g.offer(1_100 * MS, true), Verdict::Send);
+        assert_eq!(g.next_due_ns(), 1_300 * MS);
+        // Two cameras started at different times share the grid.
+        let mut late = FpsGate::with_phase(5.0, 0.5);
+        assert_eq!(late.offer(7_310 * MS, true), Verdict::Send);
+        assert_eq!(late.next_due_ns(), 7_500 * MS);
+        // A phase of 1 is a phase of 0.
+        assert_eq!(
+            FpsGate::with_phase(5.0, 1.0).slot_start_ns(10),
+            FpsGate::new(5.0).slot_start_ns(10)
+        );
+    }
+
+    #[test]
+    fn next_due_skips_the_rest_of_a_missed_slot() {
+        let mut g = FpsGate::new(5.0);
+        assert_eq!(g.next_due_ns(), 0);
+        assert_eq!(g.offer(0, true), Verdict::Send);
+        assert_eq!(g.next_due_ns(), 200 * MS);
+        assert_eq!(g.offer(200 * MS, false), Verdict::Missed);
+        // The caller retries the missed slot when it has room; frames need not wake it.
+        assert_eq!(g.next_due_ns(), 400 * MS);
+        assert!(g.is_due(240 * MS));
+        assert_eq!(g.offer(240 * MS, true), Verdict::Send);
+        assert_eq!(g.missed(), 0);
+        assert_eq!(g.next_due_ns(), 400 * MS);
+        assert_eq!(g.offer(450 * MS, false), Verdict::Missed);
+        assert_eq!(g.next_due_ns(), 600 * MS);
+        assert_eq!(g.offer(600 * MS, true), Verdict::Send);
+        assert_eq!(g.missed(), 1);
+        assert_eq!(g.next_due_ns(), 800 * MS);
+    }
+
     proptest! {
+        /// A frame is due exactly from `next_due_ns` on (once a slot was served).
+        #[test]
+        fn next_due_is_where_is_due_turns_true(
+            fps in 0.5f64..60.0,
+            phase in 0.0f64..1.0,
+            start in 0u64..10_000_000_000_000,
+            offsets in prop::collection::vec(0u64..3_000_000_000, 1..50),
+        ) {
+            let mut g = FpsGate::with_phase(fps, phase);
+            let mut ts = start;
+            for off in offsets {
+                ts += off;
+                g.offer(ts, true);
+                let due = g.next_due_ns();
+                prop_assert!(due > ts);
+                prop_assert!(due - ts <= g.interval_ns());
+                prop_assert!(!g.is_due(due - 1));
+                prop_assert!(g.is_due(due));
+            }
+        }
+
         /// Whatever the frame timing and busy pattern: at most one frame per slot, sends
         /// never exceed the slots elapsed, and with a free model every slot that had a
         /// frame is served.
@@ -186,13 +285,12 @@ mod tests {
         ) {
             let mut g = FpsGate::new(fps);
             let interval = g.interval_ns();
-            let first = gaps[0] * MS;
             let mut ts = 0u64;
             let mut slots_sent = std::collections::BTreeSet::new();
             let mut slots_seen = std::collections::BTreeSet::new();
             for (i, gap) in gaps.iter().enumerate() {
                 ts += gap * MS;
-                let slot = (ts - first) / interval;
+                let slot = ts / interval;
                 slots_seen.insert(slot);
                 if g.offer(ts, !busy[i]) == Verdict::Send {
                     prop_assert!(slots_sent.insert(slot), "two sends in slot {}", slot);
@@ -209,13 +307,12 @@ mod tests {
         ) {
             let mut g = FpsGate::new(fps);
             let interval = g.interval_ns();
-            let first = gaps[0] * MS;
             let mut ts = 0u64;
             let mut slots = std::collections::BTreeSet::new();
             for gap in gaps {
                 ts += gap * MS;
-                // The grid is anchored at the first frame.
-                slots.insert((ts - first) / interval);
+                // The grid is aligned to the clock, not to the first frame.
+                slots.insert(ts / interval);
                 g.offer(ts, true);
             }
             prop_assert_eq!(g.sent() as usize, slots.len());

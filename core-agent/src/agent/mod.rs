@@ -1,8 +1,11 @@
 //! Stream agents: one per camera. An agent waits for its kernel's ring, wakes on the
-//! ring's publish notification, passes each new frame through every subscription's FPS
-//! gate, sends due frames (by reference: ring, generation, slot, sequence) to the model
-//! servers over persistent Unix-socket connections, and turns the answers into result
-//! records.
+//! ring's publish notification once a subscription's next slot is due ([`waiter`]),
+//! passes the frame through every subscription's FPS gate (slots phased per model,
+//! [`phase`]) and, when enabled, the camera's motion gate ([`motion`]), sends due frames
+//! (by reference: ring, generation, slot, sequence) to the model servers over persistent
+//! Unix-socket connections, and turns the answers into result records. A still frame
+//! within the keep-alive interval is answered with the last result instead (a record
+//! marked `reused`).
 //!
 //! Freshest-frame policy: at most `max_in_flight` requests per (camera, model); a due
 //! frame that finds the limit reached, the server not ready or the connection down is
@@ -11,6 +14,8 @@
 
 pub mod gate;
 pub mod link;
+pub mod motion;
+pub mod phase;
 pub mod waiter;
 
 use std::path::PathBuf;
@@ -18,20 +23,23 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use proto_schema::message::{FrameMeta, FrameRef, InferenceRequest, Request, Response};
-use proto_schema::ring::RingReader;
+use proto_schema::message::{Detection, FrameMeta, FrameRef, InferenceRequest, Request, Response};
+use proto_schema::ring::{FrameInfo, RingReader};
 use proto_schema::PROTOCOL_VERSION;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::clock::{capture_age_ns, monotonic_now_ns, unix_now_ns};
+use crate::config::MotionConfig;
 use crate::metrics::{locked, CameraMetrics, Metrics, ModelMetrics, RingView, SubMetrics};
 use crate::peer::ExpectedPeer;
 use crate::results::{Latencies, ResultQueue, ResultRecord};
 use crate::supervisor::{ProcState, ProcStatus};
 use gate::{FpsGate, Verdict};
 use link::{Link, LinkEvent, Pending};
-use waiter::{RingWaiter, Wake};
+use motion::{Motion, MotionDetector};
+use phase::{PhaseLease, PhaseRegistry};
+use waiter::{Due, RingWaiter, Wake};
 
 /// One subscription as the agent runs it.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +73,8 @@ pub struct AgentSpec {
     pub drain_timeout: Duration,
     /// Largest message accepted from a server.
     pub max_message: usize,
+    /// The camera's motion gate.
+    pub motion: MotionConfig,
 }
 
 /// The owner's side of a running agent.
@@ -75,13 +85,16 @@ pub struct AgentHandle {
 }
 
 impl AgentHandle {
-    /// Starts the agent. `models[i]` is the status of `spec.subs[i].model`'s server.
+    /// Starts the agent. `models[i]` is the status of `spec.subs[i].model`'s server;
+    /// each subscription leases its phase from `phases` (shared by all agents) while the
+    /// agent runs.
     pub fn spawn(
         spec: AgentSpec,
         kernel: watch::Receiver<ProcStatus>,
         models: Vec<watch::Receiver<ProcStatus>>,
         metrics: &Metrics,
         results: Arc<ResultQueue>,
+        phases: &Arc<PhaseRegistry>,
     ) -> Self {
         let (stop, stop_rx) = watch::channel(false);
         let cam = metrics.camera(&spec.camera);
@@ -91,16 +104,26 @@ impl AgentHandle {
             .iter()
             .zip(models)
             .enumerate()
-            .map(|(i, (s, status))| Sub {
-                gate: FpsGate::new(s.fps),
-                link: Link::new(i, s.socket.clone(), spec.max_message),
-                metrics: cam.sub(&s.model),
-                model: metrics.model(&s.model),
-                seen_epoch: 0,
-                status,
-                spec: s.clone(),
+            .map(|(i, (s, status))| {
+                let phase = phases.lease(&s.model);
+                Sub {
+                    gate: FpsGate::with_phase(s.fps, phase.phase()),
+                    _phase: phase,
+                    link: Link::new(i, s.socket.clone(), spec.max_message),
+                    metrics: cam.sub(&s.model),
+                    model: metrics.model(&s.model),
+                    seen_epoch: 0,
+                    status,
+                    spec: s.clone(),
+                    last_inferred_ts: None,
+                    last_result: None,
+                }
             })
             .collect();
+        let motion = spec
+            .motion
+            .enabled
+            .then(|| MotionDetector::new(&spec.motion));
         let agent = Agent {
             spec,
             kernel,
@@ -114,6 +137,10 @@ impl AgentHandle {
             stopping: false,
             last_frame: None,
             sampled: None,
+            due: Arc::new(Due::default()),
+            retry: false,
+            motion,
+            judged: None,
         };
         Self {
             stop,
@@ -131,11 +158,17 @@ impl AgentHandle {
 struct Sub {
     spec: SubSpec,
     gate: FpsGate,
+    /// Held while the agent runs: dropping it frees the position for another camera.
+    _phase: PhaseLease,
     link: Link,
     metrics: Arc<SubMetrics>,
     model: Arc<ModelMetrics>,
     status: watch::Receiver<ProcStatus>,
     seen_epoch: u64,
+    /// Capture time of the last frame sent for inference (the keep-alive clock).
+    last_inferred_ts: Option<u64>,
+    /// The last result: its frame's capture time and detections (reused on still frames).
+    last_result: Option<(u64, Vec<Detection>)>,
 }
 
 struct Agent {
@@ -151,6 +184,15 @@ struct Agent {
     stopping: bool,
     last_frame: Option<(u64, u64)>,
     sampled: Option<(Instant, u64, u64)>,
+    /// When the next frame is worth a wake-up, for the ring's waiter.
+    due: Arc<Due>,
+    /// A slot was missed for want of room: offer the freshest frame again once room
+    /// may have come (an answer, a closed connection, a tick).
+    retry: bool,
+    motion: Option<MotionDetector>,
+    /// The motion verdict of the last frame judged, by (generation, frame id): a frame
+    /// offered twice is judged once (judging folds it into the background).
+    judged: Option<((u64, u64), Motion)>,
 }
 
 enum RingEnd {
@@ -183,10 +225,13 @@ impl Agent {
                     continue;
                 }
             };
+            // A new ring: every frame is worth a look until a gate says otherwise.
+            self.due.set(0, 0);
             let (waiter, wake) = match RingWaiter::start(
                 &self.spec.ring_dir,
                 &self.spec.ring,
                 reader.generation(),
+                self.due.clone(),
             ) {
                 Ok(w) => w,
                 Err(e) => {
@@ -270,7 +315,12 @@ impl Agent {
                         return RingEnd::Reopen;
                     }
                 }
-                Some(event) = self.events_rx.recv() => self.on_event(event),
+                Some(event) = self.events_rx.recv() => {
+                    self.on_event(event);
+                    if self.retry && !ring_gone {
+                        self.retry_missed(reader).await;
+                    }
+                }
                 r = wake.changed(), if !ring_gone => {
                     let w = *wake.borrow_and_update();
                     if r.is_err() || w.closed {
@@ -282,6 +332,7 @@ impl Agent {
                         tracing::info!(camera = %self.spec.camera, "ring closed by its writer");
                         ring_gone = true;
                     } else {
+                        self.cam.wakeups.fetch_add(1, Ordering::Relaxed);
                         self.on_frame(reader).await;
                         // `latest()` is None on a truncated ring (no garbage frame is sent).
                         if reader.truncated() {
@@ -292,6 +343,9 @@ impl Agent {
                 }
                 _ = tick.tick() => {
                     self.expire();
+                    if self.retry && !ring_gone {
+                        self.retry_missed(reader).await;
+                    }
                     ticks += 1;
                     if ticks.is_multiple_of(SAMPLE_EVERY) {
                         self.sample(reader);
@@ -359,11 +413,79 @@ impl Agent {
         if self.stopping {
             return;
         }
+        self.offer(reader, info).await;
+    }
+
+    /// Offers the freshest frame again after a slot was missed for want of room.
+    async fn retry_missed(&mut self, reader: &RingReader) {
+        self.retry = false;
+        if self.stopping {
+            return;
+        }
+        if let Some(info) = reader.latest() {
+            self.offer(reader, info).await;
+        }
+    }
+
+    /// The motion verdict on `info`, judged once per frame.
+    fn motion_of(&mut self, reader: &RingReader, info: &FrameInfo) -> Option<Motion> {
+        let detector = self.motion.as_mut()?;
+        let key = (reader.generation(), info.frame_id);
+        if let Some((k, m)) = self.judged {
+            if k == key {
+                return Some(m);
+            }
+        }
         let geometry = reader.geometry();
+        let size = detector.size_for(&geometry);
+        // A torn or overwritten frame gives no decision (and leaves the background).
+        let m = match reader.read(info.slot, info.seq, |bytes| {
+            detector.capture(bytes, &geometry)
+        }) {
+            Ok(true) => detector.judge_captured(size),
+            _ => Motion::Unknown,
+        };
+        self.judged = Some((key, m));
+        Some(m)
+    }
+
+    /// Passes one frame through every subscription's gates, sends the due ones, and
+    /// tells the waiter when the next frame is worth a wake-up.
+    async fn offer(&mut self, reader: &RingReader, info: FrameInfo) {
+        let geometry = reader.geometry();
+        let motion = if self.subs.iter().any(|s| s.gate.is_due(info.capture_ts_ns)) {
+            self.motion_of(reader, &info)
+        } else {
+            None
+        };
+        let keepalive = self.spec.motion.keepalive_fps;
         for i in 0..self.subs.len() {
             let sub = &mut self.subs[i];
             if !sub.gate.is_due(info.capture_ts_ns) {
                 continue;
+            }
+            if let Some(m) = motion {
+                let skip = motion::may_skip(
+                    m,
+                    sub.last_result.is_some(),
+                    sub.last_inferred_ts,
+                    info.capture_ts_ns,
+                    keepalive,
+                );
+                if skip && sub.gate.offer(info.capture_ts_ns, true) == Verdict::Send {
+                    if let Some(last) = &sub.last_result {
+                        let record = reused_record(
+                            &self.spec.camera,
+                            &sub.spec,
+                            info.frame_id,
+                            info.capture_ts_ns,
+                            last,
+                        );
+                        sub.metrics.motion_skipped.fetch_add(1, Ordering::Relaxed);
+                        self.results.push(record);
+                    }
+                    continue;
+                }
             }
             let (ready, server_pid) = {
                 let st = sub.status.borrow();
@@ -397,6 +519,9 @@ impl Agent {
             sub.metrics
                 .missed
                 .store(sub.gate.missed(), Ordering::Relaxed);
+            if verdict == Verdict::Missed {
+                self.retry = true;
+            }
             if verdict != Verdict::Send {
                 continue;
             }
@@ -430,6 +555,7 @@ impl Agent {
                     );
                     sub.metrics.sent.fetch_add(1, Ordering::Relaxed);
                     sub.model.requests.fetch_add(1, Ordering::Relaxed);
+                    sub.last_inferred_ts = Some(info.capture_ts_ns);
                 }
                 Err(e) => {
                     let lost = sub.link.disconnect() as u64 + 1;
@@ -439,6 +565,28 @@ impl Agent {
                 }
             }
         }
+        self.set_due();
+    }
+
+    /// Tells the waiter the capture time of the next slot start of any subscription.
+    fn set_due(&self) {
+        let at = self
+            .subs
+            .iter()
+            .map(|s| s.gate.next_due_ns())
+            .min()
+            .unwrap_or(0);
+        // Farther ahead than two of the longest intervals (plus a second) means the
+        // capture clock jumped: the waiter then wakes for every frame again.
+        let horizon = self
+            .subs
+            .iter()
+            .map(|s| s.gate.interval_ns())
+            .max()
+            .unwrap_or(0)
+            .saturating_mul(2)
+            .saturating_add(1_000_000_000);
+        self.due.set(at, horizon);
     }
 
     fn on_event(&mut self, event: LinkEvent) {
@@ -480,6 +628,7 @@ impl Agent {
                         }
                         let record =
                             make_record(&camera, &s.spec, p, r.frame_id, r.timings, r.detections);
+                        s.last_result = Some((p.capture_ts_ns, record.detections.clone()));
                         let now = Instant::now();
                         let m = &s.metrics;
                         m.results.fetch_add(1, Ordering::Relaxed);
@@ -558,13 +707,310 @@ fn make_record(
             inference: t.inference_us as f64 / 1e3,
         },
         detections,
+        reused: false,
+        result_age_ms: None,
+    }
+}
+
+/// The record of a still frame answered with the subscription's last result (`last`:
+/// its frame's capture time and detections), without inference.
+fn reused_record(
+    camera: &str,
+    spec: &SubSpec,
+    frame_id: u64,
+    capture_ts_ns: u64,
+    last: &(u64, Vec<Detection>),
+) -> ResultRecord {
+    let age_ns = capture_age_ns(capture_ts_ns);
+    let unix_ns = unix_now_ns();
+    ResultRecord {
+        camera: camera.to_owned(),
+        model: spec.model.clone(),
+        frame_id,
+        capture_ts_ns,
+        capture_unix_ms: unix_ns.saturating_sub(age_ns) / 1_000_000,
+        result_unix_ms: unix_ns / 1_000_000,
+        latency_ms: Latencies {
+            capture_to_result: age_ns as f64 / 1e6,
+            ..Latencies::default()
+        },
+        detections: last.1.clone(),
+        reused: true,
+        result_age_ms: Some(capture_ts_ns.saturating_sub(last.0) as f64 / 1e6),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proto_schema::message::{Detection, Timings};
+    use proto_schema::message::{decode_request, Detection, InferenceResponse, Timings};
+    use proto_schema::pixel::{FrameGeometry, PixelFormat};
+    use proto_schema::ring::{RingState, RingWriter};
+
+    /// A model server stand-in: answers every request at once with one person.
+    async fn fake_server(listener: tokio::net::UnixListener) {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.into_split();
+                while let Ok(Some(frame)) = proto_schema::framing::read_frame(&mut r, 1 << 20).await
+                {
+                    let Ok(Request::Infer(req)) = decode_request(&frame) else {
+                        return;
+                    };
+                    let answer = Response::InferResult(InferenceResponse {
+                        v: PROTOCOL_VERSION,
+                        id: req.id,
+                        model_id: req.model_id.clone(),
+                        camera_id: req.camera_id.clone(),
+                        frame_id: req.meta.frame_id,
+                        detections: vec![det("person")],
+                        timings: Timings::default(),
+                        error: None,
+                    });
+                    if proto_schema::framing::write_message(&mut w, &answer, 1 << 20)
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+
+    struct Run {
+        frames: u64,
+        wakeups: u64,
+        sent: u64,
+        missed: u64,
+        skipped: u64,
+        records: Vec<ResultRecord>,
+    }
+
+    /// Runs one agent on a real ring fed at 25 fps for `frames` frames (real time: the
+    /// waiter sleeps on the real clock), with a 5 fps subscription.
+    async fn run_agent(frames: u64, server_ready: bool, motion: MotionConfig, moving: bool) -> Run {
+        run_agents(1, frames, server_ready, motion, moving)
+            .await
+            .remove(0)
+    }
+
+    /// [`run_agent`] for `cameras` cameras of one model, their frames published at the
+    /// same instants, their phases from one registry.
+    async fn run_agents(
+        cameras: usize,
+        frames: u64,
+        server_ready: bool,
+        motion: MotionConfig,
+        moving: bool,
+    ) -> Vec<Run> {
+        let dir = tempfile::tempdir().unwrap();
+        let g = FrameGeometry::packed(64, 32, PixelFormat::Nv12).unwrap();
+        let socket = dir.path().join("m.sock");
+        let server = tokio::spawn(fake_server(
+            tokio::net::UnixListener::bind(&socket).unwrap(),
+        ));
+        let status = |ready: bool| ProcStatus {
+            state: if ready {
+                ProcState::Ready
+            } else {
+                ProcState::Starting
+            },
+            ready_epoch: 1,
+            ..ProcStatus::default()
+        };
+        let (_k, kernel) = watch::channel(status(true));
+        let (_m, model) = watch::channel(status(server_ready));
+        let metrics = Metrics::default();
+        let results = ResultQueue::new(4096);
+        let phases = PhaseRegistry::new();
+        let mut rings = Vec::new();
+        let mut agents = Vec::new();
+        for c in 0..cameras {
+            let name = format!("cam{c}");
+            let ring = RingWriter::builder(name.clone())
+                .dir(dir.path())
+                .slots(8)
+                .geometry(g)
+                .create()
+                .unwrap();
+            ring.set_state(RingState::Live);
+            rings.push(ring);
+            let spec = AgentSpec {
+                camera: name.clone(),
+                ring_dir: dir.path().to_path_buf(),
+                ring: name,
+                subs: vec![SubSpec {
+                    model: "m".into(),
+                    socket: socket.clone(),
+                    fps: 5.0,
+                    classes: vec![],
+                    max_in_flight: 1,
+                }],
+                request_timeout: Duration::from_secs(2),
+                drain_timeout: Duration::from_secs(1),
+                max_message: 1 << 20,
+                motion: motion.clone(),
+            };
+            agents.push(AgentHandle::spawn(
+                spec,
+                kernel.clone(),
+                vec![model.clone()],
+                &metrics,
+                results.clone(),
+                &phases,
+            ));
+        }
+        // Let the agents open their rings before the first frame.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for i in 0..frames {
+            let now = unix_now_ns();
+            for ring in &mut rings {
+                let mut slot = ring.begin_write();
+                let data = slot.data_mut();
+                data.fill(100);
+                if moving {
+                    // A bright bar sweeping across the luma plane.
+                    let x = (i as usize * 3) % 60;
+                    for y in 0..32 {
+                        data[y * 64 + x..y * 64 + x + 4].fill(250);
+                    }
+                }
+                slot.publish(i as i64 * 40_000_000, now);
+            }
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for agent in agents {
+            agent.stop().await;
+        }
+        server.abort();
+        let mut records = Vec::new();
+        while let Some(batch) = results.pop_all(Duration::ZERO).filter(|b| !b.is_empty()) {
+            records.extend(batch);
+        }
+        (0..cameras)
+            .map(|c| {
+                let id = format!("cam{c}");
+                let cam = metrics.camera(&id);
+                let sub = cam.sub("m");
+                Run {
+                    frames,
+                    wakeups: cam.wakeups.load(Ordering::Relaxed),
+                    sent: sub.sent.load(Ordering::Relaxed),
+                    missed: sub.missed.load(Ordering::Relaxed),
+                    skipped: sub.motion_skipped.load(Ordering::Relaxed),
+                    records: records.iter().filter(|r| r.camera == id).cloned().collect(),
+                }
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cameras_of_one_model_send_in_their_own_phase() {
+        // Two cameras publishing at the same instants: the first one's slots start on
+        // multiples of 200 ms, the second one's 100 ms later.
+        let runs = run_agents(2, 50, true, MotionConfig::default(), true).await;
+        const SLOT: u64 = 200_000_000;
+        for (c, run) in runs.iter().enumerate() {
+            let phase = c as u64 * SLOT / 2;
+            let offsets: Vec<u64> = run
+                .records
+                .iter()
+                .map(|r| (r.capture_ts_ns + SLOT - phase) % SLOT / 1_000_000)
+                .collect();
+            println!("camera {c}: sent frames {offsets:?} ms after its slot starts");
+            assert!(offsets.len() >= 4, "{offsets:?}");
+            // After the very first frame (sent at once, wherever its slot stood): the
+            // first frame at or after the slot start, within a frame interval or two,
+            // never in the other camera's half of the interval.
+            assert!(
+                offsets[1..].iter().all(|&o| o < 100),
+                "camera {c}: {offsets:?}"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_25fps_camera_gated_to_5_wakes_the_agent_per_slot_not_per_frame() {
+        let r = run_agent(75, true, MotionConfig::default(), true).await;
+        println!(
+            "wake-ups: {} for {} frames published ({:.2} per frame; before: 1 per frame), {} sent, {} missed",
+            r.wakeups,
+            r.frames,
+            r.wakeups as f64 / r.frames as f64,
+            r.sent,
+            r.missed
+        );
+        // 3 s at 5 fps: about 15 slots. Every wake-up was for a due frame...
+        assert!(r.sent >= 5, "{} sent", r.sent);
+        assert!(
+            r.wakeups <= r.sent + r.missed + 2,
+            "{} wake-ups, {} sent",
+            r.wakeups,
+            r.sent
+        );
+        // ...so far fewer than one per frame (about 1 in 5).
+        assert!(
+            r.wakeups * 2 < r.frames,
+            "{} wake-ups for {} frames",
+            r.wakeups,
+            r.frames
+        );
+        assert_eq!(r.missed, 0);
+        assert_eq!(r.records.len() as u64, r.sent);
+        assert!(r
+            .records
+            .iter()
+            .all(|x| !x.reused && x.count_of("person") == 1));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_model_that_is_down_costs_one_wake_up_and_one_missed_slot_per_slot() {
+        let r = run_agent(75, false, MotionConfig::default(), true).await;
+        println!(
+            "model down: {} wake-ups, {} missed for {} frames",
+            r.wakeups, r.missed, r.frames
+        );
+        assert_eq!(r.sent, 0);
+        // About 15 slots had frames; each is missed once, none twice.
+        assert!((5..=17).contains(&r.missed), "{} missed", r.missed);
+        assert!(
+            r.wakeups * 2 < r.frames,
+            "{} wake-ups for {} frames",
+            r.wakeups,
+            r.frames
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_still_scene_reuses_results_within_the_keepalive() {
+        let motion = MotionConfig {
+            enabled: true,
+            keepalive_fps: 1.0,
+            ..MotionConfig::default()
+        };
+        let r = run_agent(75, true, motion.clone(), false).await;
+        let reused: Vec<&ResultRecord> = r.records.iter().filter(|x| x.reused).collect();
+        println!(
+            "still scene: {} inferences, {} reused ({} counted as saved)",
+            r.sent,
+            reused.len(),
+            r.skipped
+        );
+        assert_eq!(reused.len() as u64, r.skipped);
+        assert!(r.skipped > r.sent, "{} saved, {} sent", r.skipped, r.sent);
+        for x in &reused {
+            let age = x.result_age_ms.unwrap();
+            // Never older than the keep-alive interval (1 s) allows.
+            assert!((0.0..1_000.0).contains(&age), "{age}");
+            assert_eq!(x.count_of("person"), 1);
+        }
+        // Motion: nothing is reused.
+        let moving = run_agent(50, true, motion, true).await;
+        assert_eq!(moving.skipped, 0);
+        assert!(moving.records.iter().all(|x| !x.reused));
+    }
 
     fn det(name: &str) -> Detection {
         Detection {

@@ -563,6 +563,66 @@ pub fn check_camera(cam: &CameraConfig, check_files: bool, errs: &mut Vec<Config
         );
     }
     check_affinity(format!("camera {}", cam.id), &cam.cpu_affinity, errs);
+    check_motion(cam, errs);
+}
+
+/// Most polygons in `cameras.motion.masks`, and points per polygon.
+pub const MAX_MOTION_MASKS: usize = 32;
+/// Most points of one motion mask polygon.
+pub const MAX_MASK_POINTS: usize = 64;
+
+fn check_motion(cam: &CameraConfig, errs: &mut Vec<ConfigError>) {
+    let m = &cam.motion;
+    let field = |k: &str| format!("cameras.{}.motion.{k}", cam.id);
+    range(
+        errs,
+        m.threshold.is_finite() && m.threshold > 0.0 && m.threshold <= 1.0,
+        field("threshold"),
+        m.threshold,
+        "0 < threshold <= 1",
+    );
+    range(
+        errs,
+        m.pixel_delta >= 1,
+        field("pixel_delta"),
+        m.pixel_delta,
+        "1..=255",
+    );
+    range(
+        errs,
+        (8..=640).contains(&m.thumbnail_width),
+        field("thumbnail_width"),
+        m.thumbnail_width,
+        "8..=640",
+    );
+    range(
+        errs,
+        m.keepalive_fps.is_finite() && (0.0..=1000.0).contains(&m.keepalive_fps),
+        field("keepalive_fps"),
+        m.keepalive_fps,
+        "0..=1000",
+    );
+    range(
+        errs,
+        m.masks.len() <= MAX_MOTION_MASKS,
+        field("masks"),
+        format!("{} polygons", m.masks.len()),
+        "at most 32 polygons",
+    );
+    for (i, poly) in m.masks.iter().enumerate().take(MAX_MOTION_MASKS) {
+        let ok = (3..=MAX_MASK_POINTS).contains(&poly.len())
+            && poly
+                .iter()
+                .flatten()
+                .all(|v| v.is_finite() && (0.0..=1.0).contains(v));
+        range(
+            errs,
+            ok,
+            field(&format!("masks[{i}]")),
+            format!("{poly:?}"),
+            "3 to 64 [x, y] points with 0 <= x, y <= 1",
+        );
+    }
 }
 
 /// URL schemes a camera added through the API may use.
@@ -1025,6 +1085,7 @@ mod tests {
                     ring_slots: None,
                     rss_limit_mb: None,
                     cpu_affinity: None,
+                    motion: Default::default(),
                 });
             }
             for (i, f) in fps.iter().enumerate() {
@@ -1061,6 +1122,46 @@ mod tests {
         let mut c = parse(GOOD).cameras[0].clone();
         c.source = source.to_owned();
         c
+    }
+
+    #[test]
+    fn motion_settings_are_checked_all_at_once() {
+        let mut cam = camera("rtsp://h/x");
+        let mut errs = Vec::new();
+        check_camera(&cam, false, &mut errs);
+        assert!(errs.is_empty(), "{errs:?}");
+        *cam.motion = crate::config::MotionConfig {
+            enabled: true,
+            threshold: 0.0,
+            pixel_delta: 0,
+            thumbnail_width: 4,
+            masks: vec![
+                vec![[0.0, 0.0], [1.0, 0.0]],
+                vec![[0.0, 0.0], [1.5, 0.0], [1.0, 1.0]],
+                vec![[0.0, 0.0], [1.0, 0.0], [1.0, f64::NAN]],
+                vec![[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]],
+            ],
+            keepalive_fps: -1.0,
+        };
+        check_camera(&cam, false, &mut errs);
+        let fields: Vec<String> = errs
+            .iter()
+            .map(|e| match e {
+                ConfigError::OutOfRange { field, .. } => field.clone(),
+                other => panic!("{other}"),
+            })
+            .collect();
+        let want = [
+            "threshold",
+            "pixel_delta",
+            "thumbnail_width",
+            "keepalive_fps",
+            "masks[0]",
+            "masks[1]",
+            "masks[2]",
+        ]
+        .map(|k| format!("cameras.{}.motion.{k}", cam.id));
+        assert_eq!(fields, want);
     }
 
     #[test]

@@ -37,6 +37,14 @@ pub struct ResultRecord {
     pub latency_ms: Latencies,
     /// Detections (after the subscription's class filter).
     pub detections: Vec<Detection>,
+    /// The motion gate found nothing moving: no inference ran on this frame and
+    /// `detections` are those of the last inferred frame. Written only when `true`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reused: bool,
+    /// With `reused`: how much older than this frame the reused result's frame is,
+    /// milliseconds of capture time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_age_ms: Option<f64>,
 }
 
 /// Latencies of one result, in milliseconds.
@@ -256,7 +264,32 @@ mod tests {
                 confidence: 0.9,
                 bbox: [0.1, 0.1, 0.2, 0.3],
             }],
+            reused: false,
+            result_age_ms: None,
         }
+    }
+
+    #[test]
+    fn reuse_fields_are_written_only_on_reused_records() {
+        let plain = serde_json::to_string(&record(1)).unwrap();
+        assert!(
+            !plain.contains("reused") && !plain.contains("result_age_ms"),
+            "{plain}"
+        );
+        let reused = ResultRecord {
+            reused: true,
+            result_age_ms: Some(400.0),
+            ..record(2)
+        };
+        let text = serde_json::to_string(&reused).unwrap();
+        assert!(
+            text.contains("\"reused\":true") && text.contains("\"result_age_ms\":400.0"),
+            "{text}"
+        );
+        let back: ResultRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, reused);
+        let old: ResultRecord = serde_json::from_str(&plain).unwrap();
+        assert!(!old.reused);
     }
 
     #[test]
