@@ -782,6 +782,7 @@ mod tests {
                                 queue_capacity: 1,
                                 max_batch: 1,
                                 max_frame: 1 << 20,
+                                calibration: None,
                             }),
                             _ => continue,
                         };
