@@ -290,6 +290,8 @@ impl System {
         let auto = |v: Option<u32>| v.map_or_else(|| "auto".to_owned(), |n| n.to_string());
         arg("--threads", &auto(m.threads));
         arg("--instances", &auto(m.instances));
+        // Freshest frame over a late answer: shed requests that waited past the bound.
+        arg("--max-queue-wait-ms", &"auto");
         arg("--spin", &m.spin.to_string());
         arg("--max-batch", &m.max_batch.to_string());
         arg("--batch-delay-us", &m.batch_delay_us.to_string());

@@ -102,12 +102,16 @@ pub struct ServerConfig {
     #[arg(long, default_value_t = DEFAULT_CALIBRATION_MS)]
     pub calibration_ms: u64,
     /// Requests waiting per camera (per ring); a newer request for a full lane replaces
-    /// the lane's oldest one, which gets `overloaded`.
-    #[arg(long, default_value_t = 4)]
+    /// the lane's oldest one, which gets `overloaded`. Default: as many as
+    /// `--max-inflight` allows (pipelining clients keep every request).
+    #[arg(long, default_value_t = 64)]
     pub max_queue_per_source: usize,
     /// Longest wait in the queue in milliseconds before a request is shed (`overloaded`,
-    /// no inference); `auto`: 4 x the recent batch run time, at least 100 ms; 0: no bound.
-    #[arg(long, default_value_t = Setting::Auto)]
+    /// no inference) when fresher work waits (always past twice it); `auto`: 4 x the
+    /// recent batch run time, at least 100 ms, what core-agent passes (its agents want the
+    /// freshest frame, not a late answer); 0 (the default): no bound, every accepted
+    /// request is run (or answered `deadline_exceeded` past its own deadline).
+    #[arg(long, default_value_t = Setting::Fixed(0))]
     pub max_queue_wait_ms: Setting,
     /// How long the oldest queued request waits for a batch to fill, in microseconds.
     #[arg(long, default_value_t = 2000)]
@@ -367,13 +371,8 @@ mod tests {
         assert_eq!(c.max_inflight, 64);
         assert_eq!(c.family, FamilyChoice::Auto);
         assert_eq!(c.calibration_ms, DEFAULT_CALIBRATION_MS);
-        assert_eq!(c.max_queue_per_source, 4);
-        assert_eq!(
-            c.max_wait(),
-            crate::batcher::MaxWait::Auto {
-                floor: AUTO_WAIT_FLOOR
-            }
-        );
+        assert_eq!(c.max_queue_per_source, 64);
+        assert_eq!(c.max_wait(), crate::batcher::MaxWait::Off);
         assert!(!c.spin);
         let fixed = parse(&[
             "--model",
@@ -387,14 +386,19 @@ mod tests {
             "--max-batch",
             "4",
             "--max-queue-wait-ms",
-            "0",
+            "auto",
         ])
         .unwrap();
         assert_eq!(
             (fixed.threads, fixed.instances, fixed.max_batch),
             (Setting::Fixed(1), Setting::Fixed(2), Setting::Fixed(4))
         );
-        assert_eq!(fixed.max_wait(), crate::batcher::MaxWait::Off);
+        assert_eq!(
+            fixed.max_wait(),
+            crate::batcher::MaxWait::Auto {
+                floor: AUTO_WAIT_FLOOR
+            }
+        );
         assert!(parse(&["--model", "m", "--socket", "s", "--threads", "two"]).is_err());
     }
 
