@@ -209,7 +209,7 @@ impl Shared {
             queue_capacity: policy.capacity as u32,
             max_batch: policy.max_batch as u32,
             max_frame: self.limits.max_frame as u32,
-            calibration: self.model.calibration.clone(),
+            calibration: self.model.calibration.clone().map(Box::new),
         }
     }
 }

@@ -331,7 +331,7 @@ pub struct StatusReport {
     pub max_frame: u32,
     /// How threads x instances x batch were chosen (absent from older servers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub calibration: Option<crate::calibration::Calibration>,
+    pub calibration: Option<Box<crate::calibration::Calibration>>,
 }
 
 /// Latency distribution of one stage, in microseconds.

@@ -204,7 +204,9 @@ fn status() -> impl Strategy<Value = StatusReport> {
                     queue_capacity: n[3],
                     max_batch: n[4],
                     max_frame: n[5].max(n[6]),
-                    calibration: (n[0] % 2 == 0).then(|| calibration(n[1], n[2])),
+                    calibration: n[0]
+                        .is_multiple_of(2)
+                        .then(|| Box::new(calibration(n[1], n[2]))),
                 }
             },
         )
@@ -217,7 +219,7 @@ fn calibration(a: u32, b: u32) -> proto_schema::calibration::Calibration {
         threads: a,
         instances: b,
         max_batch: 1,
-        spin: a % 2 == 0,
+        spin: a.is_multiple_of(2),
         cores: 2,
         elapsed_ms: u64::from(b),
         runs: vec![proto_schema::calibration::CalibrationRun {

@@ -616,7 +616,7 @@ async fn wait_ready(
         let r = match readiness {
             Readiness::Server { socket, peer } => {
                 match probe::serving_status(socket, expected_peer(*peer, pid), timeout, max).await {
-                    Ok(status) => Ok(status.calibration),
+                    Ok(status) => Ok(status.calibration.map(|c| *c)),
                     Err(e @ probe::ProbeError::Peer(_)) => {
                         tracing::warn!("{e}");
                         return Err(NotReady {
