@@ -436,12 +436,16 @@ pub struct ModelConfig {
     /// Execution device. Default `cpu`.
     #[serde(default)]
     pub device: Device,
-    /// Intra-op threads per instance. Default `1`.
-    #[serde(default = "default_one")]
-    pub threads: u32,
-    /// Sessions run in parallel. Default `1`.
-    #[serde(default = "default_one")]
-    pub instances: u32,
+    /// Intra-op threads per instance. Default: absent, `auto` (with `instances` absent
+    /// too, the model server measures a few threads x instances settings at load, at most
+    /// 5 s, and keeps the one with the most inferences per CPU-second; with `instances`
+    /// given, cores / instances).
+    #[serde(default)]
+    pub threads: Option<u32>,
+    /// Sessions run in parallel. Default: absent, `auto` (see `threads`; with `threads`
+    /// given, cores / threads).
+    #[serde(default)]
+    pub instances: Option<u32>,
     /// Whether idle intra-op threads spin waiting for work (`model-server --spin`). Spinning
     /// makes multi-threaded runs faster on cores the server has to itself and slower when
     /// decoders share them. Default `false`.
@@ -749,7 +753,7 @@ mod tests {
         assert!(err.to_string().contains("threshhold"), "{err}");
         let m = &c.models[0];
         assert_eq!(m.family, ModelFamily::Auto);
-        assert_eq!((m.threads, m.instances, m.max_batch), (1, 1, 1));
+        assert_eq!((m.threads, m.instances, m.max_batch), (None, None, 1));
         assert!(!m.spin);
         let spin = parse(&MINIMAL.replace("models/det.onnx\"", "models/det.onnx\"\nspin = true"));
         assert!(spin.unwrap().models[0].spin);

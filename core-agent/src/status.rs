@@ -492,6 +492,29 @@ pub fn prometheus(shared: &Shared) -> String {
     }
     family(
         &mut out,
+        "framebus_model_sessions",
+        "gauge",
+        "A model server's intra-op threads per instance, instances and largest batch, as its status said when ready (how: calibrated, fixed, derived or skipped).",
+    );
+    for m in &models {
+        let Some(c) = &m.server.calibration else {
+            continue;
+        };
+        for (what, v) in [
+            ("threads", c.threads),
+            ("instances", c.instances),
+            ("max_batch", c.max_batch),
+        ] {
+            let _ = writeln!(
+                out,
+                "framebus_model_sessions{{model=\"{}\",setting=\"{what}\",how=\"{}\"}} {v}",
+                label(&m.id),
+                label(&c.how)
+            );
+        }
+    }
+    family(
+        &mut out,
         "framebus_kernel_failed_retries_total",
         "counter",
         "Frame kernel retries after it had been marked failed (the cool-down).",

@@ -290,8 +290,12 @@ impl System {
         arg("--ring-dir", &self.config.agent.ring_dir);
         arg("--family", &m.family.as_str());
         arg("--device", &m.device.as_str());
-        arg("--threads", &m.threads.to_string());
-        arg("--instances", &m.instances.to_string());
+        // Absent: `auto`, the server calibrates at load (issue 16).
+        let auto = |v: Option<u32>| v.map_or_else(|| "auto".to_owned(), |n| n.to_string());
+        arg("--threads", &auto(m.threads));
+        arg("--instances", &auto(m.instances));
+        // Freshest frame over a late answer: shed requests that waited past the bound.
+        arg("--max-queue-wait-ms", &"auto");
         arg("--spin", &m.spin.to_string());
         arg("--max-batch", &m.max_batch.to_string());
         arg("--batch-delay-us", &m.batch_delay_us.to_string());

@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::batcher::{BatchPolicy, Batcher};
+use crate::calibrate;
 use crate::config::ServerConfig;
 use crate::family::{self, NamesSource};
 use crate::postprocess::PostprocessConfig;
 use crate::server::{self, Limits, ModelDescription, Shared};
-use crate::session::{self, Runtime, SessionConfig};
+use crate::session::{Runtime, SessionConfig};
 use crate::stats::Stats;
 use crate::worker::{self, Job, Pipeline};
 
@@ -36,17 +37,31 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
     };
 
     let runtime = Runtime::init(&config.ort_dylib)?;
-    let threads = config.threads();
-    let loaded = session::load(
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (loaded, max_batch, calibration) = calibrate::run(
         &runtime,
-        &SessionConfig {
-            model: config.model.clone(),
-            device: config.device,
-            intra_threads: threads,
-            spinning: config.spin,
+        &calibrate::Request {
+            session: SessionConfig {
+                model: config.model.clone(),
+                device: config.device,
+                intra_threads: 1,
+                spinning: config.spin,
+            },
+            threads: config.threads,
+            instances: config.instances,
+            max_batch: config.max_batch,
+            cores,
+            budget: Duration::from_millis(config.calibration_ms),
         },
-        config.instances,
     )?;
+    tracing::info!(
+        how = %calibration.how,
+        threads = calibration.threads,
+        instances = calibration.instances,
+        max_batch = calibration.max_batch,
+        "sessions: {}",
+        calibrate::summary(&calibration)
+    );
     let info = loaded.info.clone();
     let layout = family::detect(
         config.family,
@@ -60,19 +75,21 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
     if names_source == NamesSource::Coco80 {
         tracing::info!("model has no `names` metadata; using the COCO-80 class names");
     }
-    let max_batch = if info.dynamic_batch {
-        config.max_batch
-    } else {
-        if config.max_batch > 1 {
-            tracing::info!("model batch dimension is fixed at 1; requests run one by one");
-        }
-        1
-    };
+    if !info.dynamic_batch && config.max_batch.fixed().is_some_and(|b| b > 1) {
+        tracing::info!("model batch dimension is fixed at 1; requests run one by one");
+    }
     let batcher = Arc::new(Batcher::<Job>::new(BatchPolicy {
         max_batch,
         delay: Duration::from_micros(config.batch_delay_us),
         capacity: config.max_inflight,
+        per_source: config.max_queue_per_source,
+        max_wait: config.max_wait(),
     }));
+    // Start the `auto` wait bound from the calibration's single-image run time.
+    if let Some(r) = calibration.runs.first().filter(|r| r.images > 0) {
+        let per_run = r.wall_us * u64::from(r.instances) / r.images;
+        batcher.observe_run(Duration::from_micros(per_run));
+    }
     let pipeline = Arc::new(Pipeline {
         spec: layout
             .family
@@ -110,6 +127,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
             provider: loaded.provider.as_str().to_owned(),
             instances: instances as u32,
             input: [info.input_width, info.input_height],
+            calibration: Some(calibration),
         },
         Limits {
             max_connections: config.max_connections,

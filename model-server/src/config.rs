@@ -19,6 +19,47 @@ fn parse_mode(s: &str) -> Result<u32, String> {
     Ok(mode)
 }
 
+/// A count that is either given or chosen at load (`auto`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Setting {
+    /// Chosen at load (see `crate::calibrate`).
+    #[default]
+    Auto,
+    /// Given.
+    Fixed(usize),
+}
+
+impl Setting {
+    /// The given value, if any.
+    pub fn fixed(self) -> Option<usize> {
+        match self {
+            Setting::Auto => None,
+            Setting::Fixed(n) => Some(n),
+        }
+    }
+}
+
+impl std::str::FromStr for Setting {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("auto") {
+            return Ok(Setting::Auto);
+        }
+        s.parse::<usize>()
+            .map(Setting::Fixed)
+            .map_err(|e| format!("{s:?}: expected `auto` or a count ({e})"))
+    }
+}
+
+impl std::fmt::Display for Setting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Setting::Auto => f.write_str("auto"),
+            Setting::Fixed(n) => write!(f, "{n}"),
+        }
+    }
+}
+
 /// Every setting of one model server.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerConfig {
@@ -41,16 +82,37 @@ pub struct ServerConfig {
     /// Execution device; `cuda` falls back to CPU with a warning when unavailable.
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     pub device: Device,
-    /// Intra-op threads per instance; default: available cores / instances (at least 1).
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Model instances (sessions) running in parallel.
-    #[arg(long, default_value_t = 1)]
-    pub instances: usize,
+    /// Intra-op threads per instance, or `auto`: with `--instances auto` too, chosen by the
+    /// load-time calibration (never more threads in all than cores); with a fixed
+    /// `--instances N`, cores / N (at least 1).
+    #[arg(long, default_value_t = Setting::Auto)]
+    pub threads: Setting,
+    /// Model instances (sessions) running in parallel, or `auto`: with `--threads auto`
+    /// too, chosen by the load-time calibration; with fixed `--threads T`, cores / T (at
+    /// least 1).
+    #[arg(long, default_value_t = Setting::Auto)]
+    pub instances: Setting,
     /// Largest batch for models with a dynamic batch dimension (fixed-batch models run one
-    /// request at a time regardless).
-    #[arg(long, default_value_t = 8)]
-    pub max_batch: usize,
+    /// request at a time regardless), or `auto`: chosen by the calibration among 1, 2
+    /// and 4 when it runs, else 8.
+    #[arg(long, default_value_t = Setting::Auto)]
+    pub max_batch: Setting,
+    /// Longest time for the whole load-time calibration, in milliseconds (at most 5000);
+    /// 0 skips it (then threads x instances fall back to 1 x cores, batch to 8).
+    #[arg(long, default_value_t = DEFAULT_CALIBRATION_MS)]
+    pub calibration_ms: u64,
+    /// Requests waiting per camera (per ring); a newer request for a full lane replaces
+    /// the lane's oldest one, which gets `overloaded`. Default: as many as
+    /// `--max-inflight` allows (pipelining clients keep every request).
+    #[arg(long, default_value_t = 64)]
+    pub max_queue_per_source: usize,
+    /// Longest wait in the queue in milliseconds before a request is shed (`overloaded`,
+    /// no inference) when fresher work waits (always past twice it); `auto`: 4 x the
+    /// recent batch run time, at least 100 ms, what core-agent passes (its agents want the
+    /// freshest frame, not a late answer); 0 (the default): no bound, every accepted
+    /// request is run (or answered `deadline_exceeded` past its own deadline).
+    #[arg(long, default_value_t = Setting::Fixed(0))]
+    pub max_queue_wait_ms: Setting,
     /// How long the oldest queued request waits for a batch to fill, in microseconds.
     #[arg(long, default_value_t = 2000)]
     pub batch_delay_us: u64,
@@ -118,6 +180,13 @@ pub struct ConfigError {
     pub problems: Vec<String>,
 }
 
+/// Default of `--calibration-ms`.
+pub const DEFAULT_CALIBRATION_MS: u64 = 4000;
+/// Largest `--calibration-ms`.
+pub const MAX_CALIBRATION_MS: u64 = 5000;
+/// Floor of the `auto` queue wait bound.
+pub const AUTO_WAIT_FLOOR: Duration = Duration::from_millis(100);
+
 /// Hard upper bounds, so a typo cannot ask for a million threads.
 const MAX_INSTANCES: usize = 64;
 const MAX_THREADS: usize = 256;
@@ -136,12 +205,16 @@ impl ServerConfig {
         })
     }
 
-    /// Intra-op threads per instance.
-    pub fn threads(&self) -> usize {
-        self.threads.unwrap_or_else(|| {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            (cores / self.instances.max(1)).max(1)
-        })
+    /// The queue wait bound policy.
+    pub fn max_wait(&self) -> crate::batcher::MaxWait {
+        use crate::batcher::MaxWait;
+        match self.max_queue_wait_ms {
+            Setting::Auto => MaxWait::Auto {
+                floor: AUTO_WAIT_FLOOR,
+            },
+            Setting::Fixed(0) => MaxWait::Off,
+            Setting::Fixed(ms) => MaxWait::Fixed(Duration::from_millis(ms as u64)),
+        }
     }
 
     /// Partial-frame read timeout.
@@ -203,10 +276,31 @@ impl ServerConfig {
                 p.push(format!("{name} {v}: must be {lo}..={hi}"));
             }
         };
-        range("--instances", self.instances, 1, MAX_INSTANCES);
-        range("--threads", self.threads(), 1, MAX_THREADS);
+        if let Some(n) = self.instances.fixed() {
+            range("--instances", n, 1, MAX_INSTANCES);
+        }
+        if let Some(n) = self.threads.fixed() {
+            range("--threads", n, 1, MAX_THREADS);
+        }
+        if let Some(n) = self.max_batch.fixed() {
+            range("--max-batch", n, 1, MAX_BATCH);
+        }
+        if let Some(n) = self.max_queue_wait_ms.fixed() {
+            range("--max-queue-wait-ms", n, 0, 3_600_000);
+        }
+        range(
+            "--max-queue-per-source",
+            self.max_queue_per_source,
+            1,
+            1 << 20,
+        );
+        range(
+            "--calibration-ms",
+            self.calibration_ms as usize,
+            0,
+            MAX_CALIBRATION_MS as usize,
+        );
         range("--io-threads", self.io_threads, 1, MAX_THREADS);
-        range("--max-batch", self.max_batch, 1, MAX_BATCH);
         range("--max-detections", self.max_detections, 1, 10_000);
         range("--max-connections", self.max_connections, 1, 1 << 20);
         range("--max-inflight", self.max_inflight, 1, 1 << 20);
@@ -270,10 +364,42 @@ mod tests {
         assert_eq!(c.model_id(), "yolox_nano");
         assert_eq!(c.socket_mode, 0o660);
         assert_eq!(c.ring_dir, PathBuf::from("/dev/shm/framebus"));
-        assert_eq!((c.instances, c.max_batch, c.max_inflight), (1, 8, 64));
+        assert_eq!(
+            (c.threads, c.instances, c.max_batch),
+            (Setting::Auto, Setting::Auto, Setting::Auto)
+        );
+        assert_eq!(c.max_inflight, 64);
         assert_eq!(c.family, FamilyChoice::Auto);
-        assert!(c.threads() >= 1);
+        assert_eq!(c.calibration_ms, DEFAULT_CALIBRATION_MS);
+        assert_eq!(c.max_queue_per_source, 64);
+        assert_eq!(c.max_wait(), crate::batcher::MaxWait::Off);
         assert!(!c.spin);
+        let fixed = parse(&[
+            "--model",
+            "m.onnx",
+            "--socket",
+            "s",
+            "--threads",
+            "1",
+            "--instances",
+            "2",
+            "--max-batch",
+            "4",
+            "--max-queue-wait-ms",
+            "auto",
+        ])
+        .unwrap();
+        assert_eq!(
+            (fixed.threads, fixed.instances, fixed.max_batch),
+            (Setting::Fixed(1), Setting::Fixed(2), Setting::Fixed(4))
+        );
+        assert_eq!(
+            fixed.max_wait(),
+            crate::batcher::MaxWait::Auto {
+                floor: AUTO_WAIT_FLOOR
+            }
+        );
+        assert!(parse(&["--model", "m", "--socket", "s", "--threads", "two"]).is_err());
     }
 
     #[test]
@@ -307,6 +433,8 @@ mod tests {
             "1.5",
             "--max-frame",
             "10",
+            "--calibration-ms",
+            "60000",
         ])
         .unwrap();
         let e = c.validate().unwrap_err();
@@ -318,11 +446,12 @@ mod tests {
             "--instances",
             "--score-threshold",
             "--max-frame",
+            "--calibration-ms",
             "ONNX Runtime library",
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
-        assert_eq!(e.problems.len(), 7, "{all}");
+        assert_eq!(e.problems.len(), 8, "{all}");
     }
 
     /// Issue 10: rings are only read from a directory the service owns; a world-writable

@@ -2,14 +2,17 @@
 //! cameras over a Unix socket.
 //!
 //! Request path: [`server`] reads a length-prefixed request, [`frames`] validates its frame
-//! reference against the ring directory, [`batcher`] queues it for one of the model
-//! instances ([`worker`]), which letterboxes the frame straight from the ring mapping
+//! reference against the ring directory, [`batcher`] queues it in its camera's lane (fair
+//! across cameras, bounded, shedding past saturation) for one of the model instances
+//! ([`worker`]), which letterboxes the frame straight from the ring mapping
 //! ([`preprocess`]), runs the [`session`], decodes and filters boxes ([`postprocess`]) and
 //! answers; [`stats`] records every outcome. [`app`] wires it together in start-up and
-//! shutdown order; [`config`] holds the settings.
+//! shutdown order; [`config`] holds the settings; [`calibrate`] chooses threads x
+//! instances (x batch) at load.
 
 pub mod app;
 pub mod batcher;
+pub mod calibrate;
 pub mod config;
 pub mod family;
 pub mod frames;

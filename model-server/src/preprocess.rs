@@ -182,54 +182,90 @@ fn axis_taps(src: u32, dst: u32) -> Vec<Tap> {
 ///
 /// `frame` is the whole frame buffer laid out as `geometry` says (it may be longer). Any
 /// byte content is accepted (the ring may be overwritten while this runs; the caller
-/// discards the result then).
+/// discards the result then). Allocates its working rows; a worker that letterboxes many
+/// frames keeps a [`Scratch`] instead.
 pub fn letterbox_into(
     frame: &[u8],
     geometry: &FrameGeometry,
     spec: &InputSpec,
     out: &mut [f32],
 ) -> Result<Letterbox, PreprocessError> {
-    geometry.validate()?;
-    if frame.len() < geometry.frame_size as usize {
-        return Err(PreprocessError::FrameTooShort {
-            len: frame.len(),
-            need: geometry.frame_size as usize,
-        });
-    }
-    let (w, h) = (spec.width as usize, spec.height as usize);
-    let plane = w * h;
-    if out.len() != 3 * plane {
-        return Err(PreprocessError::OutputSize {
-            len: out.len(),
-            need: 3 * plane,
-        });
-    }
-    let lb = Letterbox::new(geometry.width, geometry.height, spec);
-    let divisor = spec.divisor;
-    let (c0, rest) = out.split_at_mut(plane);
-    let (c1, c2) = rest.split_at_mut(plane);
-    // Output planes in tensor order; the kernels write (r, g, b).
-    let [r_out, g_out, b_out]: [&mut [f32]; 3] = match spec.order {
-        ChannelOrder::Rgb => [c0, c1, c2],
-        ChannelOrder::Bgr => [c2, c1, c0],
-    };
-    let pad = f32::from(spec.pad_value) / divisor;
-    for p in [&mut *r_out, &mut *g_out, &mut *b_out] {
-        fill_padding(p, &lb, w, h, pad);
-    }
+    Scratch::default().letterbox_into(frame, geometry, spec, out)
+}
 
-    let cols = axis_taps(geometry.width, lb.new_width);
-    let rows = axis_taps(geometry.height, lb.new_height);
-    let job = Resample {
-        source: Source::new(frame, geometry),
-        cols: &cols,
-        rows: &rows,
-        divisor,
-        row_start: lb.pad_top as usize * w + lb.pad_left as usize,
-        row_pitch: w,
-    };
-    job.run([r_out, g_out, b_out]);
-    Ok(lb)
+/// Working memory of the letterbox, kept by each model instance so that preprocessing a
+/// frame allocates nothing once the first frame of a given size was seen: the resize taps
+/// (cached per source size and input size), the vertical-sum row and the converted YUV
+/// rows. Results are identical to [`letterbox_into`].
+#[derive(Debug, Default)]
+pub struct Scratch {
+    /// `(src w, src h, new w, new h)` the taps were computed for.
+    taps_for: Option<(u32, u32, u32, u32)>,
+    cols: Vec<Tap>,
+    rows: Vec<Tap>,
+    vsum: Vec<u32>,
+    converted: ConvertedRows,
+}
+
+impl Scratch {
+    /// [`letterbox_into`] with reused buffers.
+    pub fn letterbox_into(
+        &mut self,
+        frame: &[u8],
+        geometry: &FrameGeometry,
+        spec: &InputSpec,
+        out: &mut [f32],
+    ) -> Result<Letterbox, PreprocessError> {
+        geometry.validate()?;
+        if frame.len() < geometry.frame_size as usize {
+            return Err(PreprocessError::FrameTooShort {
+                len: frame.len(),
+                need: geometry.frame_size as usize,
+            });
+        }
+        let (w, h) = (spec.width as usize, spec.height as usize);
+        let plane = w * h;
+        if out.len() != 3 * plane {
+            return Err(PreprocessError::OutputSize {
+                len: out.len(),
+                need: 3 * plane,
+            });
+        }
+        let lb = Letterbox::new(geometry.width, geometry.height, spec);
+        let divisor = spec.divisor;
+        let (c0, rest) = out.split_at_mut(plane);
+        let (c1, c2) = rest.split_at_mut(plane);
+        // Output planes in tensor order; the kernels write (r, g, b).
+        let [r_out, g_out, b_out]: [&mut [f32]; 3] = match spec.order {
+            ChannelOrder::Rgb => [c0, c1, c2],
+            ChannelOrder::Bgr => [c2, c1, c0],
+        };
+        let pad = f32::from(spec.pad_value) / divisor;
+        for p in [&mut *r_out, &mut *g_out, &mut *b_out] {
+            fill_padding(p, &lb, w, h, pad);
+        }
+
+        let key = (geometry.width, geometry.height, lb.new_width, lb.new_height);
+        if self.taps_for != Some(key) {
+            self.cols = axis_taps(geometry.width, lb.new_width);
+            self.rows = axis_taps(geometry.height, lb.new_height);
+            self.taps_for = Some(key);
+        }
+        let width = geometry.width as usize;
+        self.vsum.resize(3 * width, 0);
+        self.converted.reset(width);
+        let job = Resample {
+            source: Source::new(frame, geometry, &mut self.converted),
+            cols: &self.cols,
+            rows: &self.rows,
+            vsum: &mut self.vsum,
+            divisor,
+            row_start: lb.pad_top as usize * w + lb.pad_left as usize,
+            row_pitch: w,
+        };
+        job.run([r_out, g_out, b_out]);
+        Ok(lb)
+    }
 }
 
 /// The resampling of one frame into the image rectangle of the three planes.
@@ -237,6 +273,8 @@ struct Resample<'a> {
     source: Source<'a>,
     cols: &'a [Tap],
     rows: &'a [Tap],
+    /// The vertical sums of one output row (3 x source width).
+    vsum: &'a mut [u32],
     divisor: f32,
     /// Index of the rectangle's first pixel in a plane.
     row_start: usize,
@@ -273,18 +311,18 @@ impl Resample<'_> {
         let n = self.cols.len();
         // `v as f32 / divisor` for every 8-bit value: a table lookup instead of a division.
         let lut: [f32; 256] = std::array::from_fn(|v| v as f32 / self.divisor);
-        let mut vsum = vec![0u32; self.source.width() * 3];
+        let vsum = &mut self.vsum[..self.source.width() * 3];
         let [r_out, g_out, b_out] = planes;
         for (dy, t) in self.rows.iter().enumerate() {
             // Vertical first (contiguous, vectorises), then the horizontal taps.
-            let layout = self.source.blend_rows(t, &mut vsum);
+            let layout = self.source.blend_rows(t, vsum);
             let o = self.row_start + dy * self.row_pitch;
             for (c, plane) in [&mut *r_out, &mut *g_out, &mut *b_out]
                 .into_iter()
                 .enumerate()
             {
                 let (base, step) = layout.channel(c);
-                horizontal(&vsum, base, step, self.cols, &lut, &mut plane[o..o + n]);
+                horizontal(vsum, base, step, self.cols, &lut, &mut plane[o..o + n]);
             }
         }
     }
@@ -355,6 +393,7 @@ fn vertical(a: &[u8], b: &[u8], t: &Tap, out: &mut [u32]) {
 
 /// Source rows converted to planar 8-bit RGB; the two most recent are kept because
 /// consecutive output rows share source rows.
+#[derive(Debug, Default)]
 struct ConvertedRows {
     rows: [usize; 2],
     rgb: [Vec<u8>; 2],
@@ -362,12 +401,13 @@ struct ConvertedRows {
 }
 
 impl ConvertedRows {
-    fn new(width: usize) -> Self {
-        ConvertedRows {
-            rows: [usize::MAX; 2],
-            rgb: [vec![0; 3 * width], vec![0; 3 * width]],
-            terms: vec![0; 3 * width],
+    /// Empties the cache for a frame `width` pixels wide (keeping the allocations).
+    fn reset(&mut self, width: usize) {
+        self.rows = [usize::MAX; 2];
+        for v in &mut self.rgb {
+            v.resize(3 * width, 0);
         }
+        self.terms.resize(3 * width, 0);
     }
 
     /// Rows `ya` and `yb` as planar RGB, converting those not cached from `planes`.
@@ -430,12 +470,13 @@ enum Source<'a> {
     /// 4:2:0 YUV with its converted-row cache.
     Yuv {
         planes: YuvPlanes<'a>,
-        converted: Box<ConvertedRows>,
+        converted: &'a mut ConvertedRows,
     },
 }
 
 impl<'a> Source<'a> {
-    fn new(frame: &'a [u8], g: &FrameGeometry) -> Self {
+    /// `converted` must have been reset for this frame's width.
+    fn new(frame: &'a [u8], g: &FrameGeometry, converted: &'a mut ConvertedRows) -> Self {
         let off = |i: usize| g.offsets[i] as usize;
         let width = g.width as usize;
         match g.format {
@@ -465,7 +506,7 @@ impl<'a> Source<'a> {
                         c_step: if nv12 { 2 } else { 1 },
                         width,
                     },
-                    converted: Box::new(ConvertedRows::new(width)),
+                    converted,
                 }
             }
         }
@@ -742,6 +783,35 @@ mod tests {
                 assert_eq!(a, run(&i420, PixelFormat::I420));
                 assert_eq!(a, run(&rgb, PixelFormat::Rgb24));
                 assert_eq!(a, run(&bgr, PixelFormat::Bgr24));
+            }
+        }
+    }
+
+    /// One reused scratch, fed frames of changing size, format and input size in turn,
+    /// gives exactly what a fresh one gives each time (no state leaks between frames).
+    #[test]
+    fn reused_scratch_equals_fresh() {
+        let mut scratch = Scratch::default();
+        let cases = [
+            (16, 10, 12, 12),
+            (8, 6, 8, 8),
+            (16, 10, 12, 12),
+            (6, 4, 13, 9),
+        ];
+        for (i, (w, h, iw, ih)) in cases.into_iter().enumerate() {
+            let pic = yuv_picture(w, h, i as u32);
+            for (bytes, f) in [
+                (&pic.nv12, PixelFormat::Nv12),
+                (&pic.rgb, PixelFormat::Rgb24),
+                (&pic.i420, PixelFormat::I420),
+            ] {
+                let g = FrameGeometry::packed(w, h, f).unwrap();
+                let s = spec(Family::Yolov8, iw, ih);
+                let mut fresh = vec![0.0; (3 * iw * ih) as usize];
+                let mut reused = vec![1.0; (3 * iw * ih) as usize];
+                let a = letterbox_into(bytes, &g, &s, &mut fresh).unwrap();
+                let b = scratch.letterbox_into(bytes, &g, &s, &mut reused).unwrap();
+                assert_eq!((a, &fresh), (b, &reused), "case {i} {f}");
             }
         }
     }

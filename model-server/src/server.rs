@@ -63,6 +63,8 @@ pub struct ModelDescription {
     pub instances: u32,
     /// Input `[width, height]`.
     pub input: [u32; 2],
+    /// How the session settings were chosen.
+    pub calibration: Option<proto_schema::calibration::Calibration>,
 }
 
 /// Connections the control socket accepts at once (the supervisor uses one at a time).
@@ -159,7 +161,12 @@ impl Shared {
     fn encode(&self, resp: &Response) -> Vec<u8> {
         match resp {
             Response::InferResult(r) => match &r.error {
-                Some(e) => self.stats.record_error(e.code),
+                Some(e) => {
+                    self.stats.record_error(e.code);
+                    if matches!(e.code, ErrorCode::Overloaded | ErrorCode::DeadlineExceeded) {
+                        self.stats.record_shed(&r.camera_id);
+                    }
+                }
                 None => self.stats.record_ok(&r.timings),
             },
             Response::Error { error, .. } => self.stats.record_error(error.code),
@@ -202,6 +209,7 @@ impl Shared {
             queue_capacity: policy.capacity as u32,
             max_batch: policy.max_batch as u32,
             max_frame: self.limits.max_frame as u32,
+            calibration: self.model.calibration.clone().map(Box::new),
         }
     }
 }
@@ -582,13 +590,9 @@ fn start_infer(
         let msg = "deadline passed before the request was queued".into();
         return Some(failure(&req, ErrorCode::DeadlineExceeded, msg));
     }
-    let Ok(permit) = Arc::clone(&shared.inflight).try_acquire_owned() else {
-        let msg = format!(
-            "{} inference requests in flight (limit)",
-            shared.limits.max_inflight
-        );
-        return Some(failure(&req, ErrorCode::Overloaded, msg));
-    };
+    // Without a permit the request may still take the place of a waiting one (a newer
+    // frame of its camera, or of the camera furthest ahead): the fair queue decides.
+    let permit = Arc::clone(&shared.inflight).try_acquire_owned().ok();
     let frame = match shared.resolver.resolve(&req.frame, &req.meta) {
         Ok(f) => f,
         Err(e) => return Some(failure(&req, e.code(), e.to_string())),
@@ -599,17 +603,38 @@ fn start_infer(
         frame,
         received,
     };
-    match shared.batcher.submit(job) {
-        Ok(()) => {}
+    let source = job.request.frame.ring.clone();
+    let need_room = !job.reply.has_permit();
+    let mut shed = Vec::new();
+    let pushed = shared
+        .batcher
+        .submit(&source, job, need_room, &mut shed, |old, new| {
+            new.reply.take_permit_from(&mut old.reply)
+        });
+    for (why, old) in shed {
+        crate::worker::answer_shed(why, old);
+    }
+    // A refused job answers through its own reply (counted as outstanding), so that
+    // dropping it never sends a second, `internal`, answer.
+    let (item, code, msg) = match pushed {
+        Ok(()) => return None,
+        Err(PushError::Full { item, capacity }) if need_room => {
+            let msg = format!(
+                "{} inference requests in flight (limit), {capacity} queued",
+                shared.limits.max_inflight
+            );
+            (item, ErrorCode::Overloaded, msg)
+        }
         Err(PushError::Full { item, capacity }) => {
             let msg = format!("queue full ({capacity} requests waiting)");
-            return Some(failure(&item.request, ErrorCode::Overloaded, msg));
+            (item, ErrorCode::Overloaded, msg)
         }
         Err(PushError::Closed { item }) => {
-            let msg = "server is draining".into();
-            return Some(failure(&item.request, ErrorCode::ShuttingDown, msg));
+            (item, ErrorCode::ShuttingDown, "server is draining".into())
         }
-    }
+    };
+    let resp = failure(&item.request, code, msg);
+    item.reply.send(resp);
     None
 }
 

@@ -26,6 +26,8 @@ pub struct Stats {
     ok: AtomicU64,
     errors: [AtomicU64; ErrorCode::ALL.len()],
     per_camera: Mutex<BTreeMap<String, u64>>,
+    /// Requests per camera not served because of load (same bound as `per_camera`).
+    shed_per_camera: Mutex<BTreeMap<String, u64>>,
     /// One histogram per entry of [`LATENCY_STAGES`].
     latency: Mutex<Vec<Histogram<u64>>>,
 }
@@ -47,6 +49,7 @@ impl Stats {
             ok: AtomicU64::new(0),
             errors: std::array::from_fn(|_| AtomicU64::new(0)),
             per_camera: Mutex::new(BTreeMap::new()),
+            shed_per_camera: Mutex::new(BTreeMap::new()),
             latency: Mutex::new(LATENCY_STAGES.iter().map(|_| hist()).collect()),
         }
     }
@@ -63,6 +66,17 @@ impl Stats {
         if let Some(n) = cams.get_mut(camera) {
             *n += 1;
         } else if cams.len() < MAX_TRACKED_CAMERAS {
+            cams.insert(camera.to_owned(), 1);
+        }
+    }
+
+    /// Counts one request of `camera` not served because of load (`overloaded`,
+    /// `deadline_exceeded`).
+    pub fn record_shed(&self, camera: &str) {
+        let mut cams = lock(&self.shed_per_camera);
+        if let Some(n) = cams.get_mut(camera) {
+            *n += 1;
+        } else if cams.len() < MAX_TRACKED_CAMERAS && proto_schema::message::is_valid_name(camera) {
             cams.insert(camera.to_owned(), 1);
         }
     }
@@ -123,6 +137,7 @@ impl Stats {
             errors_by_code,
             per_camera: lock(&self.per_camera).clone(),
             latency_us,
+            shed_per_camera: lock(&self.shed_per_camera).clone(),
         }
     }
 }
@@ -165,7 +180,12 @@ mod tests {
         }
         s.record_error(ErrorCode::StaleFrame);
         s.record_error(ErrorCode::StaleFrame);
+        s.record_shed("cam-b");
+        s.record_shed("cam-b");
+        s.record_shed("../bad"); // never a key the report would fail on
         let r = s.report(7);
+        assert_eq!(r.shed_per_camera.len(), 1);
+        assert_eq!(r.shed_per_camera["cam-b"], 2);
         assert_eq!((r.id, r.requests, r.ok), (7, 100, 100));
         assert_eq!(r.errors_by_code.get(&ErrorCode::StaleFrame), Some(&2));
         assert_eq!(r.errors_by_code.len(), 1);

@@ -13,7 +13,7 @@ use proto_schema::ring::ReadError;
 use proto_schema::PROTOCOL_VERSION;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
-use crate::batcher::Batcher;
+use crate::batcher::{Batcher, Shed};
 use crate::family::{InputSpec, OutputLayout};
 use crate::frames::ResolvedFrame;
 use crate::postprocess::{self, FrameDetection, PostprocessConfig};
@@ -44,11 +44,13 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// A reply to `request` over `tx`, holding `permit`.
+    /// A reply to `request` over `tx`, holding `permit` (`None`: the request may only be
+    /// queued in place of another, whose permit it then takes: see
+    /// [`Reply::take_permit_from`]).
     pub fn new(
         request: &InferenceRequest,
         tx: mpsc::UnboundedSender<InferenceResponse>,
-        permit: OwnedSemaphorePermit,
+        permit: Option<OwnedSemaphorePermit>,
     ) -> Self {
         let fallback = InferenceResponse::failure(
             request,
@@ -60,7 +62,19 @@ impl Reply {
         Reply {
             tx,
             fallback: Some(fallback),
-            permit: Some(permit),
+            permit,
+        }
+    }
+
+    /// Whether this reply holds an in-flight permit.
+    pub fn has_permit(&self) -> bool {
+        self.permit.is_some()
+    }
+
+    /// Moves `other`'s permit to this reply (a request queued in place of `other`).
+    pub fn take_permit_from(&mut self, other: &mut Reply) {
+        if self.permit.is_none() {
+            self.permit = other.permit.take();
         }
     }
 
@@ -176,6 +190,28 @@ fn fail(job: Job, code: ErrorCode, message: String, timings: Timings) {
     job.reply.send(resp);
 }
 
+/// Answers a request the queue shed (displaced by a newer one, or waited too long)
+/// with `overloaded`, without running it.
+pub fn answer_shed(why: Shed, job: Job) {
+    let queue_us = micros(job.received, Instant::now());
+    let msg = match why {
+        Shed::Displaced => format!(
+            "shed: a newer request from ring {:?} (or a camera further behind) took its \
+             place in the full queue",
+            job.request.frame.ring
+        ),
+        Shed::Expired(waited) => format!(
+            "shed: waited {} ms in the queue, past the wait bound",
+            waited.as_millis()
+        ),
+    };
+    let t = Timings {
+        queue_us,
+        ..Timings::default()
+    };
+    fail(job, ErrorCode::Overloaded, msg, t);
+}
+
 /// A job whose frame is in the batch tensor.
 struct Prepared {
     job: Job,
@@ -190,7 +226,12 @@ pub fn run(mut instance: Instance, batcher: Arc<Batcher<Job>>, pipeline: Arc<Pip
     let mut input = vec![0.0f32; image_len * pipeline.max_batch];
     let mut batch: Vec<Job> = Vec::with_capacity(pipeline.max_batch);
     let mut prepared: Vec<Prepared> = Vec::with_capacity(pipeline.max_batch);
-    while batcher.next_batch(&mut batch) {
+    let mut shed: Vec<(Shed, Job)> = Vec::new();
+    let mut scratch = preprocess::Scratch::default();
+    while batcher.next_batch(&mut batch, &mut shed) {
+        for (why, job) in shed.drain(..) {
+            answer_shed(why, job);
+        }
         for job in batch.drain(..) {
             let start = Instant::now();
             let queue_us = micros(job.received, start);
@@ -212,7 +253,7 @@ pub fn run(mut instance: Instance, batcher: Arc<Batcher<Job>>, pipeline: Arc<Pip
             let frame = &job.request.frame;
             let geometry = job.frame.geometry;
             let read = job.frame.reader.read(frame.slot, frame.seq, |bytes| {
-                preprocess::letterbox_into(bytes, &geometry, &pipeline.spec, slot)
+                scratch.letterbox_into(bytes, &geometry, &pipeline.spec, slot)
             });
             let preprocess_us = micros(start, Instant::now());
             let t = Timings { preprocess_us, ..t };
@@ -234,16 +275,18 @@ pub fn run(mut instance: Instance, batcher: Arc<Batcher<Job>>, pipeline: Arc<Pip
         if prepared.is_empty() {
             continue;
         }
-        run_batch(&mut instance, &input, &mut prepared, &pipeline);
+        let took = run_batch(&mut instance, &input, &mut prepared, &pipeline);
+        batcher.observe_run(took);
     }
 }
 
+/// Runs one batch and answers its requests; returns how long the run took.
 fn run_batch(
     instance: &mut Instance,
     input: &[f32],
     prepared: &mut Vec<Prepared>,
     pipeline: &Pipeline,
-) {
+) -> std::time::Duration {
     let n = prepared.len();
     let per_image = pipeline.layout.per_image();
     let input_size = (pipeline.spec.width, pipeline.spec.height);
@@ -274,6 +317,7 @@ fn run_batch(
             })
             .collect::<Vec<_>>())
     });
+    let took = t_run.elapsed();
     let now_ns = monotonic_ns();
     match result {
         Ok(Ok(per_image)) => {
@@ -329,6 +373,7 @@ fn run_batch(
             }
         }
     }
+    took
 }
 
 #[cfg(test)]

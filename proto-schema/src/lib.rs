@@ -2,6 +2,7 @@
 //! their framing, the error codes, and the shared-memory ring (layout, writer, reader).
 //! `docs/protocol.md` and `docs/ring-format.md` are the human spec of the same contract.
 
+pub mod calibration;
 pub mod error;
 pub mod exit;
 pub mod framing;

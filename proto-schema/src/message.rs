@@ -329,6 +329,9 @@ pub struct StatusReport {
     pub max_batch: u32,
     /// Largest frame (payload bytes) the server accepts.
     pub max_frame: u32,
+    /// How threads x instances x batch were chosen (absent from older servers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Box<crate::calibration::Calibration>>,
 }
 
 /// Latency distribution of one stage, in microseconds.
@@ -370,11 +373,15 @@ pub struct StatsReport {
     /// Latency per stage, keyed by the names in [`LATENCY_STAGES`]; stages without samples
     /// may be absent.
     pub latency_us: BTreeMap<String, Percentiles>,
+    /// Per camera id, inference requests not served because of load (answered
+    /// `overloaded` or `deadline_exceeded`); cameras without any are absent.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub shed_per_camera: BTreeMap<String, u64>,
 }
 
 impl StatsReport {
     fn validate(&self) -> Result<(), String> {
-        for camera in self.per_camera.keys() {
+        for camera in self.per_camera.keys().chain(self.shed_per_camera.keys()) {
             check_name("per_camera", camera)?;
         }
         for (stage, p) in &self.latency_us {

@@ -204,9 +204,33 @@ fn status() -> impl Strategy<Value = StatusReport> {
                     queue_capacity: n[3],
                     max_batch: n[4],
                     max_frame: n[5].max(n[6]),
+                    calibration: n[0]
+                        .is_multiple_of(2)
+                        .then(|| Box::new(calibration(n[1], n[2]))),
                 }
             },
         )
+}
+
+fn calibration(a: u32, b: u32) -> proto_schema::calibration::Calibration {
+    proto_schema::calibration::Calibration {
+        how: "calibrated".into(),
+        reason: String::new(),
+        threads: a,
+        instances: b,
+        max_batch: 1,
+        spin: a.is_multiple_of(2),
+        cores: 2,
+        elapsed_ms: u64::from(b),
+        runs: vec![proto_schema::calibration::CalibrationRun {
+            threads: a,
+            instances: b,
+            batch: 1,
+            images: u64::from(a) * 3,
+            wall_us: 1_000_000,
+            cpu_us: u64::from(b) * 7,
+        }],
+    }
 }
 
 fn percentiles() -> impl Strategy<Value = Percentiles> {
@@ -242,6 +266,7 @@ fn stats() -> impl Strategy<Value = StatsReport> {
             requests: n[2],
             ok: n[3],
             errors_by_code,
+            shed_per_camera: per_camera.iter().map(|(k, v)| (k.clone(), v / 2)).collect(),
             per_camera,
             latency_us,
         })

@@ -105,6 +105,8 @@ struct ModelResult {
     model: String,
     threads: usize,
     preprocess_ms: Dist,
+    /// The same with reused buffers, as the server's workers run it.
+    preprocess_reused_ms: Dist,
     raw: Dist,
     end_to_end: Dist,
     server_preprocess_ms_p50: f64,
@@ -286,12 +288,24 @@ fn bench_model(
         .input_spec(info.input_width, info.input_height);
     let mut tensor = vec![0.0f32; info.image_len()];
     let mut pre = Vec::new();
+    // Interleaved with the per-instance buffers the server's workers keep (issue 16).
+    let (mut scratch, mut pre_reused) = (preprocess::Scratch::default(), Vec::new());
     for _ in 0..50 {
         let t = Instant::now();
         preprocess::letterbox_into(frame, &geometry(), &spec, &mut tensor)?;
         pre.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        scratch.letterbox_into(frame, &geometry(), &spec, &mut tensor)?;
+        pre_reused.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let preprocess_ms = Dist::of(pre);
+    let preprocess_reused_ms = Dist::of(pre_reused);
+    eprintln!(
+        "preprocess p50: fresh buffers {:.3} ms, reused {:.3} ms (ratio {:.3})",
+        preprocess_ms.p50,
+        preprocess_reused_ms.p50,
+        preprocess_reused_ms.p50 / preprocess_ms.p50
+    );
     // End to end through the server (same threads, one instance) and raw session.run,
     // interleaved in blocks so both see the same machine load.
     let server = ServerProc::start(cli, server_bin, model, cores, 1)?;
@@ -387,6 +401,7 @@ fn bench_model(
         model: name.to_owned(),
         threads: cores,
         preprocess_ms,
+        preprocess_reused_ms,
         raw,
         end_to_end,
         server_preprocess_ms_p50: srv_pre,

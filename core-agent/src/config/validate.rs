@@ -786,16 +786,16 @@ fn check_models(c: &Config, check_files: bool, errs: &mut Vec<ConfigError>) -> B
         let f = |name: &str| format!("models.{}.{name}", m.id);
         range(
             errs,
-            (1..=256).contains(&m.threads),
+            m.threads.is_none_or(|t| (1..=256).contains(&t)),
             f("threads"),
-            m.threads,
+            m.threads.unwrap_or_default(),
             "1..=256",
         );
         range(
             errs,
-            (1..=64).contains(&m.instances),
+            m.instances.is_none_or(|i| (1..=64).contains(&i)),
             f("instances"),
-            m.instances,
+            m.instances.unwrap_or_default(),
             "1..=64",
         );
         range(

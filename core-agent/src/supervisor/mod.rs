@@ -17,6 +17,7 @@ use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use proto_schema::calibration::Calibration;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch as wch};
 use tokio::task::JoinHandle;
@@ -90,6 +91,9 @@ pub struct ProcStatus {
     pub leftovers_removed: u64,
     /// Probes refused because another process than the spawned one answered.
     pub peer_refused: u64,
+    /// A model server's threads x instances x batch and how they were chosen, as its
+    /// `status` said when it became ready.
+    pub calibration: Option<Calibration>,
 }
 
 impl Default for ProcStatus {
@@ -107,6 +111,7 @@ impl Default for ProcStatus {
             next_retry_unix_ms: None,
             leftovers_removed: 0,
             peer_refused: 0,
+            calibration: None,
         }
     }
 }
@@ -239,7 +244,7 @@ enum Outcome {
 }
 
 enum Event {
-    Ready(Result<(), NotReady>),
+    Ready(Result<Option<Calibration>, NotReady>),
     Exited(std::io::Result<ExitStatus>),
     Control(Option<Control>),
     Tick,
@@ -474,7 +479,7 @@ impl Supervisor {
             c = self.ctrl.recv() => Event::Control(c),
         };
         match event {
-            Event::Ready(Ok(())) => {}
+            Event::Ready(Ok(calibration)) => self.update(|s| s.calibration = calibration),
             Event::Ready(Err(reason)) => {
                 let _ = child.kill().await;
                 if reason.peer_refused {
@@ -602,7 +607,7 @@ async fn wait_ready(
     pid: u32,
     s: &SupervisorSettings,
     max: usize,
-) -> Result<(), NotReady> {
+) -> Result<Option<Calibration>, NotReady> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(s.ready_timeout_s);
     let poll = Duration::from_millis(20);
     let timeout = Duration::from_millis(s.ping_timeout_ms);
@@ -611,7 +616,7 @@ async fn wait_ready(
         let r = match readiness {
             Readiness::Server { socket, peer } => {
                 match probe::serving_status(socket, expected_peer(*peer, pid), timeout, max).await {
-                    Ok(_) => Ok(()),
+                    Ok(status) => Ok(status.calibration.map(|c| *c)),
                     Err(e @ probe::ProbeError::Peer(_)) => {
                         tracing::warn!("{e}");
                         return Err(NotReady {
@@ -622,10 +627,10 @@ async fn wait_ready(
                     Err(e) => Err(e.to_string()),
                 }
             }
-            Readiness::Ring { dir, name } => ring_fresh(dir, name, pid, s),
+            Readiness::Ring { dir, name } => ring_fresh(dir, name, pid, s).map(|()| None),
         };
         match r {
-            Ok(()) => return Ok(()),
+            Ok(calibration) => return Ok(calibration),
             Err(e) => last = e,
         }
         tokio::time::sleep(poll).await;
@@ -782,6 +787,7 @@ mod tests {
                                 queue_capacity: 1,
                                 max_batch: 1,
                                 max_frame: 1 << 20,
+                                calibration: None,
                             }),
                             _ => continue,
                         };
