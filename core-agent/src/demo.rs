@@ -216,6 +216,8 @@ pub fn prepare(opts: &DemoOptions, data: &DemoData) -> Result<Config, DemoError>
         ring_slots: None,
         rss_limit_mb: None,
         cpu_affinity: None,
+        record_source: None,
+        decode: Default::default(),
     };
     let model = ModelConfig {
         id: model_id.to_owned(),

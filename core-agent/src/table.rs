@@ -109,6 +109,7 @@ mod tests {
             ring: RingView::default(),
             fps_decoded: 25.0,
             frames_seen: 100,
+            decode: Default::default(),
             subscriptions: vec![SubSnapshot {
                 model: "yolov8n".into(),
                 target_fps: 5.0,
