@@ -354,7 +354,12 @@ impl System {
         }
         // Only the detect `source` is decoded; `record_source` never reaches the kernel.
         let consumer_fps = self.config.consumer_fps(&c.id);
-        args.extend(c.decode.kernel_args(consumer_fps).into_iter().map(Into::into));
+        args.extend(
+            c.decode
+                .kernel_args(consumer_fps)
+                .into_iter()
+                .map(Into::into),
+        );
         ProcessSpec {
             child: ChildSpec {
                 name: format!("kernel:{}", c.id),
@@ -773,7 +778,8 @@ impl System {
                     if old.consumer_fps(&c.id) != new.consumer_fps(&c.id) {
                         if let Some(k) = self.cameras.get(&c.id).and_then(|rt| rt.kernel.as_ref()) {
                             tracing::info!(camera = %c.id, "subscription rates changed: restarting its kernel");
-                            k.replace(self.kernel_spec(n), "subscription rates changed").await;
+                            k.replace(self.kernel_spec(n), "subscription rates changed")
+                                .await;
                         }
                     }
                 }

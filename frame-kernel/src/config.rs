@@ -705,11 +705,19 @@ fn decode_options(args: &Args, problems: &mut Vec<ConfigProblem>) -> DecodeOptio
         })
     };
     let skip_frames = SkipFrames::parse(&args.skip_frames).unwrap_or_else(|| {
-        unknown("--skip-frames", &args.skip_frames, "none, bidir, noref or auto");
+        unknown(
+            "--skip-frames",
+            &args.skip_frames,
+            "none, bidir, noref or auto",
+        );
         SkipFrames::None
     });
     let loop_filter = LoopFilter::parse(&args.skip_loop_filter).unwrap_or_else(|| {
-        unknown("--skip-loop-filter", &args.skip_loop_filter, "none, noref or all");
+        unknown(
+            "--skip-loop-filter",
+            &args.skip_loop_filter,
+            "none, noref or all",
+        );
         LoopFilter::Keep
     });
     let hwaccel = HwAccel::parse(&args.hwaccel).unwrap_or_else(|| {
@@ -1112,7 +1120,14 @@ mod tests {
     fn decode_options_default_parse_and_report_every_problem() {
         let d = tmpdir();
         let dir = d.path().to_str().unwrap();
-        let base = ["--camera-id", "c", "--source", "rtsp://h/x", "--ring-dir", dir];
+        let base = [
+            "--camera-id",
+            "c",
+            "--source",
+            "rtsp://h/x",
+            "--ring-dir",
+            dir,
+        ];
         let c = Config::from_args(args(&base)).unwrap();
         assert_eq!(
             c.decode,

@@ -142,7 +142,9 @@ unsafe impl Send for HwDevice {}
 
 impl fmt::Debug for HwDevice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HwDevice").field("kind", &self.kind).finish()
+        f.debug_struct("HwDevice")
+            .field("kind", &self.kind)
+            .finish()
     }
 }
 

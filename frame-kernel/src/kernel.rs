@@ -256,7 +256,10 @@ impl<'a> Driver<'a> {
     /// decision when it differs from the last one logged.
     fn plan_decode(&mut self, source: &OpenSource, decoder: &mut VideoDecoder) {
         let d = &self.config.decode;
-        let source_fps = source.frame_ns().filter(|ns| *ns > 0).map(|ns| 1e9 / ns as f64);
+        let source_fps = source
+            .frame_ns()
+            .filter(|ns| *ns > 0)
+            .map(|ns| 1e9 / ns as f64);
         let decision = match self.auto_revoked {
             Some(reason) if d.skip_frames == SkipFrames::Auto && !d.all_frames => SkipDecision {
                 mode: SkipMode::None,

@@ -118,7 +118,10 @@ fn bidir_publishes_exactly_the_reference_frames_bit_exact() {
     );
 
     let (all, [decoded, published, errors], log) = run(&clip, &["--skip-frames", "none"], "none");
-    assert_eq!((decoded, published, errors), (FRAMES as u64, FRAMES as u64, 0));
+    assert_eq!(
+        (decoded, published, errors),
+        (FRAMES as u64, FRAMES as u64, 0)
+    );
     assert_eq!(all.len(), FRAMES);
     assert!(log.contains("skip_frames=\"none\""), "{log}");
 
@@ -133,10 +136,16 @@ fn bidir_publishes_exactly_the_reference_frames_bit_exact() {
     // The right ones: at the reference frames' times (40 ms per frame from the first),
     // increasing.
     for (k, (&i, info)) in refs.iter().zip(&kept).enumerate() {
-        assert_eq!(info.pts_ns, i as i64 * 40_000_000, "kept frame {k} is frame {i}");
+        assert_eq!(
+            info.pts_ns,
+            i as i64 * 40_000_000,
+            "kept frame {k} is frame {i}"
+        );
         assert_eq!(info.frame_id, k as u64);
     }
-    assert!(kept.windows(2).all(|w| w[0].capture_ts_ns <= w[1].capture_ts_ns));
+    assert!(kept
+        .windows(2)
+        .all(|w| w[0].capture_ts_ns <= w[1].capture_ts_ns));
 
     // The same pictures as ffmpeg's full decode at those frames: read live from a
     // looping realtime run (every slot is read before it could be reused).
@@ -170,7 +179,10 @@ fn bidir_publishes_exactly_the_reference_frames_bit_exact() {
     assert_eq!(live.len(), refs.len(), "{}", k.log());
     for (n, ((info, bytes), (&i, want))) in live.iter().zip(refs.iter().zip(&want)).enumerate() {
         assert_eq!(info.pts_ns, i as i64 * 40_000_000);
-        assert!(bytes == want, "kept frame {n} (frame {i}) differs from ffmpeg's");
+        assert!(
+            bytes == want,
+            "kept frame {n} (frame {i}) differs from ffmpeg's"
+        );
     }
     // Realtime pacing still holds: the kept frames keep their own times.
     let span = live[live.len() - 1].0.capture_ts_ns - live[0].0.capture_ts_ns;
@@ -229,8 +241,14 @@ fn auto_skips_for_a_slow_consumer_only_and_backs_off_when_gaps_are_too_wide() {
     );
     assert!(log.contains("frame skipping turned off"), "{log}");
     assert_eq!(errors, 0);
-    assert!(published > refs && published < FRAMES as u64, "{published}\n{log}");
-    let gaps: Vec<i64> = frames.windows(2).map(|w| w[1].pts_ns - w[0].pts_ns).collect();
+    assert!(
+        published > refs && published < FRAMES as u64,
+        "{published}\n{log}"
+    );
+    let gaps: Vec<i64> = frames
+        .windows(2)
+        .map(|w| w[1].pts_ns - w[0].pts_ns)
+        .collect();
     let first_wide = gaps.iter().position(|g| *g > 80_000_000).unwrap();
     assert!(
         gaps[first_wide + 1..].iter().all(|g| *g == 40_000_000),

@@ -38,7 +38,11 @@ fn decode(env: &Env, opts: &[&str]) -> BTreeMap<i64, Vec<u8>> {
         .args(["-fps_mode", "passthrough", "-f", "framecrc", "-"])
         .output()
         .expect("ffmpeg runs");
-    assert!(crc.status.success(), "{}", String::from_utf8_lossy(&crc.stderr));
+    assert!(
+        crc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&crc.stderr)
+    );
     let pts: Vec<i64> = String::from_utf8_lossy(&crc.stdout)
         .lines()
         .filter(|l| !l.starts_with('#'))
@@ -49,7 +53,15 @@ fn decode(env: &Env, opts: &[&str]) -> BTreeMap<i64, Vec<u8>> {
         .args(opts)
         .arg("-i")
         .arg(env.video())
-        .args(["-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "nv12", "-"])
+        .args([
+            "-fps_mode",
+            "passthrough",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "nv12",
+            "-",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .expect("ffmpeg runs");
@@ -58,7 +70,8 @@ fn decode(env: &Env, opts: &[&str]) -> BTreeMap<i64, Vec<u8>> {
     let mut buf = vec![0u8; NV12];
     // framecrc's pts are in the output time base 1/25 here: one unit per frame.
     for &p in &pts {
-        out.read_exact(&mut buf).expect("as many frames as timestamps");
+        out.read_exact(&mut buf)
+            .expect("as many frames as timestamps");
         if p % STEP == 0 {
             frames.insert(p, buf.clone());
         }
@@ -168,7 +181,10 @@ fn detections_on_frames_surviving_each_decode_option() {
         println!("{line}");
         if name.starts_with("skip_frame") {
             assert_eq!((c.matched, c.extra), (c.boxes, 0), "{line}");
-            assert!(c.frames < full.len(), "{name} must skip some sampled frames");
+            assert!(
+                c.frames < full.len(),
+                "{name} must skip some sampled frames"
+            );
         } else {
             // The loop filter changes pictures, not what is in them: most boxes stay.
             assert!(share >= 0.8, "{line}");

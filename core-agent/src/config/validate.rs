@@ -238,7 +238,9 @@ pub enum ConfigError {
     },
     /// `decode.all_frames = true` (a consumer needs every frame) with a `skip_frames`
     /// that always skips.
-    #[error("camera {camera:?}: decode.all_frames = true contradicts decode.skip_frames = {skip:?}")]
+    #[error(
+        "camera {camera:?}: decode.all_frames = true contradicts decode.skip_frames = {skip:?}"
+    )]
     DecodeConflict {
         /// Camera id.
         camera: String,
@@ -590,9 +592,9 @@ pub fn check_camera(cam: &CameraConfig, check_files: bool, errs: &mut Vec<Config
 fn check_decode(cam: &CameraConfig, errs: &mut Vec<ConfigError>) {
     use crate::config::SkipFramesSetting;
     if let Some(rs) = &cam.record_source {
-        let scheme_ok = rs
-            .split_once("://")
-            .is_some_and(|(s, rest)| API_SCHEMES.iter().any(|a| s.eq_ignore_ascii_case(a)) && !rest.is_empty());
+        let scheme_ok = rs.split_once("://").is_some_and(|(s, rest)| {
+            API_SCHEMES.iter().any(|a| s.eq_ignore_ascii_case(a)) && !rest.is_empty()
+        });
         let reason = if rs.chars().any(char::is_control) {
             Some("contains control characters")
         } else if rs.trim().is_empty() {
@@ -611,7 +613,8 @@ fn check_decode(cam: &CameraConfig, errs: &mut Vec<ConfigError>) {
         }
     }
     let skip = cam.decode.skip_frames;
-    if cam.decode.all_frames && matches!(skip, SkipFramesSetting::Bidir | SkipFramesSetting::Noref) {
+    if cam.decode.all_frames && matches!(skip, SkipFramesSetting::Bidir | SkipFramesSetting::Noref)
+    {
         errs.push(ConfigError::DecodeConflict {
             camera: cam.id.clone(),
             skip: skip.as_str(),
