@@ -775,7 +775,9 @@ impl System {
                     }
                     // The kernel's --consumer-fps (frame skipping) follows the fastest
                     // subscription.
-                    if old.consumer_fps(&c.id) != new.consumer_fps(&c.id) {
+                    let auto = n.decode.skip_frames == crate::config::SkipFramesSetting::Auto
+                        && !n.decode.all_frames;
+                    if auto && old.consumer_fps(&c.id) != new.consumer_fps(&c.id) {
                         if let Some(k) = self.cameras.get(&c.id).and_then(|rt| rt.kernel.as_ref()) {
                             tracing::info!(camera = %c.id, "subscription rates changed: restarting its kernel");
                             k.replace(self.kernel_spec(n), "subscription rates changed")
