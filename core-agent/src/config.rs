@@ -320,6 +320,16 @@ pub struct CameraConfig {
     /// CPUs the frame kernel may run on. Default: all.
     #[serde(default)]
     pub cpu_affinity: Option<Vec<usize>>,
+    /// The camera's main (high-resolution) stream, for viewing and recording, next to
+    /// `source`, the (low-resolution) substream that is decoded for detection. Never
+    /// decoded by framebus: recording (issue 13's outputs) remuxes it as it comes. An
+    /// `rtsp://` or `rtsps://` URL; credentials are redacted like the source's.
+    /// Default: none.
+    #[serde(default)]
+    pub record_source: Option<String>,
+    /// `[cameras.decode]`: how much of `source` the kernel decodes.
+    #[serde(default)]
+    pub decode: DecodeConfig,
     /// `[cameras.motion]`: the motion gate in front of inference. Default: off. (Boxed:
     /// it keeps `CameraConfig` small where it travels by value.)
     #[serde(default)]
@@ -361,6 +371,104 @@ impl Default for MotionConfig {
             thumbnail_width: 96,
             masks: Vec::new(),
             keepalive_fps: 1.0,
+        }
+    }
+}
+
+/// `[cameras.decode]`: decode options of one camera (`frame-kernel --skip-frames`,
+/// `--skip-loop-filter`, `--hwaccel`, `--all-frames`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecodeConfig {
+    /// Frames the decoder may leave out. Default `auto`: non-reference frames are skipped
+    /// when the camera's highest subscribed fps is at most half the stream's rate (and
+    /// not when published frames would then come further apart than the subscription
+    /// interval).
+    pub skip_frames: SkipFramesSetting,
+    /// Skip the in-loop deblocking filter on every frame: less decode CPU, lower image
+    /// quality (see docs/benchmarks.md for its effect on detections). Default `false`.
+    pub skip_loop_filter: bool,
+    /// Hardware decoding, with CPU fallback. Default `none`.
+    pub hwaccel: HwAccelSetting,
+    /// A consumer needs every frame (live view at full rate, recording of the decoded
+    /// stream): no skipping at all. Default `false`.
+    pub all_frames: bool,
+}
+
+impl DecodeConfig {
+    /// The kernel's decode arguments, for a camera whose subscriptions ask at most
+    /// `consumer_fps` (`None`: no subscriptions).
+    pub fn kernel_args(&self, consumer_fps: Option<f64>) -> Vec<String> {
+        let mut args = vec![
+            "--skip-frames".to_owned(),
+            self.skip_frames.as_str().to_owned(),
+        ];
+        if let Some(fps) = consumer_fps {
+            args.extend(["--consumer-fps".to_owned(), fps.to_string()]);
+        }
+        if self.all_frames {
+            args.push("--all-frames".to_owned());
+        }
+        if self.skip_loop_filter {
+            args.extend(["--skip-loop-filter".to_owned(), "all".to_owned()]);
+        }
+        if self.hwaccel != HwAccelSetting::None {
+            args.extend(["--hwaccel".to_owned(), self.hwaccel.as_str().to_owned()]);
+        }
+        args
+    }
+}
+
+/// `decode.skip_frames`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SkipFramesSetting {
+    /// Skip non-reference frames when the subscriptions need at most half the rate.
+    #[default]
+    Auto,
+    /// Decode every frame.
+    Never,
+    /// Always skip B-frames.
+    Bidir,
+    /// Always skip non-reference frames.
+    Noref,
+}
+
+impl SkipFramesSetting {
+    /// Name as written in the config and on the kernel's command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipFramesSetting::Auto => "auto",
+            SkipFramesSetting::Never => "none",
+            SkipFramesSetting::Bidir => "bidir",
+            SkipFramesSetting::Noref => "noref",
+        }
+    }
+}
+
+/// `decode.hwaccel`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HwAccelSetting {
+    /// CPU decoding.
+    #[default]
+    None,
+    /// CUDA, then VAAPI, else the CPU.
+    Auto,
+    /// VAAPI, else the CPU.
+    Vaapi,
+    /// CUDA (NVDEC), else the CPU.
+    Cuda,
+}
+
+impl HwAccelSetting {
+    /// Name as written in the config and on the kernel's command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HwAccelSetting::None => "none",
+            HwAccelSetting::Auto => "auto",
+            HwAccelSetting::Vaapi => "vaapi",
+            HwAccelSetting::Cuda => "cuda",
         }
     }
 }
@@ -674,6 +782,14 @@ impl Config {
     /// The model with this id.
     pub fn model(&self, id: &str) -> Option<&ModelConfig> {
         self.models.iter().find(|m| m.id == id)
+    }
+
+    /// The highest rate any subscription asks of one camera (`None`: none subscribed),
+    /// passed to its kernel as `--consumer-fps`.
+    pub fn consumer_fps(&self, camera: &str) -> Option<f64> {
+        self.subscriptions_of(camera)
+            .map(|s| s.fps)
+            .fold(None, |m, f| Some(m.map_or(f, |m: f64| m.max(f))))
     }
 
     /// Subscriptions of one camera.

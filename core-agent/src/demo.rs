@@ -217,6 +217,8 @@ pub fn prepare(opts: &DemoOptions, data: &DemoData) -> Result<Config, DemoError>
         rss_limit_mb: None,
         cpu_affinity: None,
         motion: Default::default(),
+        record_source: None,
+        decode: Default::default(),
     };
     let model = ModelConfig {
         id: model_id.to_owned(),

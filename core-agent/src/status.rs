@@ -37,6 +37,20 @@ pub struct CameraStatus {
     pub motion_skipped: u64,
     /// Per subscription.
     pub subscriptions: Vec<SubSnapshot>,
+    /// What is decoded, and what is not.
+    pub decode: DecodeStatus,
+}
+
+/// A camera's decoding as configured; the kernel logs what it decided from it (its
+/// "decode options" line).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DecodeStatus {
+    /// `[cameras.decode]`.
+    pub options: crate::config::DecodeConfig,
+    /// The highest subscribed rate, passed to the kernel as `--consumer-fps`.
+    pub consumer_fps: Option<f64>,
+    /// The main stream for viewing and recording (never decoded), credentials redacted.
+    pub record_source: Option<String>,
 }
 
 /// One model.
@@ -95,6 +109,17 @@ pub fn cameras(shared: &Shared) -> Vec<CameraStatus> {
                 wakeups: m.wakeups.load(Ordering::Relaxed),
                 motion_skipped: subscriptions.iter().map(|s| s.motion_skipped).sum(),
                 subscriptions,
+                decode: DecodeStatus {
+                    options: c.config.decode.clone(),
+                    consumer_fps: view
+                        .subscriptions
+                        .iter()
+                        .filter(|s| s.camera == c.config.id)
+                        .map(|s| s.fps)
+                        .reduce(f64::max),
+                    record_source: (c.config.record_source.as_deref())
+                        .map(|r| redact_url(r).into_owned()),
+                },
             }
         })
         .collect()

@@ -360,6 +360,14 @@ impl System {
                 args.push("--loop".into());
             }
         }
+        // Only the detect `source` is decoded; `record_source` never reaches the kernel.
+        let consumer_fps = self.config.consumer_fps(&c.id);
+        args.extend(
+            c.decode
+                .kernel_args(consumer_fps)
+                .into_iter()
+                .map(Into::into),
+        );
         ProcessSpec {
             child: ChildSpec {
                 name: format!("kernel:{}", c.id),
@@ -769,11 +777,22 @@ impl System {
                         self.start_camera(&c.id);
                     }
                 }
-                Some(_) => {
+                Some(n) => {
                     let subs_old: Vec<_> = old.subscriptions_of(&c.id).collect();
                     let subs_new: Vec<_> = new.subscriptions_of(&c.id).collect();
                     if subs_old != subs_new {
                         touched.insert(c.id.clone());
+                    }
+                    // The kernel's --consumer-fps (frame skipping) follows the fastest
+                    // subscription.
+                    let auto = n.decode.skip_frames == crate::config::SkipFramesSetting::Auto
+                        && !n.decode.all_frames;
+                    if auto && old.consumer_fps(&c.id) != new.consumer_fps(&c.id) {
+                        if let Some(k) = self.cameras.get(&c.id).and_then(|rt| rt.kernel.as_ref()) {
+                            tracing::info!(camera = %c.id, "subscription rates changed: restarting its kernel");
+                            k.replace(self.kernel_spec(n), "subscription rates changed")
+                                .await;
+                        }
                     }
                 }
             }

@@ -111,6 +111,7 @@ mod tests {
             frames_seen: 100,
             wakeups: 100,
             motion_skipped: 0,
+            decode: Default::default(),
             subscriptions: vec![SubSnapshot {
                 model: "yolov8n".into(),
                 target_fps: 5.0,

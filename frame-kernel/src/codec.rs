@@ -1,7 +1,11 @@
-//! The video decoder: libavcodec with a configurable thread count.
+//! The video decoder: libavcodec with a configurable thread count, optional frame
+//! skipping ([`crate::skip`]) and an optional hardware device ([`crate::hwaccel`]).
 
 use ffmpeg::{codec, decoder, frame, threading, Packet};
 use ffmpeg_next as ffmpeg;
+
+use crate::hwaccel::{self, HwDevice, HwKind};
+use crate::skip::{LoopFilter, SkipMode};
 
 /// Why a decoder could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -50,10 +54,18 @@ pub enum Received {
     Drained,
 }
 
-/// A video decoder and its reusable output frame.
+/// A video decoder and its reusable output frames.
 pub struct VideoDecoder {
     decoder: decoder::Video,
     frame: frame::Video,
+    /// A hardware frame copied to system memory (see [`hwaccel::transfer`]).
+    sw_frame: frame::Video,
+    /// Whether the last frame came from a hardware surface (then [`Self::frame`] is
+    /// `sw_frame`).
+    from_hw: bool,
+    /// The hardware device the decoder was opened with, if any.
+    hw: Option<HwKind>,
+    skip: SkipMode,
 }
 
 impl std::fmt::Debug for VideoDecoder {
@@ -67,8 +79,14 @@ impl std::fmt::Debug for VideoDecoder {
 
 impl VideoDecoder {
     /// Opens a decoder for `stream` with `threads` threads (0 = one per core, chosen by
-    /// libavcodec; 1 = no threading, the lowest latency).
-    pub fn new(stream: &ffmpeg::Stream<'_>, threads: u32) -> Result<Self, CodecError> {
+    /// libavcodec; 1 = no threading, the lowest latency), on the hardware device `hw`
+    /// when given (libavcodec falls back to software decoding by itself when the device
+    /// cannot take the stream).
+    pub fn new(
+        stream: &ffmpeg::Stream<'_>,
+        threads: u32,
+        hw: Option<&HwDevice>,
+    ) -> Result<Self, CodecError> {
         let params = stream.parameters();
         let codec = params.id();
         let mut ctx = codec::context::Context::from_parameters(params)
@@ -88,6 +106,9 @@ impl VideoDecoder {
         });
         // Timestamps in the stream's time base, so `frame.timestamp()` is comparable.
         ctx.set_time_base(stream.time_base());
+        if let Some(device) = hw {
+            device.attach(&mut ctx);
+        }
         let decoder = ctx
             .decoder()
             .video()
@@ -95,7 +116,33 @@ impl VideoDecoder {
         Ok(VideoDecoder {
             decoder,
             frame: frame::Video::empty(),
+            sw_frame: frame::Video::empty(),
+            from_hw: false,
+            hw: hw.map(HwDevice::kind),
+            skip: SkipMode::None,
         })
+    }
+
+    /// Which frames the decoder leaves out from the next packet on (libavcodec reads
+    /// `skip_frame` per packet, so this may change while decoding).
+    pub fn set_skip(&mut self, mode: SkipMode) {
+        self.skip = mode;
+        self.decoder.skip_frame(mode.discard());
+    }
+
+    /// The skip mode in force.
+    pub fn skip(&self) -> SkipMode {
+        self.skip
+    }
+
+    /// Whether the in-loop deblocking filter runs (see [`LoopFilter`]).
+    pub fn set_loop_filter(&mut self, filter: LoopFilter) {
+        self.decoder.skip_loop_filter(filter.discard());
+    }
+
+    /// The hardware device the decoder was opened with.
+    pub fn hw(&self) -> Option<HwKind> {
+        self.hw
     }
 
     /// Feeds one packet. An error means this packet could not be decoded (corrupt data);
@@ -109,9 +156,17 @@ impl VideoDecoder {
         self.decoder.send_eof()
     }
 
-    /// Takes the next decoded frame, if any, into [`Self::frame`].
+    /// Takes the next decoded frame, if any, into [`Self::frame`]. A frame on a
+    /// hardware surface is copied to system memory first; a failed copy is an error for
+    /// this frame only.
     pub fn receive(&mut self) -> Result<Received, ffmpeg::Error> {
+        self.from_hw = false;
         match self.decoder.receive_frame(&mut self.frame) {
+            Ok(()) if hwaccel::is_hw_frame(&self.frame) => {
+                hwaccel::transfer(&self.frame, &mut self.sw_frame)?;
+                self.from_hw = true;
+                Ok(Received::Frame)
+            }
             Ok(()) => Ok(Received::Frame),
             Err(ffmpeg::Error::Other { errno }) if errno == libc::EAGAIN => Ok(Received::NeedInput),
             Err(ffmpeg::Error::Eof) => Ok(Received::Drained),
@@ -129,14 +184,20 @@ impl VideoDecoder {
         self.decoder.id()
     }
 
-    /// The last frame received.
+    /// The last frame received, in system memory.
     pub fn frame(&self) -> &frame::Video {
-        &self.frame
+        if self.from_hw {
+            &self.sw_frame
+        } else {
+            &self.frame
+        }
     }
 
     /// Whether libavcodec flagged the last frame as corrupt or reported decode errors in
     /// it (it was output with errors concealed).
     pub fn frame_is_corrupt(&self) -> bool {
+        // The flags are on the decoded frame (copied with the properties for a
+        // hardware frame, but read at the source either way).
         self.frame.is_corrupt() || self.frame.has_decode_errors()
     }
 }

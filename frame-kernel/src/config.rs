@@ -12,8 +12,10 @@ use clap::Parser;
 use proto_schema::pixel::{FrameGeometry, PixelFormat};
 use proto_schema::ring::{validate_ring_name, DEFAULT_RING_DIR};
 
+use crate::hwaccel::HwAccel;
 use crate::pacing::PaceMode;
 use crate::reconnect::{BackoffPolicy, StallPolicy};
+use crate::skip::{LoopFilter, SkipFrames};
 
 /// Decodes one camera (RTSP or a file played as a camera) into its shared-memory ring.
 #[derive(Debug, Clone, Parser)]
@@ -122,6 +124,40 @@ pub struct Args {
     #[arg(long = "av-option", value_name = "KEY=VALUE")]
     pub av_options: Vec<String>,
 
+    /// Frames the decoder may leave out (never published): none, bidir (B-frames),
+    /// noref (non-reference frames) or auto: noref when --consumer-fps is at most half
+    /// the stream's declared rate, turned off for good if published frames then come
+    /// further apart than 1 / consumer-fps. Without --consumer-fps, auto skips nothing.
+    #[arg(long, default_value = "auto", value_name = "none|bidir|noref|auto")]
+    pub skip_frames: String,
+
+    /// The highest rate (frames per second) any consumer asks of this camera, for
+    /// `--skip-frames auto`.
+    #[arg(long, value_name = "FPS")]
+    pub consumer_fps: Option<f64>,
+
+    /// A consumer needs every frame (live view at full rate, recording): nothing is
+    /// skipped, whatever --skip-frames says.
+    #[arg(long)]
+    pub all_frames: bool,
+
+    /// Skip the in-loop deblocking filter: none, noref (non-reference frames only) or
+    /// all (the bare flag). Saves decode CPU but lowers image quality: see
+    /// docs/benchmarks.md for what it does to detections.
+    #[arg(
+        long,
+        default_value = "none",
+        default_missing_value = "all",
+        num_args = 0..=1,
+        value_name = "none|noref|all"
+    )]
+    pub skip_loop_filter: String,
+
+    /// Hardware decoding: none, auto (cuda, then vaapi), vaapi or cuda. When the device
+    /// or the decoder's support is missing, the kernel decodes on the CPU and logs why.
+    #[arg(long, default_value = "none", value_name = "none|auto|vaapi|cuda")]
+    pub hwaccel: String,
+
     /// Leave the ring file in place (state Closed) on exit.
     #[arg(long)]
     pub keep_ring: bool,
@@ -197,6 +233,21 @@ pub enum LogFormat {
     Json,
 }
 
+/// How the decoder is run: frame skipping, loop filter, hardware.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct DecodeOptions {
+    /// `--skip-frames`.
+    pub skip_frames: SkipFrames,
+    /// `--consumer-fps`.
+    pub consumer_fps: Option<f64>,
+    /// `--all-frames`.
+    pub all_frames: bool,
+    /// `--skip-loop-filter`.
+    pub loop_filter: LoopFilter,
+    /// `--hwaccel`.
+    pub hwaccel: HwAccel,
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -223,6 +274,8 @@ pub struct Config {
     pub max_frames: Option<u64>,
     /// Decoder threads (0 = auto).
     pub decoder_threads: u32,
+    /// Skipping, loop filter, hardware.
+    pub decode: DecodeOptions,
     /// Stall detection.
     pub stall: StallPolicy,
     /// Open deadline.
@@ -362,6 +415,23 @@ pub enum ConfigProblem {
     /// Unknown log format.
     #[error("--log-format {given:?}: use text or json")]
     UnknownLogFormat {
+        /// What was given.
+        given: String,
+    },
+    /// A decode option (`--skip-frames`, `--skip-loop-filter`, `--hwaccel`) with an
+    /// unknown value.
+    #[error("{option} {given:?}: use {expected}")]
+    UnknownDecodeOption {
+        /// The option.
+        option: &'static str,
+        /// What was given.
+        given: String,
+        /// The values allowed, for the message.
+        expected: &'static str,
+    },
+    /// `--consumer-fps` that is not a positive finite rate up to 1000.
+    #[error("--consumer-fps {given}: must be a number in (0, 1000]")]
+    BadConsumerFps {
         /// What was given.
         given: String,
     },
@@ -558,6 +628,8 @@ impl Config {
             }
         }
 
+        let decode = decode_options(&args, &mut problems);
+
         let log_format = match args.log_format.to_ascii_lowercase().as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -598,6 +670,7 @@ impl Config {
                 loop_file: args.loop_file,
                 max_frames: args.max_frames,
                 decoder_threads: args.decoder_threads,
+                decode,
                 stall: StallPolicy {
                     stall_timeout: Duration::from_millis(args.stall_timeout_ms),
                     first_frame_timeout: Duration::from_millis(args.first_frame_timeout_ms),
@@ -620,6 +693,50 @@ impl Config {
                 problems,
             }),
         }
+    }
+}
+
+fn decode_options(args: &Args, problems: &mut Vec<ConfigProblem>) -> DecodeOptions {
+    let mut unknown = |option, given: &str, expected| {
+        problems.push(ConfigProblem::UnknownDecodeOption {
+            option,
+            given: given.to_owned(),
+            expected,
+        })
+    };
+    let skip_frames = SkipFrames::parse(&args.skip_frames).unwrap_or_else(|| {
+        unknown(
+            "--skip-frames",
+            &args.skip_frames,
+            "none, bidir, noref or auto",
+        );
+        SkipFrames::None
+    });
+    let loop_filter = LoopFilter::parse(&args.skip_loop_filter).unwrap_or_else(|| {
+        unknown(
+            "--skip-loop-filter",
+            &args.skip_loop_filter,
+            "none, noref or all",
+        );
+        LoopFilter::Keep
+    });
+    let hwaccel = HwAccel::parse(&args.hwaccel).unwrap_or_else(|| {
+        unknown("--hwaccel", &args.hwaccel, "none, auto, vaapi or cuda");
+        HwAccel::None
+    });
+    if let Some(f) = args.consumer_fps {
+        if !(f.is_finite() && f > 0.0 && f <= 1000.0) {
+            problems.push(ConfigProblem::BadConsumerFps {
+                given: f.to_string(),
+            });
+        }
+    }
+    DecodeOptions {
+        skip_frames,
+        consumer_fps: args.consumer_fps,
+        all_frames: args.all_frames,
+        loop_filter,
+        hwaccel,
     }
 }
 
@@ -996,6 +1113,84 @@ mod tests {
                 ConfigProblem::FileOnlyOption { option: "--fast" },
                 ConfigProblem::FileOnlyOption { option: "--loop" }
             ]
+        );
+    }
+
+    #[test]
+    fn decode_options_default_parse_and_report_every_problem() {
+        let d = tmpdir();
+        let dir = d.path().to_str().unwrap();
+        let base = [
+            "--camera-id",
+            "c",
+            "--source",
+            "rtsp://h/x",
+            "--ring-dir",
+            dir,
+        ];
+        let c = Config::from_args(args(&base)).unwrap();
+        assert_eq!(
+            c.decode,
+            DecodeOptions {
+                skip_frames: SkipFrames::Auto,
+                consumer_fps: None,
+                all_frames: false,
+                loop_filter: LoopFilter::Keep,
+                hwaccel: HwAccel::None,
+            }
+        );
+        let mut a = base.to_vec();
+        a.extend([
+            "--skip-frames",
+            "bidir",
+            "--consumer-fps",
+            "5",
+            "--all-frames",
+            "--hwaccel",
+            "vaapi",
+            "--skip-loop-filter",
+        ]);
+        let c = Config::from_args(args(&a)).unwrap();
+        assert_eq!(
+            c.decode,
+            DecodeOptions {
+                skip_frames: SkipFrames::Bidir,
+                consumer_fps: Some(5.0),
+                all_frames: true,
+                loop_filter: LoopFilter::SkipAll,
+                hwaccel: HwAccel::Vaapi,
+            }
+        );
+        let mut a = base.to_vec();
+        a.extend([
+            "--skip-frames",
+            "nonkey",
+            "--consumer-fps",
+            "0",
+            "--hwaccel",
+            "nvdec",
+            "--skip-loop-filter",
+            "some",
+        ]);
+        let e = Config::from_args(args(&a)).unwrap_err();
+        let options: Vec<&str> = e
+            .problems
+            .iter()
+            .filter_map(|p| match p {
+                ConfigProblem::UnknownDecodeOption { option, .. } => Some(*option),
+                ConfigProblem::BadConsumerFps { .. } => Some("--consumer-fps"),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            options,
+            [
+                "--skip-frames",
+                "--skip-loop-filter",
+                "--hwaccel",
+                "--consumer-fps"
+            ],
+            "{e}"
         );
     }
 

@@ -15,9 +15,11 @@ use crate::clock::{duration_ns, Clock, MonotonicClock};
 use crate::codec::{CodecError, Received, VideoDecoder};
 use crate::config::Config;
 use crate::convert::Converter;
+use crate::hwaccel::{HwDevice, HwError};
 use crate::pacing::{Paced, Pacer, Timeline};
 use crate::publish::{heartbeat_loop, Output, RingSettings};
 use crate::reconnect::{Jitter, Link, LossReason, Phase};
+use crate::skip::{decide, GapGuard, SkipDecision, SkipFrames, SkipMode, SkipReason};
 use crate::source::{options_for, Interrupt, OpenError, OpenSource, ReadError};
 
 /// Consecutive undecodable packets after which the connection is dropped.
@@ -161,7 +163,17 @@ struct Driver<'a> {
     published: u64,
     error_streak: u32,
     session_frames: u64,
+    /// Video packets read, all sessions (frames decoded + skipped + undecodable).
+    packets: u64,
     last_late_warning_ns: u64,
+    /// The hardware device, opened at the first connection (`None` inside: CPU).
+    hw: Option<Result<Option<HwDevice>, HwError>>,
+    /// The last skip decision logged.
+    logged_skip: Option<SkipDecision>,
+    /// `auto` skipping turned off for good, and why.
+    auto_revoked: Option<SkipReason>,
+    /// Checks the gaps between published frames while `auto` skips.
+    guard: Option<GapGuard>,
 }
 
 impl<'a> Driver<'a> {
@@ -189,7 +201,112 @@ impl<'a> Driver<'a> {
             published: 0,
             error_streak: 0,
             session_frames: 0,
+            packets: 0,
             last_late_warning_ns: 0,
+            hw: None,
+            logged_skip: None,
+            auto_revoked: None,
+            guard: None,
+        }
+    }
+
+    /// The hardware device to decode on, opened once (a failure is logged once, with
+    /// the reason, and the kernel decodes on the CPU from then on).
+    fn hw_device(&mut self, codec: ffmpeg_next::codec::Id) -> Option<&HwDevice> {
+        let accel = self.config.decode.hwaccel;
+        let hw = self.hw.get_or_insert_with(|| {
+            let opened = HwDevice::open(accel, codec);
+            match &opened {
+                Ok(Some(d)) => tracing::info!(hwaccel = d.kind().as_str(), "hardware decoding"),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(
+                    hwaccel = accel.as_str(),
+                    reason = %e,
+                    "hardware decoding unavailable; decoding on the CPU"
+                ),
+            }
+            opened
+        });
+        hw.as_ref().ok().and_then(Option::as_ref)
+    }
+
+    /// Opens the decoder, on the hardware device if there is one; a decoder that will
+    /// not open on the device is opened on the CPU (and the device is dropped).
+    fn open_decoder(&mut self, source: &OpenSource) -> Result<VideoDecoder, CodecError> {
+        let stream = source.stream();
+        let threads = self.config.decoder_threads;
+        let Some(device) = self.hw_device(stream.parameters().id()) else {
+            return VideoDecoder::new(&stream, threads, None);
+        };
+        match VideoDecoder::new(&stream, threads, Some(device)) {
+            Ok(d) => Ok(d),
+            Err(e) => {
+                tracing::warn!(
+                    hwaccel = device.kind().as_str(),
+                    reason = %e,
+                    "hardware decoder did not open; decoding on the CPU"
+                );
+                self.hw = Some(Ok(None));
+                VideoDecoder::new(&stream, threads, None)
+            }
+        }
+    }
+
+    /// Sets the decoder's skipping and loop filter for a new session and logs the
+    /// decision when it differs from the last one logged.
+    fn plan_decode(&mut self, source: &OpenSource, decoder: &mut VideoDecoder) {
+        let d = &self.config.decode;
+        let source_fps = source
+            .frame_ns()
+            .filter(|ns| *ns > 0)
+            .map(|ns| 1e9 / ns as f64);
+        let decision = match self.auto_revoked {
+            Some(reason) if d.skip_frames == SkipFrames::Auto && !d.all_frames => SkipDecision {
+                mode: SkipMode::None,
+                reason,
+            },
+            _ => decide(d.skip_frames, source_fps, d.consumer_fps, d.all_frames),
+        };
+        decoder.set_skip(decision.mode);
+        decoder.set_loop_filter(d.loop_filter);
+        self.guard = match (d.skip_frames, decision.mode, d.consumer_fps) {
+            (SkipFrames::Auto, SkipMode::Bidir | SkipMode::NoRef, Some(fps)) => {
+                let mut g = self.guard.take().unwrap_or_else(|| GapGuard::new(fps));
+                g.reset();
+                Some(g)
+            }
+            _ => None,
+        };
+        if self.logged_skip != Some(decision) {
+            self.logged_skip = Some(decision);
+            tracing::info!(
+                skip_frames = decision.mode.as_str(),
+                reason = %decision.reason,
+                skip_loop_filter = d.loop_filter.as_str(),
+                hwaccel = decoder.hw().map_or("cpu", |k| k.as_str()),
+                consumer_fps = d.consumer_fps,
+                source_fps,
+                "decode options"
+            );
+        }
+    }
+
+    /// `auto` skipping: checks the gap before the frame just decoded (stream time
+    /// `pts_ns`) and turns skipping off for good when it is wider than the consumers'
+    /// interval.
+    fn check_gap(&mut self, pts_ns: Option<i64>, decoder: &mut VideoDecoder) {
+        let Some(guard) = self.guard.as_mut() else {
+            return;
+        };
+        if let Some(reason) = guard.observe(pts_ns) {
+            tracing::warn!(%reason, "frame skipping turned off");
+            decoder.set_skip(SkipMode::None);
+            self.auto_revoked = Some(reason);
+            self.logged_skip = Some(SkipDecision {
+                mode: SkipMode::None,
+                reason,
+            });
+            self.guard = None;
         }
     }
 
@@ -221,8 +338,7 @@ impl<'a> Driver<'a> {
                     continue;
                 }
             };
-            let mut decoder = match VideoDecoder::new(&source.stream(), self.config.decoder_threads)
-            {
+            let mut decoder = match self.open_decoder(&source) {
                 Ok(d) => d,
                 Err(e) if e.is_permanent(self.config.source.is_file()) => {
                     return Err(RunError::Codec {
@@ -260,8 +376,10 @@ impl<'a> Driver<'a> {
             }
             self.session_frames = 0;
             self.error_streak = 0;
+            self.plan_decode(&source, &mut decoder);
 
             let end = self.session(&mut source, &mut decoder);
+            let decoder_skip = decoder.skip();
             // Closing may talk to the camera (TEARDOWN): bound it.
             self.interrupt.arm_for(CLOSE_DEADLINE);
             drop(decoder);
@@ -274,7 +392,12 @@ impl<'a> Driver<'a> {
                     if self.config.source.is_file() && self.session_frames > 0 =>
                 {
                     if !self.config.loop_file {
-                        tracing::info!(frames = self.published, "end of file");
+                        tracing::info!(
+                            frames = self.published,
+                            packets = self.packets,
+                            skip_frames = decoder_skip.as_str(),
+                            "end of file"
+                        );
                         return Ok(Exit::EndOfFile);
                     }
                     tracing::debug!(frames = self.session_frames, "file loop");
@@ -354,6 +477,7 @@ impl<'a> Driver<'a> {
                         continue;
                     }
                     self.link.on_packet();
+                    self.packets += 1;
                     if let Err(e) = decoder.send(&packet) {
                         if let Some(end) = self.decode_error(&e) {
                             return end;
@@ -408,7 +532,7 @@ impl<'a> Driver<'a> {
         }
     }
 
-    fn on_frame(&mut self, source: &OpenSource, decoder: &VideoDecoder) -> Option<SessionEnd> {
+    fn on_frame(&mut self, source: &OpenSource, decoder: &mut VideoDecoder) -> Option<SessionEnd> {
         self.output.add_decoded();
         self.error_streak = 0;
         self.session_frames += 1;
@@ -421,6 +545,7 @@ impl<'a> Driver<'a> {
             tracing::info!(reconnects = self.link.reconnects(), "live");
         }
         let pts = decoder.frame().timestamp().map(|t| source.ts_to_ns(t));
+        self.check_gap(pts, decoder);
         let out_ns = self.timeline.map(pts);
         let (interrupt, output, clock) = (self.interrupt.clone(), self.output, self.clock.clone());
         // Waiting for a frame's time is progress, not a hang (watchdog).

@@ -6,6 +6,8 @@
 //! - [`config`]: the command line, validated all at once before anything is touched.
 //! - [`source`]: RTSP/file open with checked options and an interrupt-callback deadline.
 //! - [`codec`]: the decoder. [`convert`]: swscale straight into the slot.
+//! - [`skip`]: which frames the decoder may leave out (`--skip-frames`), and
+//!   [`hwaccel`]: hardware decoding with CPU fallback (`--hwaccel`).
 //! - [`pacing`]: increasing timestamps across loops/reconnects; realtime or fast pacing.
 //! - [`reconnect`]: stall detection and backoff with jitter, on an injected [`clock`].
 //! - [`publish`]: the ring glue (state, counters, heartbeat thread).
@@ -16,11 +18,13 @@ pub mod codec;
 pub mod config;
 pub mod convert;
 pub mod ffmpeg_log;
+pub mod hwaccel;
 pub mod kernel;
 pub mod pacing;
 pub mod publish;
 pub mod reconnect;
 pub mod signals;
+pub mod skip;
 pub mod source;
 
 use std::sync::Once;

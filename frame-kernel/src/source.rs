@@ -489,6 +489,7 @@ mod tests {
             loop_file: false,
             max_frames: None,
             decoder_threads: 1,
+            decode: Default::default(),
             stall: Default::default(),
             open_timeout: Duration::from_secs(5),
             io_timeout: Duration::from_millis(2500),

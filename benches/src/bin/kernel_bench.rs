@@ -6,7 +6,12 @@
 //!    (decode only) and `ffmpeg -i SAME -pix_fmt nv12 -f null -` (decode + the same
 //!    conversion), on the 540p footage and a synthetic 1080p H.264 stream, single-threaded
 //!    decoding on both sides (`--decoder-threads 1` / `-threads 1`), median of `--runs`.
-//! 2. Live capacity: how many realtime cameras (file sources looped at 25 fps, one
+//! 2. Decode options (`--decode-options` runs only this): CPU time per *source* frame of
+//!    `frame-kernel --fast` on the 540p footage with each `--skip-frames` /
+//!    `--skip-loop-filter` setting, against the `ffmpeg` CLI with the same decoder
+//!    options (`-skip_frame`, `-skip_loop_filter`, `-pix_fmt nv12`), as ratios to the
+//!    full decode of the same run.
+//! 3. Live capacity: how many realtime cameras (file sources looped at 25 fps, one
 //!    kernel process each) this box sustains for `--window-s`, where sustaining means no
 //!    camera ever fell more than 0.5 s behind its 25 fps clock (sampled every 250 ms),
 //!    none is behind at the end of the window, and every decoded frame was published.
@@ -56,6 +61,9 @@ struct Cli {
     /// Largest camera count tried per resolution.
     #[arg(long, default_value_t = 64)]
     max_cameras: usize,
+    /// Only compare the decode options (skip frames, skip loop filter), then exit.
+    #[arg(long)]
+    decode_options: bool,
     /// Scheduling niceness for this process and every child (e.g. -10 on a shared
     /// machine, so unrelated load disturbs the measurement less; needs privileges).
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
@@ -222,6 +230,103 @@ fn cpu_per_frame(
         kernel: per_frame(kern),
         kernel_wall_fps: median(kern_wall),
     })
+}
+
+/// One decode option: the kernel's flags and the ffmpeg CLI's decoder options.
+const DECODE_OPTIONS: [(&str, &[&str], &[&str]); 6] = [
+    ("full decode", &["--skip-frames", "none"], &[]),
+    (
+        "skip B-frames (bidir)",
+        &["--skip-frames", "bidir"],
+        &["-skip_frame", "bidir"],
+    ),
+    (
+        "skip non-ref (noref)",
+        &["--skip-frames", "noref"],
+        &["-skip_frame", "noref"],
+    ),
+    (
+        "skip loop filter",
+        &["--skip-frames", "none", "--skip-loop-filter", "all"],
+        &["-skip_loop_filter", "all"],
+    ),
+    (
+        "noref + loop filter",
+        &["--skip-frames", "noref", "--skip-loop-filter", "all"],
+        &["-skip_frame", "noref", "-skip_loop_filter", "all"],
+    ),
+    (
+        "bidir + loop filter",
+        &["--skip-frames", "bidir", "--skip-loop-filter", "all"],
+        &["-skip_frame", "bidir", "-skip_loop_filter", "all"],
+    ),
+];
+
+/// CPU ms per source frame of the kernel and of the ffmpeg CLI for each of
+/// [`DECODE_OPTIONS`] (one pass over `clip` per run, runs interleaved), and the frames
+/// the kernel published.
+fn decode_options(kernel: &Path, clip: &Path, cli: &Cli, ring_dir: &Path) -> Result<()> {
+    let frames = frame_count(clip)?;
+    let n = DECODE_OPTIONS.len();
+    let (mut kern, mut ff) = (vec![vec![]; n], vec![vec![]; n]);
+    let mut published = vec![0u64; n];
+    for run in 0..cli.runs {
+        for (i, (_, kflags, fflags)) in DECODE_OPTIONS.iter().enumerate() {
+            let f = run_cpu(
+                Command::new("ffmpeg")
+                    .args(["-v", "error", "-nostdin", "-threads", "1"])
+                    .args(*fflags)
+                    .arg("-i")
+                    .arg(clip)
+                    .args(["-pix_fmt", "nv12", "-f", "null", "-"]),
+            )?;
+            ff[i].push(f.total());
+            let ring = format!("opt{run}-{i}");
+            let k = run_cpu(
+                Command::new(kernel)
+                    .args(["--camera-id", &ring, "--source"])
+                    .arg(clip)
+                    .arg("--ring-dir")
+                    .arg(ring_dir)
+                    .args(["--fast", "--decoder-threads", "1", "--keep-ring"])
+                    .args(*kflags)
+                    .env("FRAMEBUS_LOG", "warn"),
+            )?;
+            let reader = RingReader::open(ring_dir, &ring)?;
+            let c = reader.header().counters;
+            ensure!(
+                c.decode_errors == 0,
+                "{ring}: {} decode errors",
+                c.decode_errors
+            );
+            published[i] = c.frames_published;
+            drop(reader);
+            std::fs::remove_file(proto_schema::ring::ring_path(ring_dir, &ring))?;
+            kern[i].push(k.total());
+        }
+    }
+    let ms = |v: &[f64]| min(v) * 1000.0 / frames as f64;
+    let (k0, f0) = (ms(&kern[0]), ms(&ff[0]));
+    println!(
+        "540p footage, {frames} source frames, CPU ms per source frame (minimum of {} runs), load average {}:",
+        cli.runs,
+        load_average()
+    );
+    println!(
+        "  {:<24} {:>9} {:>12} {:>10} {:>12} {:>10} {:>14}",
+        "option", "published", "kernel ms", "vs full", "ffmpeg ms", "vs full", "kernel/ffmpeg"
+    );
+    for (i, (name, _, _)) in DECODE_OPTIONS.iter().enumerate() {
+        let (k, f) = (ms(&kern[i]), ms(&ff[i]));
+        println!(
+            "  {name:<24} {:>9} {k:>12.3} {:>9.2}x {f:>12.3} {:>9.2}x {:>13.2}x",
+            published[i],
+            k / k0,
+            f / f0,
+            k / f
+        );
+    }
+    Ok(())
 }
 
 /// Total and idle jiffies from /proc/stat (for the box's CPU use during a window).
@@ -453,6 +558,12 @@ fn main() -> Result<()> {
         .tempdir_in("/dev/shm")
         .or_else(|_| tempfile::tempdir())?;
 
+    if cli.decode_options {
+        println!(
+            "\n== Decode options: CPU per source frame, kernel vs ffmpeg CLI (same decoder options) =="
+        );
+        return decode_options(&kernel, &clip540, &cli, ring_dir.path());
+    }
     if let Some(n) = cli.cameras {
         let s = live_step(
             &kernel,
@@ -544,6 +655,11 @@ fn main() -> Result<()> {
         );
         results.push((clip.clone(), r));
     }
+
+    println!(
+        "\n== Decode options: CPU per source frame, kernel vs ffmpeg CLI (same decoder options) =="
+    );
+    decode_options(&kernel, &clip540, &cli, ring_dir.path())?;
 
     if !cli.no_live {
         println!(

@@ -225,6 +225,28 @@ pub enum ConfigError {
         /// The entry.
         path: PathBuf,
     },
+    /// A camera's `record_source` that is empty, holds control characters, or is not an
+    /// `rtsp://` / `rtsps://` URL. Shown redacted.
+    #[error("camera {camera:?}: record_source {redacted:?} {reason}")]
+    RecordSource {
+        /// Camera id.
+        camera: String,
+        /// The record source, credentials redacted.
+        redacted: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// `decode.all_frames = true` (a consumer needs every frame) with a `skip_frames`
+    /// that always skips.
+    #[error(
+        "camera {camera:?}: decode.all_frames = true contradicts decode.skip_frames = {skip:?}"
+    )]
+    DecodeConflict {
+        /// Camera id.
+        camera: String,
+        /// The `skip_frames` given.
+        skip: &'static str,
+    },
     /// A CPU affinity list that is empty or names a CPU the host lacks.
     #[error("{owner}: cpu_affinity {cpus:?} is empty or names a CPU >= {max}")]
     InvalidAffinity {
@@ -564,6 +586,7 @@ pub fn check_camera(cam: &CameraConfig, check_files: bool, errs: &mut Vec<Config
     }
     check_affinity(format!("camera {}", cam.id), &cam.cpu_affinity, errs);
     check_motion(cam, errs);
+    check_decode(cam, errs);
 }
 
 /// Most polygons in `cameras.motion.masks`, and points per polygon.
@@ -622,6 +645,41 @@ fn check_motion(cam: &CameraConfig, errs: &mut Vec<ConfigError>) {
             format!("{poly:?}"),
             "3 to 64 [x, y] points with 0 <= x, y <= 1",
         );
+    }
+}
+
+
+/// `record_source` and `[cameras.decode]` (the config file and the API alike).
+fn check_decode(cam: &CameraConfig, errs: &mut Vec<ConfigError>) {
+    use crate::config::SkipFramesSetting;
+    if let Some(rs) = &cam.record_source {
+        let scheme_ok = rs.split_once("://").is_some_and(|(s, rest)| {
+            API_SCHEMES.iter().any(|a| s.eq_ignore_ascii_case(a)) && !rest.is_empty()
+        });
+        let reason = if rs.chars().any(char::is_control) {
+            Some("contains control characters")
+        } else if rs.trim().is_empty() {
+            Some("is empty")
+        } else if !scheme_ok {
+            Some("must be an rtsp:// or rtsps:// URL")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            errs.push(ConfigError::RecordSource {
+                camera: cam.id.clone(),
+                redacted: proto_schema::redact::redact_url(rs).into_owned(),
+                reason,
+            });
+        }
+    }
+    let skip = cam.decode.skip_frames;
+    if cam.decode.all_frames && matches!(skip, SkipFramesSetting::Bidir | SkipFramesSetting::Noref)
+    {
+        errs.push(ConfigError::DecodeConflict {
+            camera: cam.id.clone(),
+            skip: skip.as_str(),
+        });
     }
 }
 
@@ -1086,6 +1144,8 @@ mod tests {
                     rss_limit_mb: None,
                     cpu_affinity: None,
                     motion: Default::default(),
+                    record_source: None,
+                    decode: Default::default(),
                 });
             }
             for (i, f) in fps.iter().enumerate() {
@@ -1326,5 +1386,105 @@ mod tests {
         if !real.is_empty() {
             assert!(errs[2].to_string().contains("truncated"), "{}", errs[2]);
         }
+    }
+
+    #[test]
+    fn decode_options_parse_with_defaults_and_are_checked() {
+        use crate::config::{DecodeConfig, HwAccelSetting, SkipFramesSetting};
+        let c = parse(GOOD);
+        assert_eq!(c.cameras[0].decode, DecodeConfig::default());
+        assert_eq!(
+            c.cameras[0].decode,
+            DecodeConfig {
+                skip_frames: SkipFramesSetting::Auto,
+                skip_loop_filter: false,
+                hwaccel: HwAccelSetting::None,
+                all_frames: false,
+            }
+        );
+        assert_eq!(c.cameras[0].record_source, None);
+        // The highest subscribed rate of each camera goes to its kernel.
+        assert_eq!(c.consumer_fps("cam1"), Some(5.0));
+        assert_eq!(c.consumer_fps("nope"), None);
+        assert_eq!(
+            c.cameras[0].decode.kernel_args(Some(5.0)),
+            ["--skip-frames", "auto", "--consumer-fps", "5"]
+        );
+
+        let text = GOOD.replacen(
+            "fps = 25\n",
+            "fps = 25\n        record_source = \"rtsp://u:pw@127.0.0.1:8554/main\"\n        [cameras.decode]\n        skip_frames = \"never\"\n        skip_loop_filter = true\n        hwaccel = \"vaapi\"\n        all_frames = true\n",
+            1,
+        );
+        let c = parse(&text);
+        validate(&c, false).unwrap();
+        let cam = &c.cameras[0];
+        assert_eq!(
+            cam.record_source.as_deref(),
+            Some("rtsp://u:pw@127.0.0.1:8554/main")
+        );
+        assert_eq!(
+            cam.decode.kernel_args(Some(5.0)),
+            [
+                "--skip-frames",
+                "none",
+                "--consumer-fps",
+                "5",
+                "--all-frames",
+                "--skip-loop-filter",
+                "all",
+                "--hwaccel",
+                "vaapi"
+            ]
+        );
+        assert_eq!(cam.decode.kernel_args(None)[..2], ["--skip-frames", "none"]);
+
+        // Unknown keys and values are refused by the parser.
+        for bad in [
+            "[cameras.decode]\n        skip_frame = \"auto\"\n",
+            "[cameras.decode]\n        skip_frames = \"nonkey\"\n",
+            "[cameras.decode]\n        hwaccel = \"nvdec\"\n",
+        ] {
+            let text = GOOD.replacen("fps = 25\n", &format!("fps = 25\n        {bad}"), 1);
+            assert!(
+                Config::from_toml(&text, Path::new("t.toml"), Path::new("/cfg")).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn record_sources_and_decode_conflicts_are_reported_redacted() {
+        use crate::config::SkipFramesSetting;
+        let mut c = parse(GOOD);
+        c.cameras[0].record_source = Some("http://u:secret@h/main".into());
+        c.cameras[0].decode.all_frames = true;
+        c.cameras[0].decode.skip_frames = SkipFramesSetting::Bidir;
+        c.cameras[1].record_source = Some("rtsp://u:secret@h/x\n".into());
+        let errs = validate(&c, false).unwrap_err().0;
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert!(
+            matches!(&errs[0], ConfigError::RecordSource { reason, .. } if reason.contains("rtsp://")),
+            "{text:?}"
+        );
+        assert!(
+            matches!(&errs[1], ConfigError::DecodeConflict { skip: "bidir", .. }),
+            "{text:?}"
+        );
+        assert!(
+            matches!(&errs[2], ConfigError::RecordSource { reason, .. } if reason.contains("control")),
+            "{text:?}"
+        );
+        assert!(text.iter().all(|t| !t.contains("secret")), "{text:?}");
+        for empty in ["", "rtsp://", "rtsps://"] {
+            let mut c = parse(GOOD);
+            c.cameras[0].record_source = Some(empty.into());
+            assert!(validate(&c, false).is_err(), "{empty:?}");
+        }
+        // auto and never go with all_frames.
+        let mut c = parse(GOOD);
+        c.cameras[0].decode.all_frames = true;
+        validate(&c, false).unwrap();
     }
 }
