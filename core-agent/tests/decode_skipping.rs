@@ -67,6 +67,8 @@ fn published_pts(sub_fps: f64) -> Option<(Vec<i64>, Vec<String>, String)> {
 }
 
 /// Feeds `pts` through a gate at `fps` with a free model; returns (sent, slots spanned).
+/// The gate's slots sit on the capture clock's grid (phase 0 here), so the slots spanned
+/// are counted on that grid from the first frame's slot to the last frame's.
 fn gate(pts: &[i64], fps: f64) -> (u64, u64) {
     let mut g = FpsGate::new(fps);
     let base = 1_000_000_000u64;
@@ -74,8 +76,8 @@ fn gate(pts: &[i64], fps: f64) -> (u64, u64) {
         let v = g.offer(base + p as u64, true);
         assert_ne!(v, Verdict::Missed);
     }
-    let span = (pts[pts.len() - 1] - pts[0]) as u64;
-    (g.sent(), span / g.interval_ns() + 1)
+    let slot = |p: i64| (base + p as u64) / g.interval_ns();
+    (g.sent(), slot(pts[pts.len() - 1]) - slot(pts[0]) + 1)
 }
 
 #[test]

@@ -75,6 +75,15 @@ enum Cmd {
     },
 }
 
+/// `bench live --motion`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+enum MotionMode {
+    Off,
+    On,
+    /// One search with the gate off, one with it on.
+    Both,
+}
+
 #[derive(Debug, Clone, clap::Args, Serialize)]
 struct Opts {
     /// Cameras: saturate tries 1..=N (default 3), live searches 1..=N (default 12), recovery runs N (default 2).
@@ -101,12 +110,14 @@ struct Opts {
     /// Directory of core-agent, frame-kernel and model-server; default: next to `bench`.
     #[arg(long)]
     bin_dir: Option<PathBuf>,
-    /// Intra-op threads per model instance (live, recovery); default: cores / instances.
+    /// Intra-op threads per model instance (live, recovery); default: live `auto` (the
+    /// server calibrates), recovery 1.
     #[arg(long)]
     threads: Option<u32>,
-    /// Model instances (live, recovery).
-    #[arg(long, default_value_t = 1)]
-    instances: u32,
+    /// Model instances (live, recovery); live default: the server calibrates threads x
+    /// instances (`auto`), recovery default 1.
+    #[arg(long)]
+    instances: Option<u32>,
     /// Idle ONNX Runtime intra-op threads spin (live, recovery; `model-server --spin`).
     /// Saturate and ipc set it themselves, the same on the raw and the server side.
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
@@ -139,6 +150,9 @@ struct Opts {
     /// live: cameras at which both sides' CPU is compared (0: skip).
     #[arg(long, default_value_t = 8)]
     cpu_at: usize,
+    /// live: the motion gate of every camera in the system's searches.
+    #[arg(long, value_enum, default_value_t = MotionMode::Off)]
+    motion: MotionMode,
     /// live: also run both sides at twice their sustained N.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     overload: bool,
@@ -259,10 +273,6 @@ fn run_scenario(scenario: Scenario, opts: &Opts) -> Result<()> {
         window: Duration::from_secs_f64(window),
         tail: Duration::from_secs(2),
     };
-    let threads_for = |instances: u32| {
-        opts.threads
-            .unwrap_or(((cores as u32) / instances.max(1)).max(1))
-    };
 
     let (data, tables, summary, params): (
         serde_json::Value,
@@ -352,9 +362,14 @@ fn run_scenario(scenario: Scenario, opts: &Opts) -> Result<()> {
                 detect_fps: opts.fps.unwrap_or(5.0),
                 threshold: 0.99,
                 max_p99_ms: opts.max_p99_ms,
-                threads: threads_for(opts.instances),
+                threads: opts.threads,
                 spin: opts.spin,
                 instances: opts.instances,
+                motion: match opts.motion {
+                    MotionMode::Off => vec![false],
+                    MotionMode::On => vec![true],
+                    MotionMode::Both => vec![false, true],
+                },
                 peer: opts
                     .peer
                     .then(|| peer::PeerParams::from_env(opts.peer_threads, false)),
@@ -375,7 +390,7 @@ fn run_scenario(scenario: Scenario, opts: &Opts) -> Result<()> {
         Scenario::Recovery => {
             let video = assets::video(&assets_dir)?;
             let ms = models(&assets_dir, opts, &["yolov8", "yolox"])?;
-            let instances = opts.instances;
+            let instances = opts.instances.unwrap_or(1);
             let p = scenario_recovery::RecoveryParams {
                 source: opts.source,
                 cameras: opts.cameras.unwrap_or(2),

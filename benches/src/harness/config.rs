@@ -40,6 +40,8 @@ pub struct SystemSpec {
     pub max_in_flight: u32,
     /// Log filter handed to core-agent and its children.
     pub log: String,
+    /// The motion gate (`[cameras.motion] enabled`) on every camera.
+    pub motion: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -54,8 +56,10 @@ pub struct CameraSpec {
 pub struct ModelSpec {
     pub id: String,
     pub path: PathBuf,
-    pub threads: u32,
-    pub instances: u32,
+    /// Intra-op threads per instance; `None`: the server calibrates (`auto`).
+    pub threads: Option<u32>,
+    /// Session instances; `None`: the server calibrates (`auto`).
+    pub instances: Option<u32>,
     /// Idle intra-op threads spin (`models.<id>.spin`).
     pub spin: bool,
 }
@@ -113,6 +117,7 @@ impl SystemSpec {
             subscriptions,
             max_in_flight: 1,
             log: "warn".to_string(),
+            motion: false,
         }
     }
 
@@ -155,6 +160,7 @@ impl SystemSpec {
                         fps: c.fps,
                         realtime,
                         loop_file: realtime.map(|_| true),
+                        motion: self.motion.then_some(MotionOut { enabled: true }),
                     }
                 })
                 .collect(),
@@ -221,14 +227,24 @@ struct CameraOut {
     realtime: Option<bool>,
     #[serde(rename = "loop", skip_serializing_if = "Option::is_none")]
     loop_file: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    motion: Option<MotionOut>,
+}
+
+/// `[cameras.motion]`: the gate on with its documented defaults.
+#[derive(Serialize)]
+struct MotionOut {
+    enabled: bool,
 }
 
 #[derive(Serialize)]
 struct ModelOut {
     id: String,
     path: PathBuf,
-    threads: u32,
-    instances: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    threads: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instances: Option<u32>,
     spin: bool,
 }
 
@@ -269,15 +285,15 @@ mod tests {
                 ModelSpec {
                     id: "yolov8".into(),
                     path: "/a/y8.onnx".into(),
-                    threads: 2,
-                    instances: 1,
+                    threads: Some(2),
+                    instances: Some(1),
                     spin: true,
                 },
                 ModelSpec {
                     id: "yolox".into(),
                     path: "/a/yx.onnx".into(),
-                    threads: 1,
-                    instances: 2,
+                    threads: None,
+                    instances: Some(2),
                     spin: false,
                 },
             ],
@@ -310,6 +326,8 @@ mod tests {
         assert_eq!(cams[0]["fps"].as_float(), Some(25.0));
         let models = v["models"].as_array().unwrap();
         assert_eq!(models[1]["instances"].as_integer(), Some(2));
+        assert!(models[1].get("threads").is_none(), "absent: calibrated");
+        assert!(cams[0].get("motion").is_none());
         assert_eq!(v["subscriptions"].as_array().unwrap().len(), 6);
         assert_eq!(v["outputs"][0]["type"].as_str(), Some("jsonl"));
     }
@@ -321,7 +339,9 @@ mod tests {
         p.ring_dir = dir.path().join("rings");
         p.socket_dir = dir.path().join("sock");
         p.results = dir.path().join("results.jsonl");
-        let text = spec().to_toml(&p).unwrap();
+        let mut spec = spec();
+        spec.motion = true;
+        let text = spec.to_toml(&p).unwrap();
         let config =
             core_agent::config::Config::from_toml(&text, Path::new("bench.toml"), dir.path())
                 .unwrap_or_else(|e| panic!("{e}\n{text}"));
@@ -330,6 +350,9 @@ mod tests {
         assert_eq!(config.cameras.len(), 3);
         assert_eq!(config.subscriptions.len(), 6);
         assert_eq!(config.limits.max_in_flight, 1);
+        assert!(config.cameras.iter().all(|c| c.motion.enabled));
+        assert_eq!(config.models[0].threads, Some(2));
+        assert_eq!(config.models[1].threads, None);
     }
 
     #[test]

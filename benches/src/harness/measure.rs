@@ -62,9 +62,21 @@ pub struct RunResult {
     pub processes: Vec<ProcessUsage>,
     pub stop: StopReport,
     pub bad_result_lines: usize,
+    /// `GET /models` at the end of the window (the servers' calibrated settings).
+    pub models_status: Option<serde_json::Value>,
 }
 
 impl RunResult {
+    /// `threads x instances` a model's server runs with, from its status (`auto`:
+    /// what its calibration chose).
+    pub fn sessions(&self, model: &str) -> Option<String> {
+        let models = self.models_status.as_ref()?.as_array()?;
+        let m = models.iter().find(|m| m["id"] == model)?;
+        let c = &m["server"]["calibration"];
+        let (t, i) = (c["threads"].as_u64()?, c["instances"].as_u64()?);
+        Some(format!("{t} x {i} ({})", c["how"].as_str().unwrap_or("?")))
+    }
+
     /// Sum over the pairs of one model: (inferred, requested, counters).
     pub fn model_totals(&self, model: &str) -> (usize, f64, Counters) {
         let mut c = Counters::default();
@@ -151,6 +163,7 @@ pub fn run_window(
     sys.sleep(t.window)?;
     let after = snapshot(&sys)?;
     let t1 = unix_ms();
+    let models_status = sys.api_json("/models").ok();
     let window_s = w0.elapsed().as_secs_f64();
     let usage = monitor.report();
     sys.check_alive()?;
@@ -191,6 +204,7 @@ pub fn run_window(
         processes: usage.processes,
         stop,
         bad_result_lines,
+        models_status,
     })
 }
 
@@ -226,8 +240,8 @@ mod tests {
             vec![ModelSpec {
                 id: "m".into(),
                 path: "/m.onnx".into(),
-                threads: 1,
-                instances: 1,
+                threads: Some(1),
+                instances: Some(1),
                 spin: false,
             }],
             5.0,

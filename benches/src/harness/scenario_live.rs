@@ -32,10 +32,15 @@ pub struct LiveParams {
     pub threshold: f64,
     /// Capture-to-result latency p99 bound of a sustained N (ms).
     pub max_p99_ms: f64,
-    pub threads: u32,
+    /// Intra-op threads per instance (`None`: the server calibrates).
+    pub threads: Option<u32>,
     /// Idle intra-op threads spin.
     pub spin: bool,
-    pub instances: u32,
+    /// Session instances (`None`: the server calibrates).
+    pub instances: Option<u32>,
+    /// Searches of the system: with the motion gate off, on, or both (the peer is searched
+    /// once per model).
+    pub motion: Vec<bool>,
     /// The Python peer, searched the same way (None: system only).
     pub peer: Option<PeerParams>,
     /// Cameras at which CPU is compared (0: not compared).
@@ -134,6 +139,8 @@ impl Overload {
 #[derive(Debug, Clone, Serialize)]
 pub struct LiveModel {
     pub model: String,
+    /// The motion gate was on in the system's runs.
+    pub motion: bool,
     /// Largest N that kept the bounds (0 if even the smallest did not).
     pub sustained_cameras: usize,
     /// Whether the search stopped at `max_cameras` while still sustaining.
@@ -144,6 +151,17 @@ pub struct LiveModel {
     pub peer_steps: Vec<PeerStep>,
     pub cpu: Option<CpuCompare>,
     pub overload: Vec<Overload>,
+}
+
+impl LiveModel {
+    /// The model id, marked when the motion gate was on.
+    pub fn label(&self) -> String {
+        if self.motion {
+            format!("{} (motion gate on)", self.model)
+        } else {
+            self.model.clone()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -172,7 +190,12 @@ pub fn run(
     mut progress: impl FnMut(&str),
 ) -> Result<(LiveData, Vec<Table>, Vec<String>), anyhow::Error> {
     let mut data = LiveData { models: Vec::new() };
-    for m in models {
+    for (m, motion) in models
+        .iter()
+        .flat_map(|m| p.motion.iter().map(move |&g| (m, g)))
+    {
+        // The peer has no motion gate: searched once per model, in its first pass.
+        let first_pass = p.motion.first() == Some(&motion);
         let system_run = |n: usize| -> Result<LiveStep, SystemError> {
             let mut spec = SystemSpec::file_cameras(
                 n,
@@ -189,6 +212,7 @@ pub fn run(
             );
             spec.source = p.source;
             spec.max_in_flight = 1;
+            spec.motion = motion;
             let run = run_window(&spec, bin_dir, monitor, timing)?;
             let (inferred, requested, _) = run.model_totals(&m.id);
             let ratio = share(inferred, requested);
@@ -239,6 +263,7 @@ pub fn run(
 
         let mut lm = LiveModel {
             model: m.id.clone(),
+            motion,
             sustained_cameras: 0,
             capped: false,
             steps: Vec::new(),
@@ -260,7 +285,7 @@ pub fn run(
         lm.sustained_cameras = search.best();
         lm.capped = search.best() == p.max_cameras.max(1);
 
-        if let Some(peer) = &p.peer {
+        if let (Some(peer), true) = (&p.peer, first_pass) {
             let mut search = Search::new(p.min_cameras, p.max_cameras);
             while let Some(n) = search.next() {
                 progress(&format!("live: {} peer with {n} camera(s)...", m.id));
@@ -319,7 +344,8 @@ pub fn run(
             lm.overload
                 .push(Overload::of("framebus", &pairs, s.p99_ms, sustained_p99));
             lm.steps.push(s);
-            if let (Some(peer), Some(best)) = (&p.peer, lm.peer_sustained_cameras) {
+            if let (Some(peer), Some(best), true) = (&p.peer, lm.peer_sustained_cameras, first_pass)
+            {
                 let n = (2 * best).max(2);
                 progress(&format!("live: {} peer at 2x load, {n} camera(s)...", m.id));
                 let s = peer_run(peer, n)?;
@@ -341,7 +367,17 @@ pub fn run(
         data.models.push(lm);
     }
     let tables = tables(&data, p);
-    let summary = data.models.iter().flat_map(|m| summary(m, p)).collect();
+    let summary = data
+        .models
+        .iter()
+        .flat_map(|m| {
+            let peer_of = data
+                .models
+                .iter()
+                .find(|x| x.model == m.model && x.peer_sustained_cameras.is_some());
+            summary(m, peer_of, p)
+        })
+        .collect();
     Ok((data, tables, summary))
 }
 
@@ -358,26 +394,36 @@ fn best_p99(steps: impl Iterator<Item = (bool, usize, Option<f64>)>) -> Option<f
     steps.filter(|s| s.0).max_by_key(|s| s.1).and_then(|s| s.2)
 }
 
-fn summary(m: &LiveModel, p: &LiveParams) -> Vec<String> {
+fn summary(m: &LiveModel, peer_of: Option<&LiveModel>, p: &LiveParams) -> Vec<String> {
     let ge = |capped: bool| if capped { "≥" } else { "" };
+    let sessions = m
+        .steps
+        .iter()
+        .rev()
+        .find(|s| s.sustained)
+        .or_else(|| m.steps.first())
+        .and_then(|s| s.run.sessions(&m.model))
+        .unwrap_or_else(|| {
+            let v = |x: Option<u32>| x.map_or("auto".to_string(), |x| x.to_string());
+            format!("{} x {}", v(p.threads), v(p.instances))
+        });
     let mut out = vec![format!(
         "{}: framebus sustained {}{} camera(s) of 540p@{} fps with {} fps detection \
-         (≥{:.0}% delivered, p99 ≤ {:.0} ms; {} thread(s) x {} instance(s))",
-        m.model,
+         (≥{:.0}% delivered, p99 ≤ {:.0} ms; threads x instances {sessions})",
+        m.label(),
         ge(m.capped),
         m.sustained_cameras,
         p.camera_fps,
         p.detect_fps,
         100.0 * p.threshold,
         p.max_p99_ms,
-        p.threads,
-        p.instances
     )];
-    if let Some(peer) = m.peer_sustained_cameras {
+    if let Some(peer) = peer_of.and_then(|x| x.peer_sustained_cameras) {
+        let capped = peer_of.is_some_and(|x| x.peer_capped);
         out.push(format!(
             "{}: Python peer sustained {}{peer} camera(s); framebus / peer = {} (goal ≥1.3x)",
-            m.model,
-            ge(m.peer_capped),
+            m.label(),
+            ge(capped),
             if peer > 0 {
                 format!("{:.2}x", m.sustained_cameras as f64 / peer as f64)
             } else {
@@ -389,7 +435,7 @@ fn summary(m: &LiveModel, p: &LiveParams) -> Vec<String> {
         out.push(format!(
             "{}: CPU at {} cameras: framebus {:.2} cores ({:.1}% delivered), peer {:.2} cores \
              ({:.1}% delivered): {:.2}x (goal ≤0.75x)",
-            m.model,
+            m.label(),
             c.cameras,
             c.system_cores,
             100.0 * c.system_share,
@@ -402,7 +448,7 @@ fn summary(m: &LiveModel, p: &LiveParams) -> Vec<String> {
         out.push(format!(
             "{}: {} at 2x load ({} cameras): mean delivered {:.1}%, per camera within ±{:.1}% \
              of the mean (goal ±10%), p99 {} ms = {} the sustained p99 (goal ≤2x)",
-            m.model,
+            m.label(),
             o.side,
             o.cameras,
             100.0 * o.mean_share,
@@ -489,7 +535,7 @@ fn tables(data: &LiveData, p: &LiveParams) -> Vec<Table> {
             let (_, _, c) = s.run.model_totals(&m.model);
             let lat = s.run.model_latency_ms.get(&m.model);
             steps.row(vec![
-                m.model.clone(),
+                m.label(),
                 "framebus".into(),
                 s.cameras.to_string(),
                 format!("{} / {:.0}", s.inferred, s.requested),
@@ -505,7 +551,7 @@ fn tables(data: &LiveData, p: &LiveParams) -> Vec<Table> {
         for s in &m.peer_steps {
             let lat = s.run.latency_ms;
             steps.row(vec![
-                m.model.clone(),
+                m.label(),
                 "python peer".into(),
                 s.cameras.to_string(),
                 format!("{} / {:.0}", s.inferred, s.requested),
@@ -539,7 +585,7 @@ fn tables(data: &LiveData, p: &LiveParams) -> Vec<Table> {
             let min = o.shares.iter().copied().fold(f64::INFINITY, f64::min);
             let max = o.shares.iter().copied().fold(0.0, f64::max);
             over.row(vec![
-                m.model.clone(),
+                m.label(),
                 o.side.clone(),
                 o.cameras.to_string(),
                 format!("{:.1}%", 100.0 * o.mean_share),
@@ -566,7 +612,7 @@ fn tables(data: &LiveData, p: &LiveParams) -> Vec<Table> {
             continue;
         };
         let mut t = Table::new(
-            format!("{} with {} camera(s): per camera", m.model, s.cameras),
+            format!("{} with {} camera(s): per camera", m.label(), s.cameras),
             &[
                 "camera",
                 "decoded fps",
@@ -605,7 +651,9 @@ fn tables(data: &LiveData, p: &LiveParams) -> Vec<Table> {
         let mut procs = Table::new(
             format!(
                 "{} with {} camera(s): per process over the {:.0} s window",
-                m.model, s.cameras, s.run.window_s
+                m.label(),
+                s.cameras,
+                s.run.window_s
             ),
             &["process", "CPU s", "CPU %", "peak RSS MiB"],
         );

@@ -234,8 +234,8 @@ pub fn run(
         .map(|m| ModelSpec {
             id: m.id.clone(),
             path: m.path.clone(),
-            threads: p.threads,
-            instances: p.instances,
+            threads: Some(p.threads),
+            instances: Some(p.instances),
             spin: p.spin,
         })
         .collect();

@@ -118,8 +118,8 @@ pub fn run(
                 vec![ModelSpec {
                     id: model.id.clone(),
                     path: model.path.clone(),
-                    threads: s.threads as u32,
-                    instances: s.instances as u32,
+                    threads: Some(s.threads as u32),
+                    instances: Some(s.instances as u32),
                     spin: s.spinning,
                 }],
                 p.detect_fps,
