@@ -10,12 +10,14 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::api::Counters;
 use super::assets::ModelAsset;
 use super::config::{ModelSpec, SourceKind, SystemSpec};
 use super::load::LoadMonitor;
 use super::measure::{run_window, PairResult, RunResult, RunTiming};
 use super::peer::{self, PeerParams, PeerRun};
 use super::report::{num, Table};
+use super::stats::Summary;
 use super::system::SystemError;
 
 #[derive(Debug, Clone, Serialize)]
@@ -531,38 +533,41 @@ fn tables(data: &LiveData, p: &LiveParams) -> Vec<Table> {
         ],
     );
     for m in &data.models {
+        // One row per run: (side, cameras, inferred, requested, share, lost counters,
+        // latency, sustained); the peer has no agent counters.
+        let row = |side: &str,
+                   n: usize,
+                   (inferred, requested, ratio): (usize, f64, f64),
+                   counters: Option<Counters>,
+                   lat: Option<Summary>,
+                   sustained: bool| {
+            let c = |f: fn(&Counters) -> u64| {
+                counters.as_ref().map_or("-".into(), |c| f(c).to_string())
+            };
+            vec![
+                m.label(),
+                side.to_string(),
+                n.to_string(),
+                format!("{inferred} / {requested:.0}"),
+                format!("{:.1}%", 100.0 * ratio),
+                c(|c| c.missed),
+                c(|c| c.stale),
+                c(|c| c.lost() - c.missed - c.stale),
+                num(lat.map(|l| l.p50), 1),
+                num(lat.map(|l| l.p99), 1),
+                if sustained { "yes" } else { "no" }.to_string(),
+            ]
+        };
         for s in &m.steps {
             let (_, _, c) = s.run.model_totals(&m.model);
-            let lat = s.run.model_latency_ms.get(&m.model);
-            steps.row(vec![
-                m.label(),
-                "framebus".into(),
-                s.cameras.to_string(),
-                format!("{} / {:.0}", s.inferred, s.requested),
-                format!("{:.1}%", 100.0 * s.ratio),
-                c.missed.to_string(),
-                c.stale.to_string(),
-                (c.lost() - c.missed - c.stale).to_string(),
-                num(lat.map(|l| l.p50), 1),
-                num(lat.map(|l| l.p99), 1),
-                if s.sustained { "yes" } else { "no" }.to_string(),
-            ]);
+            let lat = s.run.model_latency_ms.get(&m.model).copied();
+            let n = (s.inferred, s.requested, s.ratio);
+            steps.row(row("framebus", s.cameras, n, Some(c), lat, s.sustained));
         }
         for s in &m.peer_steps {
+            let n = (s.inferred, s.requested, s.ratio);
             let lat = s.run.latency_ms;
-            steps.row(vec![
-                m.label(),
-                "python peer".into(),
-                s.cameras.to_string(),
-                format!("{} / {:.0}", s.inferred, s.requested),
-                format!("{:.1}%", 100.0 * s.ratio),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                num(lat.map(|l| l.p50), 1),
-                num(lat.map(|l| l.p99), 1),
-                if s.sustained { "yes" } else { "no" }.to_string(),
-            ]);
+            steps.row(row("python peer", s.cameras, n, None, lat, s.sustained));
         }
     }
     out.push(steps);
