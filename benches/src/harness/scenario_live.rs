@@ -58,28 +58,43 @@ impl LiveParams {
     }
 }
 
+/// One measured N of one side: the system (`R` = [`RunResult`]) or the peer ([`PeerRun`]).
 #[derive(Debug, Clone, Serialize)]
-pub struct LiveStep {
-    pub model: String,
+pub struct Step<R> {
     pub cameras: usize,
     pub inferred: usize,
     pub requested: f64,
     pub ratio: f64,
     pub p99_ms: Option<f64>,
     pub sustained: bool,
-    pub run: RunResult,
+    pub run: R,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct PeerStep {
-    pub cameras: usize,
-    pub inferred: usize,
-    pub requested: f64,
-    pub ratio: f64,
-    pub p99_ms: Option<f64>,
-    pub sustained: bool,
-    pub run: PeerRun,
+impl<R> Step<R> {
+    /// The step of a run that delivered `inferred` of `requested` with latency `p99_ms`.
+    fn new(
+        p: &LiveParams,
+        cameras: usize,
+        inferred: usize,
+        requested: f64,
+        p99_ms: Option<f64>,
+        run: R,
+    ) -> Self {
+        let ratio = share(inferred, requested);
+        Step {
+            cameras,
+            inferred,
+            requested,
+            ratio,
+            p99_ms,
+            sustained: p.sustains(ratio, p99_ms),
+            run,
+        }
+    }
 }
+
+pub type LiveStep = Step<RunResult>;
+pub type PeerStep = Step<PeerRun>;
 
 /// CPU of both sides at the same N over the same window length.
 #[derive(Debug, Clone, Serialize)]
@@ -217,18 +232,8 @@ pub fn run(
             spec.motion = motion;
             let run = run_window(&spec, bin_dir, monitor, timing)?;
             let (inferred, requested, _) = run.model_totals(&m.id);
-            let ratio = share(inferred, requested);
             let p99_ms = run.model_latency_ms.get(&m.id).map(|l| l.p99);
-            Ok(LiveStep {
-                model: m.id.clone(),
-                cameras: n,
-                inferred,
-                requested,
-                ratio,
-                p99_ms,
-                sustained: p.sustains(ratio, p99_ms),
-                run,
-            })
+            Ok(Step::new(p, n, inferred, requested, p99_ms, run))
         };
         let peer_run = |peer: &PeerParams, n: usize| -> Result<PeerStep, peer::PeerError> {
             let run = peer::run_window(
@@ -242,17 +247,8 @@ pub fn run(
                 timing,
             )?;
             let (inferred, requested) = run.totals();
-            let ratio = share(inferred, requested);
             let p99_ms = run.latency_ms.map(|l| l.p99);
-            Ok(PeerStep {
-                cameras: n,
-                inferred,
-                requested,
-                ratio,
-                p99_ms,
-                sustained: p.sustains(ratio, p99_ms),
-                run,
-            })
+            Ok(Step::new(p, n, inferred, requested, p99_ms, run))
         };
         let say = |side: &str, n: usize, inferred: usize, requested: f64, p99: Option<f64>| {
             format!(
