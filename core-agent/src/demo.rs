@@ -216,6 +216,7 @@ pub fn prepare(opts: &DemoOptions, data: &DemoData) -> Result<Config, DemoError>
         ring_slots: None,
         rss_limit_mb: None,
         cpu_affinity: None,
+        analytics: None,
     };
     let model = ModelConfig {
         id: model_id.to_owned(),

@@ -518,6 +518,7 @@ pub fn prometheus(shared: &Shared) -> String {
             p.count
         );
     }
+    shared.analytics.prometheus(&mut out);
     out
 }
 

@@ -403,17 +403,18 @@ impl Agent {
             let id = self.next_id;
             self.next_id += 1;
             let sent_ts_ns = monotonic_now_ns();
+            let frame = FrameRef {
+                ring: self.spec.ring.clone(),
+                generation: reader.generation(),
+                slot: info.slot,
+                seq: info.seq,
+            };
             let request = Request::Infer(InferenceRequest {
                 v: PROTOCOL_VERSION,
                 id,
                 camera_id: self.spec.camera.clone(),
                 model_id: sub.spec.model.clone(),
-                frame: FrameRef {
-                    ring: self.spec.ring.clone(),
-                    generation: reader.generation(),
-                    slot: info.slot,
-                    seq: info.seq,
-                },
+                frame: frame.clone(),
                 meta: FrameMeta::from_geometry(info.frame_id, &geometry, info.capture_ts_ns),
                 sent_ts_ns,
                 deadline_ts_ns: Some(sent_ts_ns + self.spec.request_timeout.as_nanos() as u64),
@@ -426,6 +427,7 @@ impl Agent {
                             frame_id: info.frame_id,
                             capture_ts_ns: info.capture_ts_ns,
                             sent_at: Instant::now(),
+                            frame: Some(frame),
                         },
                     );
                     sub.metrics.sent.fetch_add(1, Ordering::Relaxed);
@@ -558,6 +560,10 @@ fn make_record(
             inference: t.inference_us as f64 / 1e3,
         },
         detections,
+        frame: p.frame,
+        reused: false,
+        track_ids: Vec::new(),
+        events: Vec::new(),
     }
 }
 
@@ -589,6 +595,7 @@ mod tests {
             frame_id: 7,
             capture_ts_ns: captured,
             sent_at: Instant::now(),
+            frame: None,
         };
         let t = Timings {
             total_us: 12_000,

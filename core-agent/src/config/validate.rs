@@ -225,6 +225,15 @@ pub enum ConfigError {
         /// The entry.
         path: PathBuf,
     },
+    /// An analytics setting or rule that cannot work (self-intersecting polygon,
+    /// zero-length line, unknown class, score out of range, ...).
+    #[error("{key}: {reason}")]
+    InvalidRule {
+        /// Dotted key, e.g. `cameras.door.analytics.zones[0].polygon`.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A CPU affinity list that is empty or names a CPU the host lacks.
     #[error("{owner}: cpu_affinity {cpus:?} is empty or names a CPU >= {max}")]
     InvalidAffinity {
@@ -304,6 +313,7 @@ pub fn validate(config: &Config, check_files: bool) -> Result<(), ValidationErro
     let models = check_models(config, check_files, &mut errs);
     check_subscriptions(config, &cameras, &models, &mut errs);
     check_outputs(config, &mut errs);
+    super::analytics::check(config, &mut errs);
     if errs.is_empty() {
         Ok(())
     } else {
@@ -1025,6 +1035,7 @@ mod tests {
                     ring_slots: None,
                     rss_limit_mb: None,
                     cpu_affinity: None,
+                    analytics: None,
                 });
             }
             for (i, f) in fps.iter().enumerate() {
