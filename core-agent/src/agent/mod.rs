@@ -605,7 +605,7 @@ mod tests {
         let r = make_record(
             "cam",
             &spec,
-            p,
+            p.clone(),
             7,
             t,
             vec![det("person"), det("car"), det("person")],

@@ -142,6 +142,7 @@ mod tests {
         let mut l = line();
         assert_eq!(l.observe(1, Point::new(0.9, 0.3)), None);
         assert_eq!(l.observe(1, Point::new(0.95, 0.7)), None);
+        assert_eq!(l.observe(1, Point::new(0.95, 0.3)), None);
         assert_eq!(l.observe(1, Point::new(0.5, 0.3)), None);
         // ... but through the segment it does.
         assert_eq!(l.observe(1, Point::new(0.5, 0.7)), Some(Direction::In));
