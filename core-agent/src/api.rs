@@ -187,15 +187,22 @@ async fn counts(
         Ok(axum::extract::Query(q)) => q,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid query: {e}")),
     };
-    let to = q.to.unwrap_or_else(|| crate::clock::unix_now_ns() / 1_000_000 + 1);
+    let to =
+        q.to.unwrap_or_else(|| crate::clock::unix_now_ns() / 1_000_000 + 1);
     let from = q.from.unwrap_or(to.saturating_sub(86_400_000));
     if from > to {
         return error(StatusCode::BAD_REQUEST, "from is after to");
     }
     if q.interval.is_some_and(|i| !(1..=86_400 * 31).contains(&i)) {
-        return error(StatusCode::BAD_REQUEST, "interval must be 1..=2678400 seconds");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "interval must be 1..=2678400 seconds",
+        );
     }
-    let buckets = st.shared.analytics.query(q.camera.as_deref(), from, to, q.interval);
+    let buckets = st
+        .shared
+        .analytics
+        .query(q.camera.as_deref(), from, to, q.interval);
     Json(json!({ "from": from, "to": to, "intervals": buckets })).into_response()
 }
 

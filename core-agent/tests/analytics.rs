@@ -16,15 +16,19 @@ use serde_json::Value;
 /// x < 0.5: `in` is a crossing moving left, `out` moving right.
 const LINE: &str = "[[cameras.analytics.lines]]\nname = \"mid\"\nfrom = [0.5, 0.25]\nto = [0.5, 0.75]\nclasses = [\"person\"]\nanchor = \"center\"\nhysteresis = 0.01\ncooldown_s = 0\n\n";
 
-/// Crossings of the line seen by eye in the first 120 frames (frames every 10th
-/// extracted with ffmpeg, the line drawn in, box centres followed): (video frame of
-/// the crossing, direction). Work in progress: the full 508-frame ground truth is not
-/// established yet, so the test does not assert equality with it (see the report).
+/// Crossings of the line seen by eye in the first 120 frames (every 10th frame
+/// extracted with `ffmpeg -vf "select='not(mod(n,10))',drawbox=x=479:y=135:w=2:h=270,
+/// crop=384:330:288:105,tile=6x3"`, box centres followed): (video frame of the
+/// crossing, direction). Frames 180..350 by eye: out at about 178, 208, 228, 245,
+/// 262, 283, 300. Work in progress: the full 508-frame ground truth is not
+/// established, and the system's count varies by one or two between runs with the
+/// 5 fps sampling phase, so the test asserts bounds, not equality (see the report).
 const PARTIAL_GROUND_TRUTH: &[(u32, &str)] = &[
     (12, "out"), // dark coat with a blue folder, upper part (y ~0.3)
     (18, "out"), // grey coat, y ~0.58
-    (75, "out"), // orange hair, bottom (y ~0.7), borderline
-    (78, "out"), // brown jacket, y ~0.43
+    // Not (75, "out"): orange hair at the bottom passes x = 0.5 with its box centre
+    // at y 0.77..0.79, below the line's end (the detections say so too).
+    (78, "out"),  // brown jacket, y ~0.43
     (115, "out"), // grey backpack, y ~0.44
 ];
 
@@ -36,15 +40,22 @@ fn id_switches(tracks: &BTreeMap<u64, Vec<(u64, u64, [f32; 4])>>) -> usize {
         let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
         let i = w * h;
         let u = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - i;
-        if u > 0.0 { i / u } else { 0.0 }
+        if u > 0.0 {
+            i / u
+        } else {
+            0.0
+        }
     };
     let mut n = 0;
     for (id, obs) in tracks {
         let (end_ts, _, last) = obs[obs.len() - 1];
-        let next = tracks.iter().filter(|(other, _)| *other > id).any(|(_, o)| {
-            let (start_ts, _, first) = o[0];
-            start_ts > end_ts && start_ts - end_ts < 1_000_000_000 && iou(&last, &first) > 0.3
-        });
+        let next = tracks
+            .iter()
+            .filter(|(other, _)| *other > id)
+            .any(|(_, o)| {
+                let (start_ts, _, first) = o[0];
+                start_ts > end_ts && start_ts - end_ts < 1_000_000_000 && iou(&last, &first) > 0.3
+            });
         n += usize::from(next);
     }
     n
@@ -96,6 +107,10 @@ fn line_and_zone_on_real_footage() {
     assert!(status.success(), "{status}");
 
     let records = agent.results();
+    if let Some(dump) = std::env::var_os("FRAMEBUS_ANALYTICS_DUMP") {
+        // For establishing the ground truth: keep the records.
+        let _ = std::fs::copy(agent.results_path(), dump);
+    }
     let evs = events(agent.dir.path());
     for e in evs.iter().filter(|e| e["type"] == "line_crossed") {
         eprintln!(
@@ -105,17 +120,28 @@ fn line_and_zone_on_real_footage() {
     }
     // The kernel ends at the end of the file and is restarted (a second pass, a new
     // ring generation): only the first pass counts.
-    let generation = records[0].frame.as_ref().expect("records carry their frame").generation;
+    let generation = records[0]
+        .frame
+        .as_ref()
+        .expect("records carry their frame")
+        .generation;
     let first: Vec<_> = records
         .iter()
         .filter(|r| r.frame.as_ref().is_some_and(|f| f.generation == generation))
         .collect();
     let mut tracks: BTreeMap<u64, Vec<(u64, u64, [f32; 4])>> = BTreeMap::new();
     for r in &first {
-        assert_eq!(r.track_ids.len(), r.detections.len(), "a track id slot per detection");
+        assert_eq!(
+            r.track_ids.len(),
+            r.detections.len(),
+            "a track id slot per detection"
+        );
         for (d, id) in r.detections.iter().zip(&r.track_ids) {
             if let Some(id) = id {
-                tracks.entry(*id).or_default().push((r.capture_ts_ns, r.frame_id, d.bbox));
+                tracks
+                    .entry(*id)
+                    .or_default()
+                    .push((r.capture_ts_ns, r.frame_id, d.bbox));
             }
         }
     }
@@ -126,9 +152,26 @@ fn line_and_zone_on_real_footage() {
         .map(|e| (e.frame_id, e.direction.unwrap().as_str().to_owned()))
         .collect();
     let switches = id_switches(&tracks);
-    eprintln!("first pass: {} records, {} tracks, {} id switches, crossings {crossings:?}", first.len(), tracks.len(), switches);
-    eprintln!("{} records, {} tracks, {} events", records.len(), tracks.len(), evs.len());
-    eprintln!("metrics: {}", metrics.lines().filter(|l| l.contains("crossings") || l.contains("occupancy")).collect::<Vec<_>>().join("\n"));
+    eprintln!(
+        "first pass: {} records, {} tracks, {} id switches, crossings {crossings:?}",
+        first.len(),
+        tracks.len(),
+        switches
+    );
+    eprintln!(
+        "{} records, {} tracks, {} events",
+        records.len(),
+        tracks.len(),
+        evs.len()
+    );
+    eprintln!(
+        "metrics: {}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("crossings") || l.contains("occupancy"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     eprintln!("counts: {counts}");
     let csv: Vec<String> = std::fs::read_dir(agent.dir.path())
         .unwrap()
@@ -165,13 +208,23 @@ fn line_and_zone_on_real_footage() {
     assert_eq!(csv_in + csv_out, ev_total, "csv vs events");
     assert!(metrics.contains("framebus_line_crossings_total{camera=\"walk\",rule=\"mid\",direction=\"out\",class=\"person\"}"), "{metrics}");
     let counts: Value = serde_json::from_str(&counts).unwrap();
-    assert!(!counts["intervals"].as_array().unwrap().is_empty(), "{counts}");
+    assert!(
+        !counts["intervals"].as_array().unwrap().is_empty(),
+        "{counts}"
+    );
     // Most of the people seen by eye crossing in the first 120 frames are counted, in
     // the right direction (the detector misses some at 5 fps).
     let early: Vec<_> = crossings.iter().filter(|(f, _)| *f <= 125).collect();
     assert!(early.iter().all(|(_, d)| d == "out"), "{early:?}");
-    assert!(early.len() >= 2 && early.len() <= PARTIAL_GROUND_TRUTH.len(), "{early:?} vs {PARTIAL_GROUND_TRUTH:?}");
+    assert!(
+        early.len() >= 2 && early.len() <= PARTIAL_GROUND_TRUTH.len(),
+        "{early:?} vs {PARTIAL_GROUND_TRUTH:?}"
+    );
     // ID switches: bounded by a quarter of the tracks (people cross each other in a
     // dense crowd at 5 fps; see the report for the measured value).
-    assert!(switches * 4 <= tracks.len(), "{switches} id switches for {} tracks", tracks.len());
+    assert!(
+        switches * 4 <= tracks.len(),
+        "{switches} id switches for {} tracks",
+        tracks.len()
+    );
 }

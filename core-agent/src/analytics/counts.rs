@@ -125,11 +125,13 @@ impl Aggregator {
     }
 
     fn rule(&mut self, rule: &str, kind: RuleKind) -> &mut RuleAcc {
-        self.rules.entry(rule.to_owned()).or_insert_with(|| RuleAcc {
-            kind,
-            frames: 0,
-            classes: BTreeMap::new(),
-        })
+        self.rules
+            .entry(rule.to_owned())
+            .or_insert_with(|| RuleAcc {
+                kind,
+                frames: 0,
+                classes: BTreeMap::new(),
+            })
     }
 
     /// Counts a crossing (zone: `In` an enter, `Out` an exit).
@@ -249,7 +251,9 @@ pub fn csv_line(r: &CountRow) -> String {
         r.in_,
         r.out,
         r.occupancy_peak.map(|v| v.to_string()).unwrap_or_default(),
-        r.occupancy_mean.map(|v| format!("{v:.3}")).unwrap_or_default(),
+        r.occupancy_mean
+            .map(|v| format!("{v:.3}"))
+            .unwrap_or_default(),
         r.frames,
     )
 }
@@ -413,7 +417,13 @@ impl CountStore {
         }) {
             let len = interval_s.map_or(r.interval_s, |i| i.max(r.interval_s)) * 1000;
             let start = r.start_ms - r.start_ms % len;
-            let key = (start, r.camera.clone(), r.model.clone(), r.rule.clone(), r.class.clone());
+            let key = (
+                start,
+                r.camera.clone(),
+                r.model.clone(),
+                r.rule.clone(),
+                r.class.clone(),
+            );
             match merged.get_mut(&key) {
                 None => {
                     let mut m = r.clone();
@@ -450,7 +460,11 @@ impl CountStore {
                 });
             }
             let b = out.last_mut().expect("pushed above");
-            match b.totals.iter_mut().find(|t| t.rule == row.rule && t.class == row.class) {
+            match b
+                .totals
+                .iter_mut()
+                .find(|t| t.rule == row.rule && t.class == row.class)
+            {
                 Some(t) => {
                     t.in_ += row.in_;
                     t.out += row.out;
@@ -491,15 +505,25 @@ mod tests {
         a.occupancy("q", &BTreeMap::from([("person", 1)]));
         let rows = a.begin_frame(120_000, &rules);
         let get = |rule: &str, class: &str| {
-            rows.iter().find(|r| r.rule == rule && r.class == class).cloned().unwrap()
+            rows.iter()
+                .find(|r| r.rule == rule && r.class == class)
+                .cloned()
+                .unwrap()
         };
         let all = get("door", "*");
-        assert_eq!((all.in_, all.out, all.frames, all.start_ms), (1, 1, 2, 60_000));
+        assert_eq!(
+            (all.in_, all.out, all.frames, all.start_ms),
+            (1, 1, 2, 60_000)
+        );
         assert_eq!(get("door", "person").in_, 1);
         assert_eq!(all.occupancy_peak, None);
         let q = get("q", "*");
         assert_eq!((q.occupancy_peak, q.occupancy_mean), (Some(2), Some(1.5)));
-        assert_eq!(a.close().len(), 2, "the new interval holds `*` of both rules");
+        assert_eq!(
+            a.close().len(),
+            2,
+            "the new interval holds `*` of both rules"
+        );
     }
 
     #[test]
@@ -526,7 +550,12 @@ mod tests {
         }
         let path = CsvWriter::path_of(dir.path(), "1970-01-01");
         // A torn line from a crash is ended before the next row.
-        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"12,").unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"12,")
+            .unwrap();
         let mut w = CsvWriter::new(dir.path());
         w.write(&row(120_000)).unwrap();
         w.write(&row(86_400_000)).unwrap();
@@ -535,7 +564,10 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], CSV_HEADER);
         assert_eq!(lines.iter().filter(|l| **l == CSV_HEADER).count(), 1);
-        assert_eq!(lines[1], "0,1970-01-01T00:00:00Z,60,cam,m,door,line,*,3,1,,,300");
+        assert_eq!(
+            lines[1],
+            "0,1970-01-01T00:00:00Z,60,cam,m,door,line,*,3,1,,,300"
+        );
         assert_eq!(lines.len(), 5);
         assert!(lines[4].starts_with("120000,"));
         assert!(CsvWriter::path_of(dir.path(), "1970-01-02").exists());
@@ -544,7 +576,12 @@ mod tests {
     #[test]
     fn query_merges_intervals_and_totals_cameras() {
         let mut s = CountStore::new(10);
-        for (cam, start, n) in [("a", 0, 1), ("a", 60_000, 2), ("b", 0, 4), ("b", 300_000, 8)] {
+        for (cam, start, n) in [
+            ("a", 0, 1),
+            ("a", 60_000, 2),
+            ("b", 0, 4),
+            ("b", 300_000, 8),
+        ] {
             s.push(CountRow {
                 start_ms: start,
                 interval_s: 60,

@@ -102,7 +102,13 @@ pub struct Cooldown {
 impl Cooldown {
     /// Whether an event of `kind` for `rule` at `now_ns` is written, given the rule's
     /// `window_ns` (0: always). `Some(suppressed since the last one)` when it is.
-    pub fn admit(&mut self, rule: &str, kind: EventKind, now_ns: u64, window_ns: u64) -> Option<u64> {
+    pub fn admit(
+        &mut self,
+        rule: &str,
+        kind: EventKind,
+        now_ns: u64,
+        window_ns: u64,
+    ) -> Option<u64> {
         let key = (rule.to_owned(), kind);
         match self.last.get_mut(&key) {
             Some((at, suppressed)) if window_ns > 0 && now_ns.saturating_sub(*at) < window_ns => {

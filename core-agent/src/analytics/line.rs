@@ -14,7 +14,9 @@ use std::collections::HashMap;
 use super::geometry::{crossing_param, signed_distance, Point};
 
 /// Crossing direction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     /// From the left of `from -> to` to its right (on screen).

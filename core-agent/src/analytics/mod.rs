@@ -121,6 +121,9 @@ pub struct StreamAnalytics {
     cooldown: Cooldown,
     counts: Aggregator,
     interval_s: u64,
+    /// Crossings made by tentative tracks: (line index, direction), counted when the
+    /// track is confirmed, forgotten if it dies unconfirmed.
+    pending: std::collections::HashMap<u64, Vec<(usize, Direction)>>,
 }
 
 fn secs_to_ns(s: f64) -> u64 {
@@ -148,6 +151,7 @@ impl StreamAnalytics {
             cooldown: Cooldown::default(),
             counts: Aggregator::new(camera, model, interval_s),
             interval_s,
+            pending: std::collections::HashMap::new(),
         };
         s.set_rules(rules, default_cooldown_s, interval_s);
         s
@@ -162,6 +166,7 @@ impl StreamAnalytics {
         interval_s: u64,
     ) -> Vec<CountRow> {
         let rows = self.counts.close();
+        self.pending.clear();
         if interval_s != self.interval_s {
             self.counts = Aggregator::new(&self.camera, &self.model, interval_s);
             self.interval_s = interval_s;
@@ -171,7 +176,10 @@ impl StreamAnalytics {
         let mut old_lines = std::mem::take(&mut self.lines);
         for l in &rules.lines {
             let key = format!("{l:?}");
-            let kept = old_lines.iter().position(|o| o.key == key).map(|i| old_lines.swap_remove(i));
+            let kept = old_lines
+                .iter()
+                .position(|o| o.key == key)
+                .map(|i| old_lines.swap_remove(i));
             self.lines.push(kept.unwrap_or_else(|| LineRule {
                 filter: Filter {
                     name: l.name.clone(),
@@ -187,7 +195,10 @@ impl StreamAnalytics {
         let mut old_zones = std::mem::take(&mut self.zones);
         for z in &rules.zones {
             let key = format!("{z:?}");
-            let kept = old_zones.iter().position(|o| o.key == key).map(|i| old_zones.swap_remove(i));
+            let kept = old_zones
+                .iter()
+                .position(|o| o.key == key)
+                .map(|i| old_zones.swap_remove(i));
             self.zones.push(kept.unwrap_or_else(|| ZoneRule {
                 filter: Filter {
                     name: z.name.clone(),
@@ -204,7 +215,9 @@ impl StreamAnalytics {
                 key,
             }));
         }
-        self.presence = rules.presence_events.then(|| secs_to_ns(default_cooldown_s));
+        self.presence = rules
+            .presence_events
+            .then(|| secs_to_ns(default_cooldown_s));
         let names: Vec<String> = self
             .lines
             .iter()
@@ -223,7 +236,11 @@ impl StreamAnalytics {
             .lines
             .iter()
             .map(|l| (l.filter.name.as_str(), RuleKind::Line))
-            .chain(self.zones.iter().map(|z| (z.filter.name.as_str(), RuleKind::Zone)))
+            .chain(
+                self.zones
+                    .iter()
+                    .map(|z| (z.filter.name.as_str(), RuleKind::Zone)),
+            )
             .collect();
         out.rows = self.counts.begin_frame(f.capture_unix_ms, &rule_list);
 
@@ -258,9 +275,18 @@ impl StreamAnalytics {
         };
         for t in &upd.left {
             for z in &mut self.zones {
-                if let Some(ZoneChange::Exit { dwell_ns }) = z.counter.forget(t.id, t.last_seen_ns) {
-                    self.counts.crossing(&z.filter.name, RuleKind::Zone, &t.class, Direction::Out);
-                    ev.emit(EventKind::ZoneExit, &z.filter.name, z.filter.cooldown_ns, t, None, Some(dwell_ns));
+                if let Some(ZoneChange::Exit { dwell_ns }) = z.counter.forget(t.id, t.last_seen_ns)
+                {
+                    self.counts
+                        .crossing(&z.filter.name, RuleKind::Zone, &t.class, Direction::Out);
+                    ev.emit(
+                        EventKind::ZoneExit,
+                        &z.filter.name,
+                        z.filter.cooldown_ns,
+                        t,
+                        None,
+                        Some(dwell_ns),
+                    );
                 }
             }
             for l in &mut self.lines {
@@ -270,9 +296,42 @@ impl StreamAnalytics {
                 ev.emit(EventKind::ObjectLeft, PRESENCE_RULE, cd, t, None, None);
             }
         }
-        if let Some(cd) = self.presence {
-            for t in &upd.appeared {
+        for id in &upd.dropped {
+            self.pending.remove(id);
+            for l in &mut self.lines {
+                l.counter.forget(*id);
+            }
+        }
+        for t in &upd.tentative {
+            for (i, l) in self.lines.iter_mut().enumerate() {
+                if l.filter.admits(t) {
+                    if let Some(dir) = l.counter.observe(t.id, l.filter.anchor.of(&t.bbox)) {
+                        self.pending.entry(t.id).or_default().push((i, dir));
+                    }
+                }
+            }
+        }
+        for t in &upd.appeared {
+            if let Some(cd) = self.presence {
                 ev.emit(EventKind::ObjectAppeared, PRESENCE_RULE, cd, t, None, None);
+            }
+            for (i, dir) in self.pending.remove(&t.id).unwrap_or_default() {
+                let Some(l) = self.lines.get(i) else { continue };
+                self.counts
+                    .crossing(&l.filter.name, RuleKind::Line, &t.class, dir);
+                ev.out.crossings.push(Crossing {
+                    rule: l.filter.name.clone(),
+                    direction: dir,
+                    class: t.class.clone(),
+                });
+                ev.emit(
+                    EventKind::LineCrossed,
+                    &l.filter.name,
+                    l.filter.cooldown_ns,
+                    t,
+                    Some(dir),
+                    None,
+                );
             }
         }
         for t in &upd.seen {
@@ -281,13 +340,21 @@ impl StreamAnalytics {
                     continue;
                 }
                 if let Some(dir) = l.counter.observe(t.id, l.filter.anchor.of(&t.bbox)) {
-                    self.counts.crossing(&l.filter.name, RuleKind::Line, &t.class, dir);
+                    self.counts
+                        .crossing(&l.filter.name, RuleKind::Line, &t.class, dir);
                     ev.out.crossings.push(Crossing {
                         rule: l.filter.name.clone(),
                         direction: dir,
                         class: t.class.clone(),
                     });
-                    ev.emit(EventKind::LineCrossed, &l.filter.name, l.filter.cooldown_ns, t, Some(dir), None);
+                    ev.emit(
+                        EventKind::LineCrossed,
+                        &l.filter.name,
+                        l.filter.cooldown_ns,
+                        t,
+                        Some(dir),
+                        None,
+                    );
                 }
             }
             for z in &mut self.zones {
@@ -300,11 +367,13 @@ impl StreamAnalytics {
                     let cd = z.filter.cooldown_ns;
                     match change {
                         ZoneChange::Enter => {
-                            self.counts.crossing(name, RuleKind::Zone, &t.class, Direction::In);
+                            self.counts
+                                .crossing(name, RuleKind::Zone, &t.class, Direction::In);
                             ev.emit(EventKind::ZoneEnter, name, cd, t, None, None);
                         }
                         ZoneChange::Exit { dwell_ns } => {
-                            self.counts.crossing(name, RuleKind::Zone, &t.class, Direction::Out);
+                            self.counts
+                                .crossing(name, RuleKind::Zone, &t.class, Direction::Out);
                             ev.emit(EventKind::ZoneExit, name, cd, t, None, Some(dwell_ns));
                         }
                         ZoneChange::Loiter { dwell_ns } => {
@@ -317,7 +386,8 @@ impl StreamAnalytics {
         for z in &self.zones {
             let by_class = z.counter.occupancy_by_class();
             self.counts.occupancy(&z.filter.name, &by_class);
-            out.occupancy.push((z.filter.name.clone(), by_class.values().sum()));
+            out.occupancy
+                .push((z.filter.name.clone(), by_class.values().sum()));
         }
         out
     }
@@ -351,7 +421,9 @@ impl Emitter<'_, '_> {
         direction: Option<Direction>,
         dwell_ns: Option<u64>,
     ) {
-        let Some(suppressed) = self.cooldown.admit(rule, kind, self.f.capture_ts_ns, cooldown_ns)
+        let Some(suppressed) = self
+            .cooldown
+            .admit(rule, kind, self.f.capture_ts_ns, cooldown_ns)
         else {
             self.out.suppressed += 1;
             return;

@@ -67,10 +67,12 @@ impl EventSink for JsonlEventSink {
             sink: self.name.clone(),
             source,
         })?;
-        self.out.write_all(b"\n").map_err(|source| SinkError::Write {
-            sink: self.name.clone(),
-            source,
-        })
+        self.out
+            .write_all(b"\n")
+            .map_err(|source| SinkError::Write {
+                sink: self.name.clone(),
+                source,
+            })
     }
     fn flush(&mut self) -> Result<(), SinkError> {
         self.out.flush().map_err(|source| SinkError::Write {

@@ -114,12 +114,18 @@ impl AnalyticsShared {
 
     /// Line crossing counters: ((camera, rule, direction, class), count).
     pub fn crossings(&self) -> Vec<((String, String, &'static str, String), u64)> {
-        lock(&self.crossings).iter().map(|(k, v)| (k.clone(), *v)).collect()
+        lock(&self.crossings)
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
     }
 
     /// Zone occupancy now: ((camera, rule), tracks inside).
     pub fn occupancy(&self) -> Vec<((String, String), u64)> {
-        lock(&self.occupancy).iter().map(|(k, v)| (k.clone(), *v)).collect()
+        lock(&self.occupancy)
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
     }
 
     /// `GET /counts`.
@@ -136,7 +142,11 @@ impl AnalyticsShared {
     /// Appends the analytics families to a Prometheus text exposition.
     pub fn prometheus(&self, out: &mut String) {
         use std::fmt::Write;
-        let l = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        let l = |v: &str| {
+            v.replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n")
+        };
         let _ = writeln!(out, "# HELP framebus_line_crossings_total Line crossings counted.\n# TYPE framebus_line_crossings_total counter");
         for ((cam, rule, dir, class), n) in self.crossings() {
             let _ = writeln!(
@@ -149,15 +159,39 @@ impl AnalyticsShared {
         }
         let _ = writeln!(out, "# HELP framebus_zone_occupancy Tracks inside the zone in the latest frame.\n# TYPE framebus_zone_occupancy gauge");
         for ((cam, rule), n) in self.occupancy() {
-            let _ = writeln!(out, "framebus_zone_occupancy{{camera=\"{}\",rule=\"{}\"}} {n}", l(&cam), l(&rule));
+            let _ = writeln!(
+                out,
+                "framebus_zone_occupancy{{camera=\"{}\",rule=\"{}\"}} {n}",
+                l(&cam),
+                l(&rule)
+            );
         }
         for (name, help, v) in [
-            ("framebus_analytics_events_total", "Events raised (after the cooldown).", self.events.load(Ordering::Relaxed)),
-            ("framebus_analytics_suppressed_total", "Events suppressed by a cooldown.", self.suppressed.load(Ordering::Relaxed)),
-            ("framebus_analytics_dropped_total", "Events or counts rows dropped by the full output queue (oldest first).", self.queue.dropped()),
-            ("framebus_analytics_write_errors_total", "Failed writes of events or counts rows.", self.write_errors.load(Ordering::Relaxed)),
+            (
+                "framebus_analytics_events_total",
+                "Events raised (after the cooldown).",
+                self.events.load(Ordering::Relaxed),
+            ),
+            (
+                "framebus_analytics_suppressed_total",
+                "Events suppressed by a cooldown.",
+                self.suppressed.load(Ordering::Relaxed),
+            ),
+            (
+                "framebus_analytics_dropped_total",
+                "Events or counts rows dropped by the full output queue (oldest first).",
+                self.queue.dropped(),
+            ),
+            (
+                "framebus_analytics_write_errors_total",
+                "Failed writes of events or counts rows.",
+                self.write_errors.load(Ordering::Relaxed),
+            ),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
         }
     }
 
@@ -211,8 +245,8 @@ impl AnalyticsStage {
         self.generation = self.rules.generation;
         let s = &self.rules.settings;
         let mut closed = Vec::new();
-        self.streams.retain(|(cam, model), st| {
-            match self.rules.cameras.get(cam) {
+        self.streams
+            .retain(|(cam, model), st| match self.rules.cameras.get(cam) {
                 Some(rules) if rules.model.as_ref().is_none_or(|m| m == model) => {
                     closed.extend(st.set_rules(rules, s.cooldown_s, s.interval_s));
                     true
@@ -221,8 +255,7 @@ impl AnalyticsStage {
                     closed.extend(st.finish());
                     false
                 }
-            }
-        });
+            });
         lock(&self.shared.occupancy).retain(|(cam, _), _| self.rules.cameras.contains_key(cam));
         self.shared.rows(closed);
     }
@@ -234,15 +267,25 @@ impl RecordStage for AnalyticsStage {
         let Some(rules) = self.rules.cameras.get(&record.camera) else {
             return;
         };
-        if rules.model.as_ref().is_some_and(|m| m != &record.model) || !is_new_observation(record)
-        {
+        if rules.model.as_ref().is_some_and(|m| m != &record.model) || !is_new_observation(record) {
             return;
         }
         let s = &self.rules.settings;
         let key = (record.camera.clone(), record.model.clone());
-        let ids = self.ids.entry(record.camera.clone()).or_insert_with(id_source).clone();
+        let ids = self
+            .ids
+            .entry(record.camera.clone())
+            .or_insert_with(id_source)
+            .clone();
         let st = self.streams.entry(key).or_insert_with(|| {
-            StreamAnalytics::new(&record.camera, &record.model, rules, s.cooldown_s, s.interval_s, ids)
+            StreamAnalytics::new(
+                &record.camera,
+                &record.model,
+                rules,
+                s.cooldown_s,
+                s.interval_s,
+                ids,
+            )
         });
         let out = st.process(&FrameIn {
             capture_ts_ns: record.capture_ts_ns,
@@ -255,8 +298,13 @@ impl RecordStage for AnalyticsStage {
         if !out.crossings.is_empty() {
             let mut c = lock(&self.shared.crossings);
             for x in &out.crossings {
-                *c.entry((record.camera.clone(), x.rule.clone(), x.direction.as_str(), x.class.clone()))
-                    .or_insert(0) += 1;
+                *c.entry((
+                    record.camera.clone(),
+                    x.rule.clone(),
+                    x.direction.as_str(),
+                    x.class.clone(),
+                ))
+                .or_insert(0) += 1;
             }
         }
         {
@@ -265,8 +313,12 @@ impl RecordStage for AnalyticsStage {
                 o.insert((record.camera.clone(), rule.clone()), *n as u64);
             }
         }
-        self.shared.suppressed.fetch_add(out.suppressed, Ordering::Relaxed);
-        self.shared.events.fetch_add(out.events.len() as u64, Ordering::Relaxed);
+        self.shared
+            .suppressed
+            .fetch_add(out.suppressed, Ordering::Relaxed);
+        self.shared
+            .events
+            .fetch_add(out.events.len() as u64, Ordering::Relaxed);
         for e in &out.events {
             self.shared.queue.push(Output::Event(Box::new(e.clone())));
         }
@@ -280,5 +332,132 @@ impl RecordStage for AnalyticsStage {
             rows.extend(st.finish());
         }
         self.shared.rows(rows);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analytics::sink::{JsonlEventSink, Writer};
+    use crate::config::analytics::LineConfig;
+    use crate::results::{Dispatcher, Latencies, ResultQueue};
+    use proto_schema::message::Detection;
+
+    fn rec(i: u64, y: f32, reused: bool) -> ResultRecord {
+        ResultRecord {
+            camera: "cam".into(),
+            model: "m".into(),
+            frame_id: i,
+            capture_ts_ns: i * 200_000_000,
+            capture_unix_ms: 1_700_000_000_000 + i * 200,
+            result_unix_ms: 0,
+            latency_ms: Latencies::default(),
+            detections: vec![Detection {
+                class_id: 0,
+                class_name: "person".into(),
+                confidence: 0.9,
+                bbox: [0.3, y - 0.15, 0.36, y],
+            }],
+            frame: Some(proto_schema::message::FrameRef {
+                ring: "cam".into(),
+                generation: 1,
+                slot: (i % 8) as u32,
+                seq: 2 * i,
+            }),
+            reused,
+            track_ids: vec![],
+            events: vec![],
+        }
+    }
+
+    #[test]
+    fn records_get_track_ids_and_events_reach_events_jsonl_reused_ones_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = CameraAnalytics {
+            model: None,
+            presence_events: false,
+            tracker: Default::default(),
+            lines: vec![LineConfig {
+                name: "door".into(),
+                from: [0.1, 0.5],
+                to: [0.9, 0.5],
+                classes: vec![],
+                min_score: 0.0,
+                hysteresis: 0.01,
+                anchor: Default::default(),
+                cooldown_s: Some(0.0),
+            }],
+            zones: vec![],
+        };
+        let shared = AnalyticsShared::new(
+            AnalyticsSettings::default(),
+            BTreeMap::from([("cam".to_owned(), rules)]),
+        );
+        let events = dir.path().join("events.jsonl");
+        let writer = Writer::start(
+            shared.queue.clone(),
+            vec![Box::new(JsonlEventSink::create(&events).unwrap())],
+            Some(crate::analytics::counts::CsvWriter::new(dir.path())),
+            shared.write_errors.clone(),
+        )
+        .unwrap();
+        let out = dir.path().join("results.jsonl");
+        let q = ResultQueue::new(100);
+        let d = Dispatcher::start_with(
+            q.clone(),
+            vec![Box::new(crate::results::JsonlSink::create(&out).unwrap())],
+            Some(Box::new(AnalyticsStage::new(shared.clone()))),
+        )
+        .unwrap();
+        // Walks down across the line; a reused record in the middle repeats an old
+        // position far above the line and must change nothing.
+        let ys = [0.4, 0.43, 0.46, 0.49, 0.52, 0.55, 0.58];
+        for (i, y) in ys.iter().enumerate() {
+            q.push(rec(i as u64, *y, false));
+            if i == 4 {
+                q.push(rec(100, 0.2, true));
+            }
+        }
+        d.finish();
+        writer.finish();
+        let recs: Vec<ResultRecord> = std::fs::read_to_string(&out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(recs.len(), ys.len() + 1);
+        assert_eq!(recs[0].track_ids, vec![None]);
+        let id = recs[1].track_ids[0].unwrap();
+        assert!(recs
+            .iter()
+            .filter(|r| !r.reused)
+            .skip(1)
+            .all(|r| r.track_ids == vec![Some(id)]));
+        assert!(recs.iter().find(|r| r.reused).unwrap().track_ids.is_empty());
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&events)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["type"], "line_crossed");
+        assert_eq!(lines[0]["direction"], "in");
+        assert_eq!(lines[0]["frame"]["ring"], "cam");
+        assert_eq!(
+            shared.crossings(),
+            vec![(("cam".into(), "door".into(), "in", "person".into()), 1)]
+        );
+        let mut prom = String::new();
+        shared.prometheus(&mut prom);
+        assert!(prom.contains("framebus_line_crossings_total{camera=\"cam\",rule=\"door\",direction=\"in\",class=\"person\"} 1"), "{prom}");
+        // The interval closed at shutdown: in the store and the CSV.
+        let b = shared.query(Some("cam"), 0, u64::MAX, None);
+        assert_eq!(b[0].totals.iter().find(|t| t.class == "*").unwrap().in_, 1);
+        let csv = std::fs::read_to_string(crate::analytics::counts::CsvWriter::path_of(
+            dir.path(),
+            "2023-11-14",
+        ))
+        .unwrap();
+        assert!(csv.contains(",door,line,*,1,0,,,7"), "{csv}");
     }
 }

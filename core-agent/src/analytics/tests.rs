@@ -1,8 +1,8 @@
 //! Rules on synthetic tracks through the whole pure core (tracker included).
 
 use super::*;
-use crate::config::analytics::{CameraAnalytics as Rules, LineConfig, ZoneConfig};
 use crate::config::analytics::TrackerSettings;
+use crate::config::analytics::{CameraAnalytics as Rules, LineConfig, ZoneConfig};
 use proptest::prelude::*;
 
 const MS: u64 = 1_000_000;
@@ -104,7 +104,9 @@ impl Run {
 }
 
 fn door(t: &BTreeMap<(String, String), (u64, u64)>) -> (u64, u64) {
-    t.get(&("door".into(), "person".into())).copied().unwrap_or((0, 0))
+    t.get(&("door".into(), "person".into()))
+        .copied()
+        .unwrap_or((0, 0))
 }
 
 /// Walking speed: 0.025 of the frame height per frame at 5 fps (a person crosses the
@@ -124,7 +126,10 @@ fn walk(r: &mut Run, x: f32, y0: f32, y1: f32, _n: u32) {
 fn walk_at(r: &mut Run, t_ms: u64, x: f32, y0: f32, y1: f32) -> u64 {
     let n = ((y1 - y0).abs() / STEP).round().max(1.0) as u64;
     for i in 0..=n {
-        r.at(t_ms + i * STEP_MS, &[person(x, y0 + (y1 - y0) * i as f32 / n as f32)]);
+        r.at(
+            t_ms + i * STEP_MS,
+            &[person(x, y0 + (y1 - y0) * i as f32 / n as f32)],
+        );
     }
     t_ms + n * STEP_MS
 }
@@ -195,11 +200,42 @@ fn two_tracks_crossing_each_other_and_the_line() {
     let mut r = Run::new(&rules(Some(0.0)));
     for i in 0..=14 {
         let f = i as f32 / 14.0;
-        r.frame(&[person(0.3 + 0.3 * f, 0.2 + 0.6 * f), person(0.6 - 0.3 * f, 0.25 + 0.6 * f)]);
+        r.frame(&[
+            person(0.3 + 0.3 * f, 0.2 + 0.6 * f),
+            person(0.6 - 0.3 * f, 0.25 + 0.6 * f),
+        ]);
     }
     assert_eq!(door(&r.totals()), (2, 0));
     let ids: BTreeSet<u64> = r.ids.iter().flatten().flatten().copied().collect();
     assert_eq!(ids.len(), 2, "no id switch: {ids:?}");
+}
+
+#[test]
+fn a_crossing_made_before_confirmation_counts_once_confirmed() {
+    // Seen on the old side with a high score, crossing with a low one (ByteTrack's
+    // second stage confirms it), then past the line: one crossing, not lost to
+    // min_hits. The real footage has this walker (frames 71, 76, 81).
+    let mut r = Run::new(&rules(Some(0.0)));
+    r.frame(&[person(0.3, 0.44)]);
+    r.frame(&[Detection {
+        confidence: 0.35,
+        ..person(0.3, 0.47)
+    }]);
+    r.frame(&[person(0.3, 0.53)]);
+    r.frame(&[person(0.3, 0.56)]);
+    assert_eq!(door(&r.totals()), (1, 0));
+    // A track that dies unconfirmed counts nothing.
+    let mut r = Run::new(&Rules {
+        tracker: TrackerSettings {
+            min_hits: 3,
+            ..TrackerSettings::default()
+        },
+        ..rules(Some(0.0))
+    });
+    r.frame(&[person(0.3, 0.46)]);
+    r.frame(&[person(0.3, 0.54)]);
+    r.gap(1);
+    assert_eq!(door(&r.totals()), (0, 0));
 }
 
 #[test]
@@ -212,15 +248,26 @@ fn zone_enter_dwell_loiter_exit() {
     walk(&mut r, 0.7, 0.8, 0.4, 4); // leaves
     assert_eq!(r.count(EventKind::ZoneEnter), 1);
     assert_eq!(r.count(EventKind::Loitering), 1);
-    let exit = r.events.iter().find(|e| e.kind == EventKind::ZoneExit).unwrap();
+    let exit = r
+        .events
+        .iter()
+        .find(|e| e.kind == EventKind::ZoneExit)
+        .unwrap();
     // Inside from y > 0.61 on the way in (frame 9 of 16: 1.4 s to y = 0.8), 12 s
     // standing, out at y < 0.59 on the way back (frame 9 of 16: 1.8 s): 15.2..15.4 s.
-    assert!((15_000..=15_600).contains(&exit.dwell_ms.unwrap()), "{exit:?}");
+    assert!(
+        (15_000..=15_600).contains(&exit.dwell_ms.unwrap()),
+        "{exit:?}"
+    );
     let mut rows = r.rows.clone();
     rows.extend(r.a.finish());
     let t = totals(&rows);
     assert_eq!(t[&("queue".to_string(), "*".to_string())], (1, 1));
-    let peak = rows.iter().filter(|x| x.rule == "queue" && x.class == "*").filter_map(|x| x.occupancy_peak).max();
+    let peak = rows
+        .iter()
+        .filter(|x| x.rule == "queue" && x.class == "*")
+        .filter_map(|x| x.occupancy_peak)
+        .max();
     assert_eq!(peak, Some(1));
 }
 
@@ -233,7 +280,17 @@ fn a_track_ending_inside_a_zone_exits_it() {
     r.gap(10);
     assert_eq!(r.count(EventKind::ZoneEnter), 1);
     assert_eq!(r.count(EventKind::ZoneExit), 1);
-    assert_eq!(r.a.process(&FrameIn { capture_ts_ns: 10_000 * MS, capture_unix_ms: T0_UNIX + 9_000, frame_id: 0, frame: None, detections: &[] }).occupancy, vec![("queue".to_string(), 0)]);
+    assert_eq!(
+        r.a.process(&FrameIn {
+            capture_ts_ns: 10_000 * MS,
+            capture_unix_ms: T0_UNIX + 9_000,
+            frame_id: 0,
+            frame: None,
+            detections: &[]
+        })
+        .occupancy,
+        vec![("queue".to_string(), 0)]
+    );
 }
 
 #[test]
@@ -248,7 +305,11 @@ fn cooldown_suppresses_events_but_never_counts() {
     walk_at(&mut r, 16_000, 0.2, 0.4, 0.6);
     let t = r.totals();
     assert_eq!(door(&t), (6, 0));
-    let crossed: Vec<&Event> = r.events.iter().filter(|e| e.kind == EventKind::LineCrossed).collect();
+    let crossed: Vec<&Event> = r
+        .events
+        .iter()
+        .filter(|e| e.kind == EventKind::LineCrossed)
+        .collect();
     assert_eq!(crossed.len(), 2);
     assert_eq!(crossed[0].suppressed, 0);
     assert_eq!(crossed[1].suppressed, 4);
@@ -262,10 +323,19 @@ fn intervals_split_counts_by_capture_time() {
     walk_at(&mut r, 60_200, 0.5, 0.6, 0.4);
     let mut rows = r.rows.clone();
     rows.extend(r.a.finish());
-    let door_rows: Vec<_> = rows.iter().filter(|x| x.rule == "door" && x.class == "*").collect();
+    let door_rows: Vec<_> = rows
+        .iter()
+        .filter(|x| x.rule == "door" && x.class == "*")
+        .collect();
     assert_eq!(door_rows.len(), 2);
-    assert_eq!((door_rows[0].start_ms, door_rows[0].in_, door_rows[0].out), (T0_UNIX, 1, 0));
-    assert_eq!((door_rows[1].start_ms, door_rows[1].in_, door_rows[1].out), (T0_UNIX + 60_000, 0, 1));
+    assert_eq!(
+        (door_rows[0].start_ms, door_rows[0].in_, door_rows[0].out),
+        (T0_UNIX, 1, 0)
+    );
+    assert_eq!(
+        (door_rows[1].start_ms, door_rows[1].in_, door_rows[1].out),
+        (T0_UNIX + 60_000, 0, 1)
+    );
 }
 
 #[test]
@@ -277,7 +347,11 @@ fn reload_keeps_tracks_and_unchanged_rules() {
     r1.zones[0].loiter_s = Some(99.0);
     r.a.set_rules(&r1, 15.0, 60);
     walk(&mut r, 0.3, 0.46, 0.7, 3);
-    assert_eq!(door(&r.totals()), (1, 0), "the line's state survived the reload");
+    assert_eq!(
+        door(&r.totals()),
+        (1, 0),
+        "the line's state survived the reload"
+    );
 }
 
 proptest! {

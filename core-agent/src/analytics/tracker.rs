@@ -3,9 +3,11 @@
 //! Per frame: every live track predicts its box with a constant-velocity alpha-beta
 //! filter (time-based, so a skipped frame or an uneven rate does not fool it); then
 //! 1. detections scoring at least `high_score` are matched to all live tracks,
-//! 2. detections between `low_score` and `high_score` are matched to the confirmed
-//!    tracks still unmatched (ByteTrack's second stage: a person half hidden behind
-//!    another keeps its id instead of being dropped),
+//! 2. detections between `low_score` and `high_score` are matched to the tracks
+//!    still unmatched (ByteTrack's second stage: a person half hidden behind another
+//!    keeps its id instead of being dropped; unlike ByteTrack, tentative tracks take
+//!    part too, because at 5 fps a walker scoring 0.6, 0.35, 0.7 in three frames
+//!    would otherwise be confirmed only after it crossed the line),
 //!
 //! both greedily by descending IoU between predicted track box and detection (same
 //! class, IoU at least `match_iou`). Unmatched high-score detections start tentative
@@ -106,6 +108,11 @@ pub struct TrackUpdate {
     pub appeared: Vec<TrackView>,
     /// Confirmed tracks ended in this frame (`object_left`), with their last state.
     pub left: Vec<TrackView>,
+    /// Tentative tracks matched in this frame (rules follow them so that a crossing
+    /// made before confirmation is not lost; it counts once the track is confirmed).
+    pub tentative: Vec<TrackView>,
+    /// Tentative tracks that died unconfirmed in this frame.
+    pub dropped: Vec<u64>,
 }
 
 /// Shared id counter of one camera: every (camera, model) tracker of that camera draws
@@ -240,7 +247,7 @@ impl Tracker {
                     continue;
                 }
                 for (ti, t) in self.tracks.iter().enumerate() {
-                    if track_used[ti] || (stage == 1 && !t.confirmed) || t.view.class != d.class {
+                    if track_used[ti] || t.view.class != d.class {
                         continue;
                     }
                     let v = iou(&predicted[ti], &d.bbox);
@@ -271,6 +278,8 @@ impl Tracker {
             if t.confirmed {
                 out.ids[di] = Some(t.view.id);
                 out.seen.push(t.view.clone());
+            } else {
+                out.tentative.push(t.view.clone());
             }
         }
 
@@ -284,6 +293,8 @@ impl Tracker {
                 keep.push(t);
             } else if t.confirmed {
                 out.left.push(t.view);
+            } else {
+                out.dropped.push(t.view.id);
             }
         }
         self.tracks = keep;

@@ -134,9 +134,14 @@ mod tests {
     fn enter_dwell_exit() {
         let mut z = zone(None);
         assert!(z.observe(1, "person", Point::new(0.1, 0.5), 0).is_empty());
-        assert_eq!(z.observe(1, "person", Point::new(0.3, 0.5), S), vec![ZoneChange::Enter]);
+        assert_eq!(
+            z.observe(1, "person", Point::new(0.3, 0.5), S),
+            vec![ZoneChange::Enter]
+        );
         assert_eq!(z.occupancy(), 1);
-        assert!(z.observe(1, "person", Point::new(0.5, 0.5), 3 * S).is_empty());
+        assert!(z
+            .observe(1, "person", Point::new(0.5, 0.5), 3 * S)
+            .is_empty());
         assert_eq!(z.dwell_ns(1, 3 * S), Some(2 * S));
         assert_eq!(
             z.observe(1, "person", Point::new(0.9, 0.5), 5 * S),
@@ -150,7 +155,9 @@ mod tests {
         let mut z = zone(None);
         z.observe(1, "person", Point::new(0.5, 0.5), 0);
         for (i, x) in [0.79, 0.81, 0.795, 0.805, 0.79].iter().enumerate() {
-            assert!(z.observe(1, "person", Point::new(*x, 0.5), i as u64 * S).is_empty());
+            assert!(z
+                .observe(1, "person", Point::new(*x, 0.5), i as u64 * S)
+                .is_empty());
         }
         assert_eq!(z.occupancy(), 1);
     }
@@ -169,7 +176,10 @@ mod tests {
             }
         }
         assert_eq!(loiters, 1);
-        assert_eq!(z.forget(1, 29 * S), Some(ZoneChange::Exit { dwell_ns: 29 * S }));
+        assert_eq!(
+            z.forget(1, 29 * S),
+            Some(ZoneChange::Exit { dwell_ns: 29 * S })
+        );
         assert_eq!(z.forget(1, 29 * S), None);
     }
 

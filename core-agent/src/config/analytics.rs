@@ -170,16 +170,85 @@ fn default_hysteresis() -> f32 {
 /// classes must be one of these or named in one of the camera's subscription class
 /// filters (for models with their own class names).
 pub const COCO80: [&str; 80] = [
-    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
-    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat",
-    "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack",
-    "umbrella", "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball",
-    "kite", "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket",
-    "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
-    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair",
-    "couch", "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse",
-    "remote", "keyboard", "cell phone", "microwave", "oven", "toaster", "sink",
-    "refrigerator", "book", "clock", "vase", "scissors", "teddy bear", "hair drier",
+    "person",
+    "bicycle",
+    "car",
+    "motorcycle",
+    "airplane",
+    "bus",
+    "train",
+    "truck",
+    "boat",
+    "traffic light",
+    "fire hydrant",
+    "stop sign",
+    "parking meter",
+    "bench",
+    "bird",
+    "cat",
+    "dog",
+    "horse",
+    "sheep",
+    "cow",
+    "elephant",
+    "bear",
+    "zebra",
+    "giraffe",
+    "backpack",
+    "umbrella",
+    "handbag",
+    "tie",
+    "suitcase",
+    "frisbee",
+    "skis",
+    "snowboard",
+    "sports ball",
+    "kite",
+    "baseball bat",
+    "baseball glove",
+    "skateboard",
+    "surfboard",
+    "tennis racket",
+    "bottle",
+    "wine glass",
+    "cup",
+    "fork",
+    "knife",
+    "spoon",
+    "bowl",
+    "banana",
+    "apple",
+    "sandwich",
+    "orange",
+    "broccoli",
+    "carrot",
+    "hot dog",
+    "pizza",
+    "donut",
+    "cake",
+    "chair",
+    "couch",
+    "potted plant",
+    "bed",
+    "dining table",
+    "toilet",
+    "tv",
+    "laptop",
+    "mouse",
+    "remote",
+    "keyboard",
+    "cell phone",
+    "microwave",
+    "oven",
+    "toaster",
+    "sink",
+    "refrigerator",
+    "book",
+    "clock",
+    "vase",
+    "scissors",
+    "teddy bear",
+    "hair drier",
     "toothbrush",
 ];
 
@@ -202,7 +271,11 @@ fn check_score(errs: &mut Vec<ConfigError>, key: String, v: f32) {
 
 fn check_cooldown(errs: &mut Vec<ConfigError>, key: String, v: f64) {
     if !(v.is_finite() && (0.0..=86_400.0).contains(&v)) {
-        bad(errs, key, format!("{v} is not a number of seconds in 0..=86400"));
+        bad(
+            errs,
+            key,
+            format!("{v} is not a number of seconds in 0..=86400"),
+        );
     }
 }
 
@@ -210,14 +283,26 @@ fn check_cooldown(errs: &mut Vec<ConfigError>, key: String, v: f64) {
 pub fn check(c: &Config, errs: &mut Vec<ConfigError>) {
     let a = &c.analytics;
     if !(1..=86_400).contains(&a.interval_s) {
-        bad(errs, "analytics.interval_s".into(), format!("{} is not in 1..=86400", a.interval_s));
+        bad(
+            errs,
+            "analytics.interval_s".into(),
+            format!("{} is not in 1..=86400", a.interval_s),
+        );
     }
     check_cooldown(errs, "analytics.cooldown_s".into(), a.cooldown_s);
     if !(1..=1_000_000).contains(&a.queue) {
-        bad(errs, "analytics.queue".into(), format!("{} is not in 1..=1000000", a.queue));
+        bad(
+            errs,
+            "analytics.queue".into(),
+            format!("{} is not in 1..=1000000", a.queue),
+        );
     }
     if !(1..=10_000_000).contains(&a.max_rows) {
-        bad(errs, "analytics.max_rows".into(), format!("{} is not in 1..=10000000", a.max_rows));
+        bad(
+            errs,
+            "analytics.max_rows".into(),
+            format!("{} is not in 1..=10000000", a.max_rows),
+        );
     }
     for cam in &c.cameras {
         let Some(an) = &cam.analytics else { continue };
@@ -225,37 +310,75 @@ pub fn check(c: &Config, errs: &mut Vec<ConfigError>) {
         let subs: Vec<_> = c.subscriptions_of(&cam.id).collect();
         if let Some(m) = &an.model {
             if !subs.iter().any(|s| &s.model == m) {
-                bad(errs, format!("{base}.model"), format!("camera {:?} has no subscription to model {m:?}", cam.id));
+                bad(
+                    errs,
+                    format!("{base}.model"),
+                    format!("camera {:?} has no subscription to model {m:?}", cam.id),
+                );
             }
         }
         let t = &an.tracker;
         check_score(errs, format!("{base}.tracker.high_score"), t.high_score);
         check_score(errs, format!("{base}.tracker.low_score"), t.low_score);
         if t.low_score > t.high_score {
-            bad(errs, format!("{base}.tracker.low_score"), format!("{} is above high_score {}", t.low_score, t.high_score));
+            bad(
+                errs,
+                format!("{base}.tracker.low_score"),
+                format!("{} is above high_score {}", t.low_score, t.high_score),
+            );
         }
         if !(t.match_iou.is_finite() && t.match_iou > 0.0 && t.match_iou <= 1.0) {
-            bad(errs, format!("{base}.tracker.match_iou"), format!("{} is not in (0, 1]", t.match_iou));
+            bad(
+                errs,
+                format!("{base}.tracker.match_iou"),
+                format!("{} is not in (0, 1]", t.match_iou),
+            );
         }
         if !(1..=600_000).contains(&t.max_age_ms) {
-            bad(errs, format!("{base}.tracker.max_age_ms"), format!("{} is not in 1..=600000", t.max_age_ms));
+            bad(
+                errs,
+                format!("{base}.tracker.max_age_ms"),
+                format!("{} is not in 1..=600000", t.max_age_ms),
+            );
         }
         if !(1..=100).contains(&t.min_hits) {
-            bad(errs, format!("{base}.tracker.min_hits"), format!("{} is not in 1..=100", t.min_hits));
+            bad(
+                errs,
+                format!("{base}.tracker.min_hits"),
+                format!("{} is not in 1..=100", t.min_hits),
+            );
         }
         if !(1..=10_000).contains(&t.max_tracks) {
-            bad(errs, format!("{base}.tracker.max_tracks"), format!("{} is not in 1..=10000", t.max_tracks));
+            bad(
+                errs,
+                format!("{base}.tracker.max_tracks"),
+                format!("{} is not in 1..=10000", t.max_tracks),
+            );
         }
         let known = |class: &str| {
             COCO80.contains(&class) || subs.iter().any(|s| s.classes.iter().any(|k| k == class))
         };
         let mut names = std::collections::BTreeSet::new();
-        let mut common = |errs: &mut Vec<ConfigError>, key: &str, name: &str, classes: &[String], min_score: f32, hysteresis: f32, cooldown: Option<f64>| {
+        let mut common = |errs: &mut Vec<ConfigError>,
+                          key: &str,
+                          name: &str,
+                          classes: &[String],
+                          min_score: f32,
+                          hysteresis: f32,
+                          cooldown: Option<f64>| {
             if !proto_schema::message::is_valid_name(name) {
-                bad(errs, format!("{key}.name"), format!("{name:?} breaks the name rule ^[A-Za-z0-9][A-Za-z0-9_-]{{0,63}}$"));
+                bad(
+                    errs,
+                    format!("{key}.name"),
+                    format!("{name:?} breaks the name rule ^[A-Za-z0-9][A-Za-z0-9_-]{{0,63}}$"),
+                );
             }
             if name == crate::analytics::PRESENCE_RULE || !names.insert(name.to_owned()) {
-                bad(errs, format!("{key}.name"), format!("{name:?} is used twice or reserved"));
+                bad(
+                    errs,
+                    format!("{key}.name"),
+                    format!("{name:?} is used twice or reserved"),
+                );
             }
             for cl in classes {
                 if !known(cl) {
@@ -264,7 +387,11 @@ pub fn check(c: &Config, errs: &mut Vec<ConfigError>) {
             }
             check_score(errs, format!("{key}.min_score"), min_score);
             if !(hysteresis.is_finite() && (0.0..=0.25).contains(&hysteresis)) {
-                bad(errs, format!("{key}.hysteresis"), format!("{hysteresis} is not in 0.0..=0.25"));
+                bad(
+                    errs,
+                    format!("{key}.hysteresis"),
+                    format!("{hysteresis} is not in 0.0..=0.25"),
+                );
             }
             if let Some(v) = cooldown {
                 check_cooldown(errs, format!("{key}.cooldown_s"), v);
@@ -272,39 +399,207 @@ pub fn check(c: &Config, errs: &mut Vec<ConfigError>) {
         };
         for (i, l) in an.lines.iter().enumerate() {
             let key = format!("{base}.lines[{i}]");
-            common(errs, &key, &l.name, &l.classes, l.min_score, l.hysteresis, l.cooldown_s);
+            common(
+                errs,
+                &key,
+                &l.name,
+                &l.classes,
+                l.min_score,
+                l.hysteresis,
+                l.cooldown_s,
+            );
             for (end, p) in [("from", l.from), ("to", l.to)] {
                 if !in_unit(p) {
-                    bad(errs, format!("{key}.{end}"), format!("{p:?} is outside the frame (0.0..=1.0)"));
+                    bad(
+                        errs,
+                        format!("{key}.{end}"),
+                        format!("{p:?} is outside the frame (0.0..=1.0)"),
+                    );
                 }
             }
             let len = ((l.to[0] - l.from[0]).powi(2) + (l.to[1] - l.from[1]).powi(2)).sqrt();
             if !(len > 1e-3) {
-                bad(errs, format!("{key}"), format!("line {:?} has zero length ({:?} to {:?})", l.name, l.from, l.to));
+                bad(
+                    errs,
+                    format!("{key}"),
+                    format!(
+                        "line {:?} has zero length ({:?} to {:?})",
+                        l.name, l.from, l.to
+                    ),
+                );
             }
         }
         for (i, z) in an.zones.iter().enumerate() {
             let key = format!("{base}.zones[{i}]");
-            common(errs, &key, &z.name, &z.classes, z.min_score, z.hysteresis, z.cooldown_s);
+            common(
+                errs,
+                &key,
+                &z.name,
+                &z.classes,
+                z.min_score,
+                z.hysteresis,
+                z.cooldown_s,
+            );
             if z.polygon.len() < 3 || z.polygon.len() > 64 {
-                bad(errs, format!("{key}.polygon"), format!("{} vertices (need 3..=64)", z.polygon.len()));
+                bad(
+                    errs,
+                    format!("{key}.polygon"),
+                    format!("{} vertices (need 3..=64)", z.polygon.len()),
+                );
                 continue;
             }
             if let Some(p) = z.polygon.iter().find(|p| !in_unit(**p)) {
-                bad(errs, format!("{key}.polygon"), format!("vertex {p:?} is outside the frame (0.0..=1.0)"));
+                bad(
+                    errs,
+                    format!("{key}.polygon"),
+                    format!("vertex {p:?} is outside the frame (0.0..=1.0)"),
+                );
                 continue;
             }
             let pts: Vec<_> = z.polygon.iter().map(|&p| p.into()).collect();
             if let Some((a, b)) = crate::analytics::geometry::self_intersection(&pts) {
-                bad(errs, format!("{key}.polygon"), format!("self-intersecting: edge {a} crosses edge {b}"));
+                bad(
+                    errs,
+                    format!("{key}.polygon"),
+                    format!("self-intersecting: edge {a} crosses edge {b}"),
+                );
             } else if crate::analytics::geometry::polygon_area2(&pts).abs() < 1e-6 {
                 bad(errs, format!("{key}.polygon"), "has no area");
             }
             if let Some(v) = z.loiter_s {
                 if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
-                    bad(errs, format!("{key}.loiter_s"), format!("{v} is not in (0, 86400]"));
+                    bad(
+                        errs,
+                        format!("{key}.loiter_s"),
+                        format!("{v} is not in (0, 86400]"),
+                    );
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{validate, Config};
+
+    const BASE: &str = r#"
+        [[cameras]]
+        id = "door"
+        source = "rtsp://127.0.0.1/x"
+
+        [[models]]
+        id = "det"
+        path = "/m.onnx"
+
+        [[subscriptions]]
+        camera = "door"
+        model = "det"
+        fps = 5
+        classes = ["person", "forklift"]
+    "#;
+
+    fn parse(extra: &str) -> Config {
+        Config::from_toml(
+            &format!("{BASE}{extra}"),
+            Path::new("t.toml"),
+            Path::new("/etc/fb"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones_and_rules_parse() {
+        let c = parse(
+            r#"
+            [cameras.analytics]
+            [[cameras.analytics.lines]]
+            name = "in"
+            from = [0.1, 0.5]
+            to = [0.9, 0.5]
+            [[cameras.analytics.zones]]
+            name = "queue"
+            polygon = [[0.1, 0.1], [0.4, 0.1], [0.4, 0.4]]
+            classes = ["forklift"]
+            "#,
+        );
+        validate(&c, false).unwrap();
+        assert_eq!(c.analytics.interval_s, 60);
+        assert_eq!(c.analytics.cooldown_s, 15.0);
+        assert_eq!(c.analytics.queue, 4096);
+        let a = c.cameras[0].analytics.as_ref().unwrap();
+        assert!(a.presence_events);
+        assert_eq!(a.tracker.max_age_ms, 1500);
+        assert_eq!(a.tracker.min_hits, 2);
+        assert_eq!(a.lines[0].hysteresis, 0.01);
+        assert_eq!(a.lines[0].anchor, super::Anchor::BottomCenter);
+        assert_eq!(a.lines[0].cooldown_s, None);
+        assert!(c.cameras[1..].is_empty());
+        // Outputs default next to the first jsonl output.
+        let outs = vec![crate::config::OutputConfig::Jsonl {
+            path: "/var/fb/results.jsonl".into(),
+        }];
+        assert_eq!(
+            c.analytics.events_file(&outs).unwrap(),
+            Path::new("/var/fb/events.jsonl")
+        );
+        assert_eq!(
+            c.analytics.counts_directory(&outs).unwrap(),
+            Path::new("/var/fb")
+        );
+        assert_eq!(c.analytics.events_file(&[]), None);
+        let err = Config::from_toml(
+            &format!("{BASE}[cameras.analytics]\nbogus = 1\n"),
+            Path::new("t"),
+            Path::new("/"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn every_bad_rule_is_reported_at_once_with_its_key() {
+        let c = parse(
+            r#"
+            [analytics]
+            interval_s = 0
+            [cameras.analytics]
+            model = "other"
+            [cameras.analytics.tracker]
+            high_score = 1.5
+            [[cameras.analytics.lines]]
+            name = "flat"
+            from = [0.5, 0.5]
+            to = [0.5, 0.5]
+            classes = ["unicorn"]
+            [[cameras.analytics.zones]]
+            name = "bowtie"
+            polygon = [[0.2, 0.2], [0.8, 0.8], [0.8, 0.2], [0.2, 0.8]]
+            min_score = -1
+            [[cameras.analytics.zones]]
+            name = "flat"
+            polygon = [[0.2, 0.2], [1.5, 0.2], [0.2, 0.8]]
+            "#,
+        );
+        let errs = validate(&c, false).unwrap_err();
+        let text: Vec<String> = errs.0.iter().map(|e| e.to_string()).collect();
+        for want in [
+            "analytics.interval_s",
+            "cameras.door.analytics.model",
+            "cameras.door.analytics.tracker.high_score",
+            "cameras.door.analytics.lines[0]: line \"flat\" has zero length",
+            "cameras.door.analytics.lines[0].classes: unknown class \"unicorn\"",
+            "cameras.door.analytics.zones[0].polygon: self-intersecting",
+            "cameras.door.analytics.zones[0].min_score",
+            "cameras.door.analytics.zones[1].name",
+            "cameras.door.analytics.zones[1].polygon: vertex [1.5, 0.2]",
+        ] {
+            assert!(
+                text.iter().any(|t| t.contains(want)),
+                "{want} not in {text:#?}"
+            );
         }
     }
 }
