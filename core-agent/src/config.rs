@@ -327,7 +327,7 @@ pub struct CameraConfig {
     /// `[cameras.analytics]`: tracking, lines and zones. Default: none (no analytics).
     /// Changes apply without restarting the camera.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub analytics: Option<analytics::CameraAnalytics>,
+    pub analytics: Option<Box<analytics::CameraAnalytics>>,
 }
 
 impl CameraConfig {

@@ -34,7 +34,10 @@ const PARTIAL_GROUND_TRUTH: &[(u32, &str)] = &[
 
 /// ID switches: a confirmed track that ends while a new track starts within 1 s with
 /// a box overlapping its last one (IoU > 0.3): the same person got a new id.
-fn id_switches(tracks: &BTreeMap<u64, Vec<(u64, u64, [f32; 4])>>) -> usize {
+/// Per track id: (capture ns, frame id, box) of each of its detections.
+type Tracks = BTreeMap<u64, Vec<(u64, u64, [f32; 4])>>;
+
+fn id_switches(tracks: &Tracks) -> usize {
     let iou = |a: &[f32; 4], b: &[f32; 4]| {
         let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
         let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
@@ -103,6 +106,8 @@ fn line_and_zone_on_real_footage() {
     let metrics = agent.http("GET", "/metrics", None).1;
     let (code, counts) = agent.http("GET", "/counts?camera=walk&from=0", None);
     assert_eq!(code, 200, "{counts}");
+    // The counts need the API token, like every non-probe endpoint.
+    assert_eq!(agent.request("GET", "/counts", &[], "").status, 401);
     let status = agent.stop(Duration::from_secs(20));
     assert!(status.success(), "{status}");
 
@@ -129,7 +134,7 @@ fn line_and_zone_on_real_footage() {
         .iter()
         .filter(|r| r.frame.as_ref().is_some_and(|f| f.generation == generation))
         .collect();
-    let mut tracks: BTreeMap<u64, Vec<(u64, u64, [f32; 4])>> = BTreeMap::new();
+    let mut tracks = Tracks::new();
     for r in &first {
         assert_eq!(
             r.track_ids.len(),

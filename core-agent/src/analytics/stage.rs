@@ -33,6 +33,9 @@ use super::{FrameIn, StreamAnalytics};
 use crate::config::analytics::{AnalyticsSettings, CameraAnalytics};
 use crate::results::{RecordStage, ResultRecord};
 
+/// `(camera, rule, direction, class)` of a crossing counter.
+pub type CrossingKey = (String, String, &'static str, String);
+
 /// The rules of every camera, with a generation bumped on each change.
 #[derive(Debug, Default, Clone)]
 struct RuleSet {
@@ -46,7 +49,7 @@ struct RuleSet {
 pub struct AnalyticsShared {
     rules: Mutex<RuleSet>,
     /// `framebus_line_crossings_total{camera,rule,direction,class}`.
-    crossings: Mutex<BTreeMap<(String, String, &'static str, String), u64>>,
+    crossings: Mutex<BTreeMap<CrossingKey, u64>>,
     /// Zone occupancy now, per (camera, rule).
     occupancy: Mutex<BTreeMap<(String, String), u64>>,
     /// Closed intervals for `GET /counts`.
@@ -92,7 +95,7 @@ impl AnalyticsShared {
         config
             .cameras
             .iter()
-            .filter_map(|c| Some((c.id.clone(), c.analytics.clone()?)))
+            .filter_map(|c| Some((c.id.clone(), *c.analytics.clone()?)))
             .collect()
     }
 
@@ -113,7 +116,7 @@ impl AnalyticsShared {
     }
 
     /// Line crossing counters: ((camera, rule, direction, class), count).
-    pub fn crossings(&self) -> Vec<((String, String, &'static str, String), u64)> {
+    pub fn crossings(&self) -> Vec<(CrossingKey, u64)> {
         lock(&self.crossings)
             .iter()
             .map(|(k, v)| (k.clone(), *v))

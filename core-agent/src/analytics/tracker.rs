@@ -162,12 +162,12 @@ impl Track {
 
     fn correct(&mut self, det: &DetIn<'_>, dt_s: f32, now_ns: u64) {
         let z = to_state(&det.bbox);
-        for i in 0..4 {
-            let pred = self.state[i] + self.vel[i] * dt_s;
-            let r = z[i] - pred;
-            self.state[i] = pred + ALPHA * r;
+        for ((x, v), z) in self.state.iter_mut().zip(self.vel.iter_mut()).zip(z) {
+            let pred = *x + *v * dt_s;
+            let r = z - pred;
+            *x = pred + ALPHA * r;
             if dt_s > 0.0 {
-                self.vel[i] += BETA * r / dt_s;
+                *v += BETA * r / dt_s;
             }
         }
         // Sizes do not drift: no velocity on w and h.
@@ -287,9 +287,8 @@ impl Tracker {
         let max_age_ns = s.max_age_ms.saturating_mul(1_000_000);
         let mut keep = Vec::with_capacity(self.tracks.len());
         for (ti, t) in self.tracks.drain(..).enumerate() {
-            if track_used[ti] {
-                keep.push(t);
-            } else if t.confirmed && now_ns.saturating_sub(t.view.last_seen_ns) <= max_age_ns {
+            let young = now_ns.saturating_sub(t.view.last_seen_ns) <= max_age_ns;
+            if track_used[ti] || (t.confirmed && young) {
                 keep.push(t);
             } else if t.confirmed {
                 out.left.push(t.view);

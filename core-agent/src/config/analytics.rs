@@ -418,10 +418,10 @@ pub fn check(c: &Config, errs: &mut Vec<ConfigError>) {
                 }
             }
             let len = ((l.to[0] - l.from[0]).powi(2) + (l.to[1] - l.from[1]).powi(2)).sqrt();
-            if !(len > 1e-3) {
+            if len.is_nan() || len <= 1e-3 {
                 bad(
                     errs,
-                    format!("{key}"),
+                    key.clone(),
                     format!(
                         "line {:?} has zero length ({:?} to {:?})",
                         l.name, l.from, l.to
