@@ -9,7 +9,7 @@
 //! [`sink`] writes events (`events.jsonl`) and counts (daily CSV) on its own thread.
 //!
 //! Modules: [`geometry`] (boxes, IoU, segments, polygons), [`tracker`] (ByteTrack-style
-//! tracker), [`line`] (crossings with hysteresis), [`zone`] (presence, dwell,
+//! tracker), [`line`](mod@line) (crossings with hysteresis), [`zone`] (presence, dwell,
 //! loitering), [`events`] (event records, cooldown), [`counts`] (intervals, CSV,
 //! `GET /counts`).
 
