@@ -463,4 +463,61 @@ mod tests {
         .unwrap();
         assert!(csv.contains(",door,line,*,1,0,,,7"), "{csv}");
     }
+
+    #[test]
+    fn rules_reload_at_the_next_record_keeping_tracks() {
+        let shared = AnalyticsShared::new(
+            AnalyticsSettings::default(),
+            BTreeMap::from([(
+                "cam".to_owned(),
+                CameraAnalytics {
+                    model: None,
+                    presence_events: false,
+                    tracker: Default::default(),
+                    lines: vec![],
+                    zones: vec![],
+                },
+            )]),
+        );
+        let mut stage = AnalyticsStage::new(shared.clone());
+        let mut id = None;
+        for (i, y) in [0.40, 0.43, 0.46].iter().enumerate() {
+            let mut r = rec(i as u64, *y, false);
+            stage.process(&mut r);
+            id = id.or(r.track_ids[0]);
+        }
+        // A line appears in the config: no restart, the same track crosses it.
+        let mut rules = shared.rules.lock().unwrap().cameras["cam"].clone();
+        rules.lines.push(LineConfig {
+            name: "door".into(),
+            from: [0.1, 0.5],
+            to: [0.9, 0.5],
+            classes: vec![],
+            min_score: 0.0,
+            hysteresis: 0.01,
+            anchor: Default::default(),
+            cooldown_s: Some(0.0),
+        });
+        assert!(shared.set_rules(
+            AnalyticsSettings::default(),
+            BTreeMap::from([("cam".to_owned(), rules.clone())])
+        ));
+        assert!(!shared.set_rules(
+            AnalyticsSettings::default(),
+            BTreeMap::from([("cam".to_owned(), rules)])
+        ));
+        let mut crossed = 0;
+        for (i, y) in [0.47, 0.52, 0.55].iter().enumerate() {
+            let mut r = rec(3 + i as u64, *y, false);
+            stage.process(&mut r);
+            assert_eq!(r.track_ids[0], id, "the track survived the reload");
+            crossed += r.events.len();
+        }
+        assert_eq!(crossed, 1);
+        // The camera's rules removed: records pass untouched.
+        shared.set_rules(AnalyticsSettings::default(), BTreeMap::new());
+        let mut r = rec(9, 0.6, false);
+        stage.process(&mut r);
+        assert!(r.track_ids.is_empty());
+    }
 }
