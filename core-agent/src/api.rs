@@ -10,6 +10,7 @@
 //! | `DELETE /cameras/{id}` | stop and forget it |
 //! | `GET /models`, `GET /models/{id}` | state, restarts, last error, latency percentiles |
 //! | `GET /metrics` | Prometheus text format |
+//! | `GET /counts?camera=&from=&to=&interval=` | analytics counts per interval (closed intervals; `from`/`to` Unix ms, default the last 24 h; `interval` seconds, a multiple of `[analytics] interval_s`), with totals across cameras |
 //!
 //! Every request passes [`auth::guard`]: a loopback `Host`, no foreign `Origin`, JSON
 //! bodies only, and a bearer token for everything but `GET /health`, `/ready` and
@@ -82,6 +83,7 @@ pub fn router(shared: Arc<Shared>, commands: mpsc::Sender<Command>, guard: auth:
         .route("/models", get(list_models))
         .route("/models/{id}", get(get_model))
         .route("/metrics", get(metrics))
+        .route("/counts", get(counts))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(guard, auth::guard))
         .with_state(AppState { shared, commands })
@@ -161,6 +163,47 @@ async fn metrics(State(st): State<AppState>) -> Response {
         status::prometheus(&st.shared),
     )
         .into_response()
+}
+
+/// Query of `GET /counts`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountsQuery {
+    /// Camera id; all cameras if absent.
+    pub camera: Option<String>,
+    /// From, Unix ms (inclusive). Default: 24 h before `to`.
+    pub from: Option<u64>,
+    /// To, Unix ms (exclusive). Default: now.
+    pub to: Option<u64>,
+    /// Interval in seconds to merge into. Default: as stored.
+    pub interval: Option<u64>,
+}
+
+async fn counts(
+    State(st): State<AppState>,
+    q: Result<axum::extract::Query<CountsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let q = match q {
+        Ok(axum::extract::Query(q)) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid query: {e}")),
+    };
+    let to =
+        q.to.unwrap_or_else(|| crate::clock::unix_now_ns() / 1_000_000 + 1);
+    let from = q.from.unwrap_or(to.saturating_sub(86_400_000));
+    if from > to {
+        return error(StatusCode::BAD_REQUEST, "from is after to");
+    }
+    if q.interval.is_some_and(|i| !(1..=86_400 * 31).contains(&i)) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "interval must be 1..=2678400 seconds",
+        );
+    }
+    let buckets = st
+        .shared
+        .analytics
+        .query(q.camera.as_deref(), from, to, q.interval);
+    Json(json!({ "from": from, "to": to, "intervals": buckets })).into_response()
 }
 
 async fn send(

@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
+use crate::analytics::counts::CsvWriter;
+use crate::analytics::sink::{EventSink, JsonlEventSink, Writer};
+use crate::analytics::stage::{AnalyticsShared, AnalyticsStage};
 use crate::clock::SystemClock;
 use crate::config::{Config, OutputConfig};
 use crate::metrics::Metrics;
@@ -65,6 +68,35 @@ fn open_sinks(outputs: &[OutputConfig]) -> Result<Vec<Box<dyn Sink>>, SinkError>
             })
         })
         .collect()
+}
+
+/// The analytics state, its event sink (`events.jsonl`) and counts files, and the
+/// thread writing them.
+fn start_analytics(config: &Config) -> Result<(Arc<AnalyticsShared>, Writer), RunError> {
+    let a = &config.analytics;
+    let shared = AnalyticsShared::new(a.clone(), AnalyticsShared::rules_of(config));
+    let mut sinks: Vec<Box<dyn EventSink>> = Vec::new();
+    if let Some(path) = a.events_file(&config.outputs) {
+        sinks.push(Box::new(JsonlEventSink::create(&path)?));
+    }
+    let csv = match a.counts_directory(&config.outputs) {
+        Some(dir) => {
+            std::fs::create_dir_all(&dir).map_err(|source| SinkError::Open {
+                path: dir.clone(),
+                source,
+            })?;
+            Some(CsvWriter::new(&dir))
+        }
+        None => None,
+    };
+    let writer = Writer::start(
+        shared.queue.clone(),
+        sinks,
+        csv,
+        shared.write_errors.clone(),
+    )
+    .map_err(RunError::Thread)?;
+    Ok((shared, writer))
 }
 
 /// First SIGTERM/SIGINT: ordered shutdown. Second: kill every child group, remove
@@ -139,8 +171,13 @@ pub async fn run(
     ensure_dir(&config.agent.socket_dir)?;
     let token = api::auth::ApiToken::resolve(api_token, &config.agent.token_file())?;
     let queue = ResultQueue::new(config.limits.result_queue);
-    let dispatcher =
-        Dispatcher::start(queue.clone(), open_sinks(&config.outputs)?).map_err(RunError::Thread)?;
+    let (analytics, analytics_writer) = start_analytics(&config)?;
+    let dispatcher = Dispatcher::start_with(
+        queue.clone(),
+        open_sinks(&config.outputs)?,
+        Some(Box::new(AnalyticsStage::new(analytics.clone()))),
+    )
+    .map_err(RunError::Thread)?;
     let listener = tokio::net::TcpListener::bind(config.agent.api_addr)
         .await
         .map_err(|source| RunError::Bind {
@@ -151,6 +188,7 @@ pub async fn run(
     let shared = Arc::new(Shared {
         metrics: Arc::new(Metrics::default()),
         results: queue,
+        analytics,
         view: Default::default(),
         shutting_down: AtomicBool::new(false),
         api_addr,
@@ -204,9 +242,13 @@ pub async fn run(
         _ => {}
     }
     // Closing the queue lets the dispatcher write what is left and flush.
-    let written = tokio::task::spawn_blocking(move || dispatcher.finish())
-        .await
-        .unwrap_or(0);
+    let written = tokio::task::spawn_blocking(move || {
+        let n = dispatcher.finish();
+        analytics_writer.finish();
+        n
+    })
+    .await
+    .unwrap_or(0);
     Ok(Summary {
         written,
         dropped: shared.results.dropped(),

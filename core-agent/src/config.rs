@@ -12,6 +12,7 @@
 //! `FRAMEBUS_RING_DIR`, `FRAMEBUS_SOCKET_DIR`; and `FRAMEBUS_API_TOKEN` (the API's
 //! bearer token, read at start, never logged).
 
+pub mod analytics;
 pub mod validate;
 
 use std::net::SocketAddr;
@@ -56,6 +57,9 @@ pub struct Config {
     /// `[[outputs]]`: where result records go. Default: none (results are still counted).
     #[serde(default)]
     pub outputs: Vec<OutputConfig>,
+    /// `[analytics]`: where events and counts go (rules are per camera).
+    #[serde(default)]
+    pub analytics: analytics::AnalyticsSettings,
 }
 
 /// Log output format.
@@ -334,6 +338,10 @@ pub struct CameraConfig {
     /// it keeps `CameraConfig` small where it travels by value.)
     #[serde(default)]
     pub motion: Box<MotionConfig>,
+    /// `[cameras.analytics]`: tracking, lines and zones. Default: none (no analytics).
+    /// Changes apply without restarting the camera.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analytics: Option<Box<analytics::CameraAnalytics>>,
 }
 
 /// `[cameras.motion]`: skip inference on frames where nothing moves (frame differencing
@@ -771,6 +779,12 @@ impl Config {
             if let OutputConfig::Jsonl { path } = out {
                 abs(path);
             }
+        }
+        if let Some(p) = self.analytics.events_path.as_mut() {
+            abs(p);
+        }
+        if let Some(p) = self.analytics.counts_dir.as_mut() {
+            abs(p);
         }
     }
 

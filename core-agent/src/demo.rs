@@ -219,6 +219,7 @@ pub fn prepare(opts: &DemoOptions, data: &DemoData) -> Result<Config, DemoError>
         motion: Default::default(),
         record_source: None,
         decode: Default::default(),
+        analytics: None,
     };
     let model = ModelConfig {
         id: model_id.to_owned(),

@@ -12,6 +12,7 @@
 //! [`clock::monotonic_now_ns`] (`clock_gettime`).
 
 pub mod agent;
+pub mod analytics;
 pub mod api;
 pub mod app;
 pub mod clock;

@@ -591,6 +591,7 @@ pub fn prometheus(shared: &Shared) -> String {
             p.count
         );
     }
+    shared.analytics.prometheus(&mut out);
     out
 }
 

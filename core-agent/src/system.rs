@@ -121,6 +121,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// The result queue.
     pub results: Arc<ResultQueue>,
+    /// Analytics rules, counters and counts.
+    pub analytics: Arc<crate::analytics::stage::AnalyticsShared>,
     /// What runs.
     pub view: RwLock<View>,
     /// Set once shutdown began.
@@ -712,6 +714,13 @@ impl System {
             tracing::error!("config changed but is invalid, keeping the running one: {e}");
             return;
         }
+        // Rules apply at the stage's next record; they restart nothing.
+        if self.shared.analytics.set_rules(
+            next.analytics.clone(),
+            crate::analytics::stage::AnalyticsShared::rules_of(&next),
+        ) {
+            tracing::info!("config: analytics rules reloaded");
+        }
         let old = std::mem::replace(&mut self.config, next);
         if old.agent != self.config.agent
             || old.limits != self.config.limits
@@ -770,7 +779,7 @@ impl System {
                     self.stop_camera(&c.id).await;
                     self.shared.metrics.remove_camera(&c.id);
                 }
-                Some(n) if n != c => {
+                Some(n) if !same_but_analytics(n, c) => {
                     tracing::info!(camera = %c.id, "camera config changed: restarting it");
                     self.stop_camera(&c.id).await;
                     if n.enabled {
@@ -847,6 +856,17 @@ impl System {
         futures_join(kernels.into_iter().map(|k| k.stop())).await;
         self.publish_view();
         tracing::info!("all children stopped");
+    }
+}
+
+/// Whether two camera configs differ at most in their analytics rules (which reload
+/// without a restart).
+fn same_but_analytics(a: &CameraConfig, b: &CameraConfig) -> bool {
+    a.analytics == b.analytics || {
+        let (mut a, mut b) = (a.clone(), b.clone());
+        a.analytics = None;
+        b.analytics = None;
+        a == b
     }
 }
 

@@ -62,7 +62,7 @@ pub enum LinkEvent {
 }
 
 /// A request waiting for its answer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Pending {
     /// Frame id.
     pub frame_id: u64,
@@ -70,6 +70,8 @@ pub struct Pending {
     pub capture_ts_ns: u64,
     /// When it was sent.
     pub sent_at: Instant,
+    /// The frame asked about.
+    pub frame: Option<proto_schema::message::FrameRef>,
 }
 
 /// One agent-to-server connection with its requests in flight.

@@ -528,17 +528,18 @@ impl Agent {
             let id = self.next_id;
             self.next_id += 1;
             let sent_ts_ns = monotonic_now_ns();
+            let frame = FrameRef {
+                ring: self.spec.ring.clone(),
+                generation: reader.generation(),
+                slot: info.slot,
+                seq: info.seq,
+            };
             let request = Request::Infer(InferenceRequest {
                 v: PROTOCOL_VERSION,
                 id,
                 camera_id: self.spec.camera.clone(),
                 model_id: sub.spec.model.clone(),
-                frame: FrameRef {
-                    ring: self.spec.ring.clone(),
-                    generation: reader.generation(),
-                    slot: info.slot,
-                    seq: info.seq,
-                },
+                frame: frame.clone(),
                 meta: FrameMeta::from_geometry(info.frame_id, &geometry, info.capture_ts_ns),
                 sent_ts_ns,
                 deadline_ts_ns: Some(sent_ts_ns + self.spec.request_timeout.as_nanos() as u64),
@@ -551,6 +552,7 @@ impl Agent {
                             frame_id: info.frame_id,
                             capture_ts_ns: info.capture_ts_ns,
                             sent_at: Instant::now(),
+                            frame: Some(frame),
                         },
                     );
                     sub.metrics.sent.fetch_add(1, Ordering::Relaxed);
@@ -626,9 +628,10 @@ impl Agent {
                             tracing::debug!(camera = %camera, model = %s.spec.model, frame = p.frame_id, "{err}");
                             return;
                         }
+                        let capture_ts_ns = p.capture_ts_ns;
                         let record =
                             make_record(&camera, &s.spec, p, r.frame_id, r.timings, r.detections);
-                        s.last_result = Some((p.capture_ts_ns, record.detections.clone()));
+                        s.last_result = Some((capture_ts_ns, record.detections.clone()));
                         let now = Instant::now();
                         let m = &s.metrics;
                         m.results.fetch_add(1, Ordering::Relaxed);
@@ -707,8 +710,11 @@ fn make_record(
             inference: t.inference_us as f64 / 1e3,
         },
         detections,
+        frame: p.frame,
         reused: false,
         result_age_ms: None,
+        track_ids: Vec::new(),
+        events: Vec::new(),
     }
 }
 
@@ -735,8 +741,11 @@ fn reused_record(
             ..Latencies::default()
         },
         detections: last.1.clone(),
+        frame: None,
         reused: true,
         result_age_ms: Some(capture_ts_ns.saturating_sub(last.0) as f64 / 1e6),
+        track_ids: Vec::new(),
+        events: Vec::new(),
     }
 }
 
@@ -1035,6 +1044,7 @@ mod tests {
             frame_id: 7,
             capture_ts_ns: captured,
             sent_at: Instant::now(),
+            frame: None,
         };
         let t = Timings {
             total_us: 12_000,
@@ -1044,7 +1054,7 @@ mod tests {
         let r = make_record(
             "cam",
             &spec,
-            p,
+            p.clone(),
             7,
             t,
             vec![det("person"), det("car"), det("person")],

@@ -247,6 +247,15 @@ pub enum ConfigError {
         /// The `skip_frames` given.
         skip: &'static str,
     },
+    /// An analytics setting or rule that cannot work (self-intersecting polygon,
+    /// zero-length line, unknown class, score out of range, ...).
+    #[error("{key}: {reason}")]
+    InvalidRule {
+        /// Dotted key, e.g. `cameras.door.analytics.zones[0].polygon`.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A CPU affinity list that is empty or names a CPU the host lacks.
     #[error("{owner}: cpu_affinity {cpus:?} is empty or names a CPU >= {max}")]
     InvalidAffinity {
@@ -326,6 +335,7 @@ pub fn validate(config: &Config, check_files: bool) -> Result<(), ValidationErro
     let models = check_models(config, check_files, &mut errs);
     check_subscriptions(config, &cameras, &models, &mut errs);
     check_outputs(config, &mut errs);
+    super::analytics::check(config, &mut errs);
     if errs.is_empty() {
         Ok(())
     } else {
@@ -647,7 +657,6 @@ fn check_motion(cam: &CameraConfig, errs: &mut Vec<ConfigError>) {
         );
     }
 }
-
 
 /// `record_source` and `[cameras.decode]` (the config file and the API alike).
 fn check_decode(cam: &CameraConfig, errs: &mut Vec<ConfigError>) {
@@ -1146,6 +1155,7 @@ mod tests {
                     motion: Default::default(),
                     record_source: None,
                     decode: Default::default(),
+                    analytics: None,
                 });
             }
             for (i, f) in fps.iter().enumerate() {

@@ -13,7 +13,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use proto_schema::message::Detection;
+use proto_schema::message::{Detection, FrameRef};
 use serde::{Deserialize, Serialize};
 
 pub use sink::{JsonlSink, Sink, SinkError, StdoutSink};
@@ -37,14 +37,26 @@ pub struct ResultRecord {
     pub latency_ms: Latencies,
     /// Detections (after the subscription's class filter).
     pub detections: Vec<Detection>,
+    /// The frame the detections belong to (ring, generation, slot, seq), so later
+    /// stages can fetch it while it is still in the ring.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame: Option<FrameRef>,
     /// The motion gate found nothing moving: no inference ran on this frame and
-    /// `detections` are those of the last inferred frame. Written only when `true`.
+    /// `detections` are those of the last inferred frame (analytics skips such records).
+    /// Written only when `true`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reused: bool,
     /// With `reused`: how much older than this frame the reused result's frame is,
     /// milliseconds of capture time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_age_ms: Option<f64>,
+    /// Analytics: per detection (same order), its track id; `null` for a detection
+    /// not (yet) in a confirmed track. Empty when the camera has no analytics.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub track_ids: Vec<Option<u64>>,
+    /// Analytics: events raised by this frame (also written to `events.jsonl`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<crate::analytics::events::Event>,
 }
 
 /// Latencies of one result, in milliseconds.
@@ -168,6 +180,14 @@ impl ResultQueue {
     }
 }
 
+/// A step run on every record in the dispatcher thread before the sinks (analytics).
+pub trait RecordStage: Send {
+    /// Looks at and may annotate one record.
+    fn process(&mut self, record: &mut ResultRecord);
+    /// The queue closed and is drained: emit what is still open.
+    fn finish(&mut self);
+}
+
 /// The thread that drains the queue into the sinks.
 #[derive(Debug)]
 pub struct Dispatcher {
@@ -179,7 +199,16 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// Starts draining `queue` into `sinks`.
-    pub fn start(queue: Arc<ResultQueue>, mut sinks: Vec<Box<dyn Sink>>) -> std::io::Result<Self> {
+    pub fn start(queue: Arc<ResultQueue>, sinks: Vec<Box<dyn Sink>>) -> std::io::Result<Self> {
+        Self::start_with(queue, sinks, None)
+    }
+
+    /// Starts draining `queue` into `sinks`, each record passing `stage` first.
+    pub fn start_with(
+        queue: Arc<ResultQueue>,
+        mut sinks: Vec<Box<dyn Sink>>,
+        mut stage: Option<Box<dyn RecordStage>>,
+    ) -> std::io::Result<Self> {
         let written = Arc::new(AtomicU64::new(0));
         let errors = Arc::new(AtomicU64::new(0));
         let (q, w, e) = (queue.clone(), written.clone(), errors.clone());
@@ -187,7 +216,12 @@ impl Dispatcher {
             .name("result-sinks".into())
             .spawn(move || {
                 let mut logged = 0u64;
-                while let Some(batch) = q.pop_all(Duration::from_millis(250)) {
+                while let Some(mut batch) = q.pop_all(Duration::from_millis(250)) {
+                    if let Some(st) = stage.as_mut() {
+                        for rec in batch.iter_mut() {
+                            st.process(rec);
+                        }
+                    }
                     for sink in sinks.iter_mut() {
                         for rec in &batch {
                             if let Err(err) = sink.write(rec) {
@@ -208,6 +242,9 @@ impl Dispatcher {
                         }
                     }
                     w.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                }
+                if let Some(st) = stage.as_mut() {
+                    st.finish();
                 }
             })?;
         Ok(Self {
@@ -264,8 +301,11 @@ mod tests {
                 confidence: 0.9,
                 bbox: [0.1, 0.1, 0.2, 0.3],
             }],
+            frame: None,
             reused: false,
             result_age_ms: None,
+            track_ids: vec![],
+            events: vec![],
         }
     }
 

@@ -1,0 +1,274 @@
+//! Where events and counts go: the [`EventSink`] interface (a broker sink implements
+//! the same three methods), the JSON Lines events file, and the writer thread behind a
+//! bounded queue.
+//!
+//! Overflow policy: the queue holds at most `[analytics] queue` entries; when full the
+//! **oldest** entry is dropped and counted (`framebus_analytics_dropped_total`), the
+//! same policy as the result queue: the stage never waits on a slow disk or broker.
+//! Counts are never lost to this queue for `GET /counts` and `/metrics` (they are
+//! updated before it); only the CSV row or event line would be.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::counts::{CountRow, CsvWriter};
+use super::events::Event;
+use crate::results::SinkError;
+
+/// Where events go. Called from one thread; writes may buffer until `flush`.
+pub trait EventSink: Send {
+    /// Name for logs.
+    fn name(&self) -> &str;
+    /// Takes one event.
+    fn write(&mut self, event: &Event) -> Result<(), SinkError>;
+    /// Pushes buffered events out.
+    fn flush(&mut self) -> Result<(), SinkError>;
+}
+
+/// Appends one JSON object per event to a file (`events.jsonl`).
+#[derive(Debug)]
+pub struct JsonlEventSink {
+    name: String,
+    out: BufWriter<File>,
+}
+
+impl JsonlEventSink {
+    /// Opens `path` for appending (created with mode 0640 if missing).
+    pub fn create(path: &Path) -> Result<Self, SinkError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o640)
+            .open(path)
+            .map_err(|source| SinkError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(Self {
+            name: format!("events:{}", path.display()),
+            out: BufWriter::new(file),
+        })
+    }
+}
+
+impl EventSink for JsonlEventSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn write(&mut self, event: &Event) -> Result<(), SinkError> {
+        serde_json::to_writer(&mut self.out, event).map_err(|source| SinkError::Encode {
+            sink: self.name.clone(),
+            source,
+        })?;
+        self.out
+            .write_all(b"\n")
+            .map_err(|source| SinkError::Write {
+                sink: self.name.clone(),
+                source,
+            })
+    }
+    fn flush(&mut self) -> Result<(), SinkError> {
+        self.out.flush().map_err(|source| SinkError::Write {
+            sink: self.name.clone(),
+            source,
+        })
+    }
+}
+
+/// What the writer thread writes.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// An event, to every event sink.
+    Event(Box<Event>),
+    /// A closed counts interval, to the CSV file.
+    Row(CountRow),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    items: VecDeque<Output>,
+    closed: bool,
+}
+
+/// Bounded queue in front of the writer; drops the oldest when full.
+#[derive(Debug)]
+pub struct OutputQueue {
+    state: Mutex<State>,
+    ready: Condvar,
+    capacity: usize,
+    dropped: AtomicU64,
+}
+
+impl OutputQueue {
+    /// A queue of at most `capacity` entries (at least 1).
+    pub fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State::default()),
+            ready: Condvar::new(),
+            capacity: capacity.max(1),
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds an entry, dropping the oldest if full; `false` once closed.
+    pub fn push(&self, o: Output) -> bool {
+        let mut st = self.lock();
+        if st.closed {
+            return false;
+        }
+        if st.items.len() >= self.capacity {
+            st.items.pop_front();
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        st.items.push_back(o);
+        drop(st);
+        self.ready.notify_one();
+        true
+    }
+
+    fn pop_all(&self, wait: Duration) -> Option<Vec<Output>> {
+        let mut st = self.lock();
+        if st.items.is_empty() && !st.closed {
+            st = self
+                .ready
+                .wait_timeout(st, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        if st.items.is_empty() && st.closed {
+            return None;
+        }
+        Some(st.items.drain(..).collect())
+    }
+
+    /// Refuses further entries; what is queued is still written.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
+
+    /// Entries dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// The thread writing events and counts rows.
+#[derive(Debug)]
+pub struct Writer {
+    queue: Arc<OutputQueue>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    /// Starts writing `queue` into `sinks` and `csv`; `errors` counts failed writes.
+    pub fn start(
+        queue: Arc<OutputQueue>,
+        mut sinks: Vec<Box<dyn EventSink>>,
+        mut csv: Option<CsvWriter>,
+        errors: Arc<AtomicU64>,
+    ) -> std::io::Result<Self> {
+        let q = queue.clone();
+        let thread = std::thread::Builder::new()
+            .name("analytics-out".into())
+            .spawn(move || {
+                let mut logged = 0u64;
+                let mut fail = |what: &str, err: &dyn std::fmt::Display| {
+                    let n = errors.fetch_add(1, Ordering::Relaxed);
+                    // The first error and then every 1000th, not each one.
+                    if n == logged {
+                        tracing::warn!("analytics {what}: {err}");
+                        logged = n + 1000;
+                    }
+                };
+                while let Some(batch) = q.pop_all(Duration::from_millis(250)) {
+                    for o in &batch {
+                        match o {
+                            Output::Event(e) => {
+                                for s in sinks.iter_mut() {
+                                    if let Err(err) = s.write(e) {
+                                        fail("event", &err);
+                                    }
+                                }
+                            }
+                            Output::Row(r) => {
+                                if let Some(w) = csv.as_mut() {
+                                    if let Err(err) = w.write(r) {
+                                        fail("counts", &err);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    for s in sinks.iter_mut() {
+                        if let Err(err) = s.flush() {
+                            fail("event flush", &err);
+                        }
+                    }
+                    if let Some(Err(err)) = csv.as_mut().map(CsvWriter::flush) {
+                        fail("counts flush", &err);
+                    }
+                }
+            })?;
+        Ok(Self {
+            queue,
+            thread: Some(thread),
+        })
+    }
+
+    /// Closes the queue, writes what is left and joins the thread.
+    pub fn finish(mut self) {
+        self.queue.close();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.queue.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_queue_drops_the_oldest() {
+        let q = OutputQueue::new(2);
+        for i in 0..5 {
+            q.push(Output::Row(CountRow {
+                start_ms: i,
+                interval_s: 60,
+                camera: "c".into(),
+                model: "m".into(),
+                rule: "r".into(),
+                kind: super::super::counts::RuleKind::Line,
+                class: "*".into(),
+                in_: 0,
+                out: 0,
+                occupancy_peak: None,
+                occupancy_mean: None,
+                frames: 0,
+            }));
+        }
+        assert_eq!(q.dropped(), 3);
+        let got = q.pop_all(Duration::ZERO).unwrap();
+        assert!(matches!(&got[0], Output::Row(r) if r.start_ms == 3));
+        q.close();
+        assert!(q.pop_all(Duration::ZERO).is_none());
+    }
+}
