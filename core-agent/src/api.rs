@@ -258,7 +258,7 @@ async fn add_camera(State(st): State<AppState>, body: Bytes) -> Response {
         })
         .collect();
     match send(&st, |reply| Command::AddCamera {
-        camera,
+        camera: Box::new(camera),
         subscriptions,
         reply,
     })

@@ -164,8 +164,8 @@ pub enum ControlError {
 pub enum Command {
     /// Add a camera (and its subscriptions), optionally starting it.
     AddCamera {
-        /// The camera.
-        camera: CameraConfig,
+        /// The camera (boxed: it is much larger than the other commands).
+        camera: Box<CameraConfig>,
         /// Its subscriptions.
         subscriptions: Vec<SubscriptionConfig>,
         /// Where the answer goes.
@@ -582,7 +582,7 @@ impl System {
                 subscriptions,
                 reply,
             } => {
-                let r = self.add_camera(camera, subscriptions).await;
+                let r = self.add_camera(*camera, subscriptions).await;
                 let _ = reply.send(r);
             }
             Command::StartCamera { id, reply } => {
