@@ -89,6 +89,9 @@ fn line_and_zone_on_real_footage() {
         "[[cameras]]\nid = \"walk\"\nsource = \"{}\"\nfps = 25\nring_slots = 32\nloop = false\n\n",
         video.display()
     );
+    // Every frame decoded, so frame ids are the footage's frame numbers that the ground
+    // truth below is written in (`auto` would publish only the 275 I/P frames).
+    config += "[cameras.decode]\nskip_frames = \"never\"\n\n";
     config += "[cameras.analytics]\n[cameras.analytics.tracker]\nmin_hits = 2\n\n";
     config += LINE;
     config += "[[cameras.analytics.zones]]\nname = \"box\"\npolygon = [[0.6, 0.3], [0.9, 0.3], [0.9, 0.7], [0.6, 0.7]]\nclasses = [\"person\"]\nanchor = \"center\"\ncooldown_s = 0\n\n";
