@@ -3,6 +3,7 @@
 //! `docs/protocol.md` and `docs/ring-format.md` are the human spec of the same contract.
 
 pub mod calibration;
+pub mod coco;
 pub mod error;
 pub mod exit;
 pub mod framing;
