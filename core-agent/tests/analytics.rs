@@ -224,12 +224,14 @@ fn line_and_zone_on_real_footage() {
         !counts["intervals"].as_array().unwrap().is_empty(),
         "{counts}"
     );
-    // Most of the people seen by eye crossing in the first 120 frames are counted, in
-    // the right direction (the detector misses some at 5 fps).
+    // People seen by eye crossing in the first 120 frames are counted, in the right
+    // direction. How many depends on which frames the 5 fps slots sample, which follows
+    // the capture clock's phase grid and so varies per run: 1 to 4 have been seen (a
+    // fresh-clone CI run counted 1), so at least one is required.
     let early: Vec<_> = crossings.iter().filter(|(f, _)| *f <= 125).collect();
     assert!(early.iter().all(|(_, d)| d == "out"), "{early:?}");
     assert!(
-        early.len() >= 2 && early.len() <= PARTIAL_GROUND_TRUTH.len(),
+        !early.is_empty() && early.len() <= PARTIAL_GROUND_TRUTH.len(),
         "{early:?} vs {PARTIAL_GROUND_TRUTH:?}"
     );
     // ID switches: bounded by a quarter of the tracks (people cross each other in a
