@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything the project needs on a Debian 12 machine, idempotently:
 #   - Debian packages: FFmpeg dev libraries (+ clang for bindgen), the ffmpeg CLI used by
-#     tests as a reference decoder, GStreamer's RTSP server for the fake test cameras.
+#     tests as a reference decoder, GStreamer's RTSP server for the fake test cameras, the
+#     brokers the output tests start on loopback (mosquitto, redis-server), and headless
+#     Chromium + ChromeDriver for the dashboard's browser tests.
 #   - ONNX Runtime: libonnxruntime.so from the PyPI `onnxruntime` wheel (the CUDA build from
 #     `onnxruntime-gpu` when FRAMEBUS_ORT_GPU=1), into a project-local venv `.local/venv`,
 #     with `onnx` and `numpy` for the generated demo model and the reference checks.
@@ -16,7 +18,8 @@ debs=(pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev
       libavdevice-dev libavfilter-dev libswresample-dev ffmpeg
       python3 python3-venv python3-pip python3-gi gir1.2-gst-rtsp-server-1.0
       gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
-      gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools)
+      gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
+      mosquitto mosquitto-clients redis-server chromium chromium-driver)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
