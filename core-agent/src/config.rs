@@ -308,6 +308,12 @@ pub struct CameraConfig {
     /// `true`.
     #[serde(default = "default_true")]
     pub realtime: bool,
+    /// File sources with `realtime` only: playback speed, `0.05..=20`. Below 1 a
+    /// recording is replayed slower than it was shot, so a subscription that takes every
+    /// frame keeps up on a small machine (frame-exact analytics checks); above 1 rules
+    /// are tried on a recording quickly. Default `1`.
+    #[serde(default = "default_speed")]
+    pub speed: f64,
     /// File sources only: start again at the end. Default `true`.
     #[serde(default = "default_true", rename = "loop")]
     pub loop_file: bool,
@@ -643,6 +649,9 @@ fn default_format() -> PixelFormat {
 }
 fn default_true() -> bool {
     true
+}
+fn default_speed() -> f64 {
+    1.0
 }
 fn default_batch_delay() -> u64 {
     2_000

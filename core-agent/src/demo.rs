@@ -211,6 +211,7 @@ pub fn prepare(opts: &DemoOptions, data: &DemoData) -> Result<Config, DemoError>
         fps: Some(fps),
         enabled: true,
         realtime: true,
+        speed: 1.0,
         loop_file: true,
         ring: None,
         ring_slots: None,

@@ -358,6 +358,10 @@ impl System {
             arg("--transport", &c.transport.as_str());
         } else {
             args.push(if c.realtime { "--realtime" } else { "--fast" }.into());
+            if c.realtime && c.speed != 1.0 {
+                args.push("--speed".into());
+                args.push(c.speed.to_string().into());
+            }
             if c.loop_file {
                 args.push("--loop".into());
             }

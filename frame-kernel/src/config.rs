@@ -80,6 +80,12 @@ pub struct Args {
     #[arg(long)]
     pub fast: bool,
 
+    /// File sources, realtime pacing: playback speed, `0.05..=20` (0.5 = half speed, so
+    /// consumers that need every frame keep up; 4 = try rules on a recording quickly).
+    /// Frame timestamps stay the stream's; only the release schedule changes.
+    #[arg(long, default_value_t = 1.0, conflicts_with = "fast")]
+    pub speed: f64,
+
     /// File sources: play the file in an endless loop, timestamps still increasing.
     /// Without it the kernel closes the ring and exits 0 at the end of the file.
     #[arg(long = "loop")]
@@ -268,6 +274,8 @@ pub struct Config {
     /// Pacing: `Realtime` or `Fast` for files; always `Fast` for cameras, which pace
     /// themselves.
     pub pace: PaceMode,
+    /// Playback speed of realtime pacing (1 = the stream's rate).
+    pub speed: f64,
     /// Loop a file source.
     pub loop_file: bool,
     /// Stop after this many frames.
@@ -372,6 +380,12 @@ pub enum ConfigProblem {
     #[error("--transport {given:?}: use tcp or udp")]
     UnknownTransport {
         /// What was given.
+        given: String,
+    },
+    /// `--speed` outside `0.05..=20`.
+    #[error("--speed {given} is outside 0.05..=20")]
+    BadSpeed {
+        /// The value given.
         given: String,
     },
     /// A file-only option on an RTSP source.
@@ -520,11 +534,18 @@ impl Config {
                 (args.realtime, "--realtime"),
                 (args.fast, "--fast"),
                 (args.loop_file, "--loop"),
+                (args.speed != 1.0, "--speed"),
             ] {
                 if set {
                     problems.push(ConfigProblem::FileOnlyOption { option });
                 }
             }
+        }
+
+        if !(0.05..=20.0).contains(&args.speed) {
+            problems.push(ConfigProblem::BadSpeed {
+                given: args.speed.to_string(),
+            });
         }
 
         let format = parse_format(&args.format);
@@ -667,6 +688,7 @@ impl Config {
                 } else {
                     PaceMode::Realtime
                 },
+                speed: args.speed,
                 loop_file: args.loop_file,
                 max_frames: args.max_frames,
                 decoder_threads: args.decoder_threads,
@@ -1112,6 +1134,24 @@ mod tests {
             [
                 ConfigProblem::FileOnlyOption { option: "--fast" },
                 ConfigProblem::FileOnlyOption { option: "--loop" }
+            ]
+        );
+        let e = Config::from_args(args(&[
+            "--camera-id",
+            "c",
+            "--source",
+            "rtsp://h/x",
+            "--speed",
+            "30",
+            "--ring-dir",
+            d.path().to_str().unwrap(),
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            e.problems,
+            [
+                ConfigProblem::FileOnlyOption { option: "--speed" },
+                ConfigProblem::BadSpeed { given: "30".into() }
             ]
         );
     }

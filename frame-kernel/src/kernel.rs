@@ -196,7 +196,7 @@ impl<'a> Driver<'a> {
             output,
             options: options_for(config),
             timeline: Timeline::new(),
-            pacer: Pacer::new(config.pace),
+            pacer: Pacer::with_speed(config.pace, config.speed),
             converter: Converter::new(),
             published: 0,
             error_streak: 0,

@@ -103,6 +103,8 @@ pub enum Paced {
 #[derive(Debug, Clone)]
 pub struct Pacer {
     mode: PaceMode,
+    /// Playback speed of realtime pacing: 2.0 releases frames twice as fast.
+    speed: f64,
     /// (clock ns, timeline ns) of the frame the schedule is anchored on.
     anchor: Option<(u64, i64)>,
 }
@@ -110,7 +112,23 @@ pub struct Pacer {
 impl Pacer {
     /// A pacer with no schedule yet: the first frame is due at once.
     pub fn new(mode: PaceMode) -> Self {
-        Pacer { mode, anchor: None }
+        Pacer::with_speed(mode, 1.0)
+    }
+
+    /// A pacer that plays `speed` times the stream's rate (a file replayed slower for
+    /// frame-exact analytics, or faster to try rules on a recording). A speed that is
+    /// not finite and positive counts as 1.
+    pub fn with_speed(mode: PaceMode, speed: f64) -> Self {
+        let speed = if speed.is_finite() && speed > 0.0 {
+            speed
+        } else {
+            1.0
+        };
+        Pacer {
+            mode,
+            speed,
+            anchor: None,
+        }
     }
 
     /// Mode in use.
@@ -134,6 +152,11 @@ impl Pacer {
         let now = clock.now_ns();
         let (anchor_clock, anchor_out) = *self.anchor.get_or_insert((now, out_ns));
         let ahead = out_ns.saturating_sub(anchor_out).max(0) as u64;
+        let ahead = if self.speed == 1.0 {
+            ahead
+        } else {
+            (ahead as f64 / self.speed) as u64
+        };
         let due = anchor_clock.saturating_add(ahead);
         if due > now {
             if !clock.sleep_until(due, stop) {
@@ -186,6 +209,18 @@ mod tests {
         let b = t.map(Some(7 * MS)); // repeated pts
         let c = t.map(Some(2 * MS)); // backwards pts
         assert!(a < b && b < c, "{a} {b} {c}");
+    }
+
+    #[test]
+    fn speed_scales_the_schedule() {
+        let stop = || false;
+        for (speed, expect) in [(0.5, 80 * MS), (2.0, 20 * MS), (f64::NAN, 40 * MS)] {
+            let clock = ManualClock::new(0);
+            let mut p = Pacer::with_speed(PaceMode::Realtime, speed);
+            p.wait(0, &clock, &stop);
+            assert_eq!(p.wait(40 * MS, &clock, &stop), Paced::Due { late_ns: 0 });
+            assert_eq!(clock.now_ns(), expect as u64, "speed {speed}");
+        }
     }
 
     #[test]

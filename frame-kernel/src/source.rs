@@ -486,6 +486,7 @@ mod tests {
             format: proto_schema::pixel::PixelFormat::Nv12,
             size: None,
             pace: crate::pacing::PaceMode::Fast,
+            speed: 1.0,
             loop_file: false,
             max_frames: None,
             decoder_threads: 1,

@@ -594,6 +594,13 @@ pub fn check_camera(cam: &CameraConfig, check_files: bool, errs: &mut Vec<Config
             "2..=1024",
         );
     }
+    range(
+        errs,
+        (0.05..=20.0).contains(&cam.speed) && (cam.speed == 1.0 || !cam.is_url()),
+        format!("cameras.{}.speed", cam.id),
+        cam.speed,
+        "0.05..=20, and 1 for rtsp:// sources",
+    );
     check_affinity(format!("camera {}", cam.id), &cam.cpu_affinity, errs);
     check_motion(cam, errs);
     check_decode(cam, errs);
@@ -1147,6 +1154,7 @@ mod tests {
                     fps: fps.first().copied(),
                     enabled: true,
                     realtime: true,
+                    speed: 1.0,
                     loop_file: true,
                     ring: None,
                     ring_slots: None,
