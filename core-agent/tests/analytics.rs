@@ -59,10 +59,13 @@ const FRAME_TOLERANCE: u64 = 8;
 
 /// Matches counted crossings to the ground truth in order: returns the ground-truth
 /// crossings not counted and the counted ones that match nothing.
-fn match_crossings(counted: &[(u64, String)]) -> (Vec<(u64, &str)>, Vec<(u64, String)>) {
+/// A crossing: (footage frame, direction).
+type Crossing<'a> = (u64, &'a str);
+
+fn match_crossings(counted: &[(u64, String)]) -> (Vec<Crossing<'static>>, Vec<(u64, String)>) {
     let mut used = vec![false; counted.len()];
     let mut missed = Vec::new();
-    let mut claim = |f: u64, d: &str, used: &mut Vec<bool>| {
+    let claim = |f: u64, d: &str, used: &mut Vec<bool>| {
         let hit = counted
             .iter()
             .enumerate()

@@ -86,7 +86,9 @@ fn the_api_refuses_strangers_foreign_origins_non_json_and_unsafe_sources() {
     let meta = std::fs::symlink_metadata(&token_file).unwrap();
     assert!(meta.is_file());
     assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
-    assert_eq!(meta.uid(), unsafe { libc::geteuid() });
+    // SAFETY: geteuid takes no arguments and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(meta.uid(), euid);
     let token = std::fs::read_to_string(&token_file)
         .unwrap()
         .trim()
@@ -312,6 +314,7 @@ fn camera_credentials_appear_in_no_answer_and_no_log_line() {
 /// plant one. Elsewhere the test explains why it is skipped.
 #[test]
 fn another_user_cannot_read_or_plant_the_token() {
+    // SAFETY: geteuid takes no arguments and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         println!("SKIP: needs root to act as uid 65534 (CI runs as root)");
         return;

@@ -1277,10 +1277,8 @@ mod tests {
             }
         );
         // SAFETY: fcntl(F_GETFD) takes no pointers.
-        assert!(
-            unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0,
-            "fd left open"
-        );
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        assert!(flags < 0, "fd left open");
     }
 
     #[test]

@@ -114,14 +114,16 @@ fn camera() -> &'static str {
 }
 
 unsafe extern "C" fn callback(avcl: *mut c_void, level: c_int, fmt: *const c_char, args: VaList) {
-    // SAFETY (whole body): called by av_log with a valid format string and va_list that
-    // we consume exactly once, through av_log_format_line2, into a local buffer that it
-    // NUL-terminates (it truncates to the buffer size).
+    // Called by av_log with a valid format string and a va_list that is consumed exactly
+    // once, through av_log_format_line2, into a local buffer that it NUL-terminates.
+    // SAFETY: av_log_get_level reads a global int; no pointer is involved.
     if level > unsafe { ffi::av_log_get_level() } || !admit() {
         return;
     }
     let mut line = [0 as c_char; 1024];
     let mut print_prefix: c_int = 1;
+    // SAFETY: fmt and args come from av_log unchanged and args is consumed only here;
+    // the output buffer and its length are a live local array (it truncates to fit).
     unsafe {
         ffi::av_log_format_line2(
             avcl,
@@ -133,6 +135,7 @@ unsafe extern "C" fn callback(avcl: *mut c_void, level: c_int, fmt: *const c_cha
             &mut print_prefix,
         );
     }
+    // SAFETY: av_log_format_line2 NUL-terminated `line` within its length.
     let text = unsafe { CStr::from_ptr(line.as_ptr()) }.to_string_lossy();
     let text = text.trim_end();
     if text.is_empty() {

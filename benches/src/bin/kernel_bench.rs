@@ -101,8 +101,9 @@ fn run_cpu(cmd: &mut Command) -> Result<Cpu> {
         s
     });
     let mut status = 0;
-    // SAFETY: zeroed rusage is a valid out-parameter; `pid` is our unreaped child.
+    // SAFETY: all-zero bytes are a valid `rusage` (plain integers).
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our unreaped child; the out-parameters are live locals.
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
     let wall_s = start.elapsed().as_secs_f64();
     let err = err_reader.join().unwrap_or_default();

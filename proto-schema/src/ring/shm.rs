@@ -518,7 +518,7 @@ mod tests {
         let g = FrameGeometry::packed(64, 32, PixelFormat::I420).unwrap();
         let l = Layout::for_writer(3, &g).unwrap();
         let h = FixedHeader::new(&l, &g, 0x1234_5678_9abc_def0, 99, 4242);
-        // SAFETY (test): FixedHeader is repr(C), Copy, and has no padding (size 128 is
+        // SAFETY: FixedHeader is repr(C), Copy, and has no padding (size 128 is
         // asserted to equal the sum of its fields), so its bytes are all initialised.
         let image: [u8; 128] = unsafe { std::mem::transmute(h) };
         assert_eq!(image, h.to_bytes());
