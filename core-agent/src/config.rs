@@ -13,6 +13,7 @@
 //! bearer token, read at start, never logged).
 
 pub mod analytics;
+pub mod diff;
 pub mod validate;
 
 use std::net::SocketAddr;

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::agent::phase::PhaseRegistry;
 use crate::agent::{AgentHandle, AgentSpec, SubSpec};
 use crate::clock::Clock;
+use crate::config::diff::ConfigDiff;
 use crate::config::validate::{check_api_source, check_camera};
 use crate::config::{
     validate, CameraConfig, Config, ModelConfig, SubscriptionConfig, ValidationErrors,
@@ -726,101 +727,70 @@ impl System {
             tracing::info!("config: analytics rules reloaded");
         }
         let old = std::mem::replace(&mut self.config, next);
-        if old.agent != self.config.agent
-            || old.limits != self.config.limits
-            || old.supervisor != self.config.supervisor
-            || old.outputs != self.config.outputs
-        {
-            tracing::warn!("config: [agent], [limits], [supervisor] and [[outputs]] changes apply at the next start");
+        let diff = ConfigDiff::between(&old, &self.config);
+        if !diff.needs_restart.is_empty() {
+            tracing::warn!(
+                sections = ?diff.needs_restart,
+                "config: these sections' changes apply at the next start"
+            );
         }
-        self.apply_changes(&old).await;
+        self.apply(&diff).await;
         self.publish_view();
     }
 
-    /// Restarts exactly what changed between `old` and the current config.
-    async fn apply_changes(&mut self, old: &Config) {
+    /// Applies a reload's diff: restarts exactly what it lists.
+    async fn apply(&mut self, diff: &ConfigDiff) {
         let new = self.config.clone();
-        // Cameras whose agent must restart (subscriptions or sockets changed).
-        let mut touched: BTreeSet<String> = BTreeSet::new();
-        for m in &old.models {
-            match new.model(&m.id) {
-                None => {
-                    if let Some(rt) = self.models.remove(&m.id) {
-                        tracing::info!(model = %m.id, "model removed from the config");
-                        rt.handle.stop().await;
-                    }
-                }
-                Some(n) if n != m => {
-                    tracing::info!(model = %m.id, "model config changed: restarting its server");
-                    let spec = self.server_spec(n);
-                    if let Some(rt) = self.models.get_mut(&m.id) {
-                        rt.file = FileWatch::new(&n.path);
-                        rt.handle.replace(spec, "config changed").await;
-                    }
-                    if m.socket_path(&old.agent.socket_dir) != n.socket_path(&new.agent.socket_dir)
-                    {
-                        touched.extend(
-                            new.subscriptions
-                                .iter()
-                                .filter(|s| s.model == m.id)
-                                .map(|s| s.camera.clone()),
-                        );
-                    }
-                }
-                Some(_) => {}
+        for id in &diff.models_removed {
+            if let Some(rt) = self.models.remove(id) {
+                tracing::info!(model = %id, "model removed from the config");
+                rt.handle.stop().await;
             }
         }
-        for m in &new.models {
-            if old.model(&m.id).is_none() {
-                tracing::info!(model = %m.id, "model added to the config");
+        for id in &diff.models_changed {
+            let Some(n) = new.model(id) else { continue };
+            tracing::info!(model = %id, "model config changed: restarting its server");
+            let spec = self.server_spec(n);
+            if let Some(rt) = self.models.get_mut(id) {
+                rt.file = FileWatch::new(&n.path);
+                rt.handle.replace(spec, "config changed").await;
+            }
+        }
+        for id in &diff.models_added {
+            if let Some(m) = new.model(id) {
+                tracing::info!(model = %id, "model added to the config");
                 self.start_model(m);
             }
         }
-        for c in &old.cameras {
-            match new.camera(&c.id) {
-                None => {
-                    tracing::info!(camera = %c.id, "camera removed from the config");
-                    self.stop_camera(&c.id).await;
-                    self.shared.metrics.remove_camera(&c.id);
-                }
-                Some(n) if !same_but_analytics(n, c) => {
-                    tracing::info!(camera = %c.id, "camera config changed: restarting it");
-                    self.stop_camera(&c.id).await;
-                    if n.enabled {
-                        self.start_camera(&c.id);
-                    }
-                }
-                Some(n) => {
-                    let subs_old: Vec<_> = old.subscriptions_of(&c.id).collect();
-                    let subs_new: Vec<_> = new.subscriptions_of(&c.id).collect();
-                    if subs_old != subs_new {
-                        touched.insert(c.id.clone());
-                    }
-                    // The kernel's --consumer-fps (frame skipping) follows the fastest
-                    // subscription.
-                    let auto = n.decode.skip_frames == crate::config::SkipFramesSetting::Auto
-                        && !n.decode.all_frames;
-                    if auto && old.consumer_fps(&c.id) != new.consumer_fps(&c.id) {
-                        if let Some(k) = self.cameras.get(&c.id).and_then(|rt| rt.kernel.as_ref()) {
-                            tracing::info!(camera = %c.id, "subscription rates changed: restarting its kernel");
-                            k.replace(self.kernel_spec(n), "subscription rates changed")
-                                .await;
-                        }
-                    }
-                }
+        for id in &diff.cameras_removed {
+            tracing::info!(camera = %id, "camera removed from the config");
+            self.stop_camera(id).await;
+            self.shared.metrics.remove_camera(id);
+        }
+        for id in &diff.cameras_changed {
+            tracing::info!(camera = %id, "camera config changed: restarting it");
+            self.stop_camera(id).await;
+            if new.camera(id).is_some_and(|c| c.enabled) {
+                self.start_camera(id);
             }
         }
-        for c in &new.cameras {
-            if old.camera(&c.id).is_none() && c.enabled {
-                tracing::info!(camera = %c.id, "camera added to the config");
-                self.start_camera(&c.id);
+        for id in &diff.kernels_restarted {
+            let Some(n) = new.camera(id) else { continue };
+            if let Some(k) = self.cameras.get(id).and_then(|rt| rt.kernel.as_ref()) {
+                tracing::info!(camera = %id, "subscription rates changed: restarting its kernel");
+                k.replace(self.kernel_spec(n), "subscription rates changed")
+                    .await;
             }
         }
-        for id in touched {
-            let Some(c) = new.camera(&id).cloned() else {
+        for id in &diff.cameras_added {
+            tracing::info!(camera = %id, "camera added to the config");
+            self.start_camera(id);
+        }
+        for id in &diff.agents_restarted {
+            let Some(c) = new.camera(id).cloned() else {
                 continue;
             };
-            let kernel = self.cameras.get_mut(&id).and_then(|rt| {
+            let kernel = self.cameras.get_mut(id).and_then(|rt| {
                 let k = rt.kernel.as_ref()?.status();
                 Some((rt.agent.take(), k))
             });
@@ -830,7 +800,7 @@ impl System {
                     a.stop().await;
                 }
                 let a = self.spawn_agent(&c, kstatus);
-                if let Some(rt) = self.cameras.get_mut(&id) {
+                if let Some(rt) = self.cameras.get_mut(id) {
                     rt.agent = Some(a);
                 }
             }
@@ -860,17 +830,6 @@ impl System {
         futures_join(kernels.into_iter().map(|k| k.stop())).await;
         self.publish_view();
         tracing::info!("all children stopped");
-    }
-}
-
-/// Whether two camera configs differ at most in their analytics rules (which reload
-/// without a restart).
-fn same_but_analytics(a: &CameraConfig, b: &CameraConfig) -> bool {
-    a.analytics == b.analytics || {
-        let (mut a, mut b) = (a.clone(), b.clone());
-        a.analytics = None;
-        b.analytics = None;
-        a == b
     }
 }
 
