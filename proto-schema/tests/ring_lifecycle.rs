@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use proto_schema::pixel::{FrameGeometry, PixelFormat};
 use proto_schema::ring::{
     monotonic_ns, ring_path, ReadError, RingCreateError, RingOpenError, RingReader, RingState,
-    RingWriter, WaitOutcome,
+    RingTrust, RingWriter, WaitOutcome,
 };
 
 fn geometry() -> FrameGeometry {
@@ -144,11 +144,45 @@ fn valid_ring_bytes(dir: &Path) -> Vec<u8> {
     bytes
 }
 
+/// Opens a tampered ring both ways: a mapping reader and the supervisor's `pread`
+/// header peek must refuse it with the same error.
 fn open_tampered(dir: &Path, bytes: &[u8]) -> RingOpenError {
     let path = ring_path(dir, "bad");
     let _ = fs::remove_file(&path);
     fs::write(&path, bytes).unwrap();
-    RingReader::open(dir, "bad").unwrap_err()
+    let e = RingReader::open(dir, "bad").unwrap_err();
+    let peeked = proto_schema::ring::peek_header(dir, "bad", &RingTrust::new()).unwrap_err();
+    assert_eq!(
+        std::mem::discriminant(&e),
+        std::mem::discriminant(&peeked),
+        "open: {e}; peek: {peeked}"
+    );
+    e
+}
+
+#[test]
+fn peeked_header_is_the_mapped_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = writer(dir.path(), "peek", 4);
+    w.set_state(RingState::Live);
+    for i in 0..6 {
+        publish(&mut w, i);
+    }
+    w.counters().add_decoded();
+    w.counters().add_decode_error();
+    w.counters().add_reconnect();
+    w.counters().set_fps_milli(25_000);
+    w.heartbeat();
+    let mapped = RingReader::open(dir.path(), "peek")
+        .unwrap()
+        .try_header()
+        .unwrap();
+    let peeked = proto_schema::ring::peek_header(dir.path(), "peek", &RingTrust::new()).unwrap();
+    assert_eq!(peeked, mapped);
+    assert_eq!((peeked.write_seq, peeked.counters.fps_milli), (6, 25_000));
+    // A missing ring is the same typed error as for open.
+    let e = proto_schema::ring::peek_header(dir.path(), "nope", &RingTrust::new()).unwrap_err();
+    assert!(matches!(e, RingOpenError::NotFound { .. }), "{e}");
 }
 
 #[test]

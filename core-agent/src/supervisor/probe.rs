@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use proto_schema::framing::{read_frame, write_message};
 use proto_schema::message::{decode_response, Request, Response, ServerState, StatusReport};
-use proto_schema::ring::{RingReader, RingState};
+use proto_schema::ring::{peek_header, RingState, RingTrust};
 use tokio::net::UnixStream;
 
 use crate::peer::{check_peer, ExpectedPeer, PeerError};
@@ -186,13 +186,9 @@ pub fn check_ring(
     limit: Duration,
     now_ns: u64,
 ) -> Result<RingHealth, ProbeError> {
-    let reader = RingReader::open(dir, name).map_err(|e| ProbeError::Ring {
-        name: name.to_owned(),
-        message: e.to_string(),
-    })?;
-    // The reader's mapping is guarded: a ring truncated under the probe is a typed
-    // error here, never a SIGBUS that would take the whole agent down.
-    let h = reader.try_header().map_err(|e| ProbeError::Ring {
+    // A 256-byte pread, not a mapping: this runs every probe interval per camera, and
+    // a ring truncated under it is a short read (a typed error), never a SIGBUS.
+    let h = peek_header(dir, name, &RingTrust::new()).map_err(|e| ProbeError::Ring {
         name: name.to_owned(),
         message: e.to_string(),
     })?;
@@ -217,7 +213,7 @@ pub fn check_ring(
         });
     }
     Ok(RingHealth {
-        generation: reader.generation(),
+        generation: h.generation,
         state: h.state,
         heartbeat_age: age,
     })

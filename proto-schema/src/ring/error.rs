@@ -239,6 +239,13 @@ pub enum RingOpenError {
         /// The file's permission bits.
         mode: u32,
     },
+    /// The header's live fields kept changing between reads of
+    /// [`super::peek_header`] (a writer publishing faster than a few reads take).
+    #[error("ring {path}: header changing too fast to read", path = path.display())]
+    Unstable {
+        /// Ring file path.
+        path: PathBuf,
+    },
     /// The file was truncated while it was being opened (after its size was checked);
     /// the truncation guard caught the fault.
     #[error("ring {path}: truncated while being opened", path = path.display())]

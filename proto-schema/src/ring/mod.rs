@@ -49,7 +49,9 @@ use serde::{Deserialize, Serialize};
 
 pub use error::{ReadError, RingCreateError, RingNameError, RingOpenError};
 pub use layout::RingCountersHandle;
-pub use reader::{HeaderSnapshot, RingReader, RingTrust, WaitOutcome, FORBIDDEN_RING_MODE_BITS};
+pub use reader::{
+    peek_header, HeaderSnapshot, RingReader, RingTrust, WaitOutcome, FORBIDDEN_RING_MODE_BITS,
+};
 pub use writer::{RingWriter, RingWriterBuilder, SlotWriter, DEFAULT_MODE, DEFAULT_SLOTS};
 
 /// Where rings live unless configured otherwise: a directory of the service's own under

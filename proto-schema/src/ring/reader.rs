@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::error::{ReadError, RingOpenError};
-use super::layout::{FixedHeader, Layout, HEADER_SIZE, LAYOUT_VERSION, MAGIC, MIN_LAYOUT_VERSION};
+use super::layout::{
+    FixedHeader, Layout, HEADER_SIZE, LAYOUT_VERSION, LIVE_HEADER_OFFSET, MAGIC, MIN_LAYOUT_VERSION,
+};
 use super::notify::{self, Wake};
 use super::shm::{MapError, ReaderMap, UncheckedMap, MAX_GUARDED_MAPPINGS};
 use super::{ring_path, validate_ring_name, FrameInfo, RingCounters, RingState};
@@ -134,39 +136,7 @@ impl RingReader {
         name: &str,
         trust: &RingTrust,
     ) -> Result<RingReader, RingOpenError> {
-        validate_ring_name(name)?;
-        let path = ring_path(dir.as_ref(), name);
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(|e| open_error(&path, e))?;
-        let meta = file.metadata().map_err(|source| RingOpenError::Io {
-            path: path.clone(),
-            op: "fstat",
-            source,
-        })?;
-        if !meta.is_file() {
-            return Err(RingOpenError::NotARegularFile { path });
-        }
-        if !trust.trusts(meta.uid()) {
-            return Err(RingOpenError::UntrustedOwner {
-                path,
-                owner: meta.uid(),
-                trusted: trust.trusted_uids(),
-            });
-        }
-        let mode = meta.mode() & 0o7777;
-        if mode & FORBIDDEN_RING_MODE_BITS != 0 {
-            return Err(RingOpenError::WritableByOthers { path, mode });
-        }
-        if meta.len() < u64::from(HEADER_SIZE) {
-            return Err(RingOpenError::TooSmall {
-                path,
-                len: meta.len(),
-                need: u64::from(HEADER_SIZE),
-            });
-        }
+        let (path, file, meta) = open_trusted(dir.as_ref(), name, trust)?;
         let unchecked = UncheckedMap::new(&file, meta.len()).map_err(|e| match e {
             MapError::Io(source) => RingOpenError::Io {
                 path: path.clone(),
@@ -579,6 +549,119 @@ fn open_error(path: &Path, e: io::Error) -> RingOpenError {
             path,
             op: "open",
             source: e,
+        },
+    }
+}
+
+/// Opens a ring file read-only and checks it before anything reads it: a regular file
+/// (no symlink followed), owned by a trusted uid, not writable by group or others, at
+/// least a header long.
+fn open_trusted(
+    dir: &Path,
+    name: &str,
+    trust: &RingTrust,
+) -> Result<(PathBuf, File, fs::Metadata), RingOpenError> {
+    validate_ring_name(name)?;
+    let path = ring_path(dir, name);
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(|e| open_error(&path, e))?;
+    let meta = file.metadata().map_err(|source| RingOpenError::Io {
+        path: path.clone(),
+        op: "fstat",
+        source,
+    })?;
+    if !meta.is_file() {
+        return Err(RingOpenError::NotARegularFile { path });
+    }
+    if !trust.trusts(meta.uid()) {
+        return Err(RingOpenError::UntrustedOwner {
+            path,
+            owner: meta.uid(),
+            trusted: trust.trusted_uids(),
+        });
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & FORBIDDEN_RING_MODE_BITS != 0 {
+        return Err(RingOpenError::WritableByOthers { path, mode });
+    }
+    if meta.len() < u64::from(HEADER_SIZE) {
+        return Err(RingOpenError::TooSmall {
+            path,
+            len: meta.len(),
+            need: u64::from(HEADER_SIZE),
+        });
+    }
+    Ok((path, file, meta))
+}
+
+/// The header of a ring, read with `pread` into a 256-byte buffer instead of mapping the
+/// ring: what a health probe needs every few hundred ms, without an mmap/munmap pair
+/// (and its page-table work) each time. The file gets the same checks as
+/// [`RingReader::open_with`] (owner, mode, magic, version, structure, geometry, length).
+/// `pread` copies bytes with no atomicity promise, so a field the writer updates during
+/// the copy could come back torn: the live header is read until two reads in a row
+/// agree (the heartbeat moves every few hundred ms, so the second read nearly always
+/// does), and [`RingOpenError::Unstable`] after a few tries.
+pub fn peek_header(
+    dir: impl AsRef<Path>,
+    name: &str,
+    trust: &RingTrust,
+) -> Result<HeaderSnapshot, RingOpenError> {
+    use std::os::unix::fs::FileExt;
+    let (path, file, meta) = open_trusted(dir.as_ref(), name, trust)?;
+    let mut buf = [0u8; HEADER_SIZE as usize];
+    file.read_exact_at(&mut buf, 0)
+        .map_err(|source| RingOpenError::Io {
+            path: path.clone(),
+            op: "pread header",
+            source,
+        })?;
+    let fixed_bytes: &[u8; 128] = buf[..128].try_into().expect("128 bytes");
+    let fixed = FixedHeader::from_bytes(fixed_bytes);
+    validate_header(&path, &fixed, meta.len())?;
+    let mut last = live_fields(&fixed, &buf[LIVE_HEADER_OFFSET..]);
+    for _ in 0..PEEK_RETRIES {
+        let mut live = [0u8; HEADER_SIZE as usize - LIVE_HEADER_OFFSET];
+        file.read_exact_at(&mut live, LIVE_HEADER_OFFSET as u64)
+            .map_err(|source| RingOpenError::Io {
+                path: path.clone(),
+                op: "pread header",
+                source,
+            })?;
+        let now = live_fields(&fixed, &live);
+        if now == last {
+            return Ok(now);
+        }
+        last = now;
+    }
+    Err(RingOpenError::Unstable { path })
+}
+
+/// Reads of the live header [`peek_header`] makes to see two that agree.
+const PEEK_RETRIES: usize = 8;
+
+/// The live header's fields from their bytes (`live` starts at the live header).
+fn live_fields(fixed: &FixedHeader, live: &[u8]) -> HeaderSnapshot {
+    let u32_at = |o: usize| u32::from_le_bytes(live[o..o + 4].try_into().expect("4 bytes"));
+    let u64_at = |o: usize| u64::from_le_bytes(live[o..o + 8].try_into().expect("8 bytes"));
+    // Offsets pinned by the const assertions in layout.rs.
+    HeaderSnapshot {
+        generation: fixed.generation,
+        state: RingState::from_u32(u32_at(12)),
+        writer_pid: fixed.writer_pid,
+        heartbeat_ns: u64_at(16),
+        write_seq: u64_at(0),
+        slots: fixed.slot_count,
+        counters: RingCounters {
+            frames_decoded: u64_at(24),
+            frames_published: u64_at(32),
+            decode_errors: u64_at(40),
+            reconnects: u64_at(48),
+            last_frame_ns: u64_at(56),
+            fps_milli: u32_at(64),
         },
     }
 }
