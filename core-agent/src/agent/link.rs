@@ -33,9 +33,15 @@ pub enum LinkError {
     /// Connecting was tried too recently.
     #[error("not connected (next attempt in {0:?})")]
     Waiting(Duration),
+    /// There is no connection to send on.
+    #[error("send failed: not connected")]
+    NotConnected,
     /// Writing the request failed; the connection was dropped.
     #[error("send failed: {0}")]
-    Send(String),
+    Send(#[source] proto_schema::framing::FrameError),
+    /// The socket did not take the request within the send timeout.
+    #[error("send failed: write blocked for {0:?}")]
+    Blocked(Duration),
 }
 
 /// What a reader task reports.
@@ -182,12 +188,12 @@ impl Link {
     /// the requests that were in flight, see [`Link::disconnect`]).
     pub async fn send(&mut self, request: &Request, timeout: Duration) -> Result<(), LinkError> {
         let Some(w) = self.writer.as_mut() else {
-            return Err(LinkError::Send("not connected".into()));
+            return Err(LinkError::NotConnected);
         };
         match tokio::time::timeout(timeout, write_message(w, request, self.max_message)).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(LinkError::Send(e.to_string())),
-            Err(_) => Err(LinkError::Send(format!("write blocked for {timeout:?}"))),
+            Ok(Err(e)) => Err(LinkError::Send(e)),
+            Err(_) => Err(LinkError::Blocked(timeout)),
         }
     }
 

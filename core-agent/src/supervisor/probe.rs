@@ -51,12 +51,13 @@ pub enum ProbeError {
     },
     /// The ring could not be opened (missing, untrusted owner or mode, bad header), or
     /// its file was truncated while it was read.
-    #[error("ring {name}: {message}")]
+    #[error("ring {name}: {source}")]
     Ring {
         /// Ring name.
         name: String,
-        /// What went wrong.
-        message: String,
+        /// Why.
+        #[source]
+        source: proto_schema::ring::RingOpenError,
     },
     /// The ring is written by another process than the one supervised.
     #[error("ring {name} belongs to pid {found}, not {expected}")]
@@ -85,12 +86,13 @@ pub enum ProbeError {
         name: String,
     },
     /// `/proc/<pid>/status` could not be read.
-    #[error("cannot read memory use of pid {pid}: {message}")]
+    #[error("cannot read memory use of pid {pid}: {source}")]
     Proc {
         /// The pid.
         pid: u32,
-        /// What went wrong.
-        message: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
     },
 }
 
@@ -188,9 +190,9 @@ pub fn check_ring(
 ) -> Result<RingHealth, ProbeError> {
     // A 256-byte pread, not a mapping: this runs every probe interval per camera, and
     // a ring truncated under it is a short read (a typed error), never a SIGBUS.
-    let h = peek_header(dir, name, &RingTrust::new()).map_err(|e| ProbeError::Ring {
+    let h = peek_header(dir, name, &RingTrust::new()).map_err(|source| ProbeError::Ring {
         name: name.to_owned(),
-        message: e.to_string(),
+        source,
     })?;
     if h.writer_pid != pid {
         return Err(ProbeError::ForeignRing {
@@ -227,14 +229,11 @@ pub fn heartbeat_age(heartbeat_ns: u64, now_ns: u64) -> Duration {
 
 /// Resident memory of `pid` in bytes.
 pub fn rss_bytes(pid: u32) -> Result<u64, ProbeError> {
-    let text =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| ProbeError::Proc {
-            pid,
-            message: e.to_string(),
-        })?;
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|source| ProbeError::Proc { pid, source })?;
     parse_vm_rss(&text).ok_or_else(|| ProbeError::Proc {
         pid,
-        message: "no VmRSS line".to_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "no VmRSS line"),
     })
 }
 
