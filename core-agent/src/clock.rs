@@ -72,8 +72,10 @@ pub fn monotonic_now_ns() -> u64 {
 /// (a monotonic clock would need 31 years of uptime to get here).
 const UNIX_NS_FLOOR: u64 = 1_000_000_000_000_000_000;
 
-/// Age of a frame captured at `capture_ts_ns`, whichever clock the writer stamped it
-/// with (the ring spec says Unix time, the message spec monotonic time).
+/// Age of a frame captured at `capture_ts_ns`. The ring and message specs say
+/// CLOCK_REALTIME (Unix) ns, which every frame-kernel writes; a small stamp (a foreign
+/// writer that stamps CLOCK_MONOTONIC) is aged against the monotonic clock instead of
+/// reading as decades old.
 pub fn capture_age_ns(capture_ts_ns: u64) -> u64 {
     if capture_ts_ns >= UNIX_NS_FLOOR {
         unix_now_ns().saturating_sub(capture_ts_ns)

@@ -72,7 +72,7 @@ pub enum LinkEvent {
 pub struct Pending {
     /// Frame id.
     pub frame_id: u64,
-    /// Capture time, CLOCK_MONOTONIC ns.
+    /// Capture time from the ring slot, CLOCK_REALTIME (Unix) ns.
     pub capture_ts_ns: u64,
     /// When it was sent.
     pub sent_at: Instant,

@@ -68,7 +68,7 @@ pub struct Event {
     /// `zone_exit`, `loitering`: time inside the zone, ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dwell_ms: Option<u64>,
-    /// Capture time of the frame, monotonic ns (the ring's clock).
+    /// Capture time of the frame from the ring slot, CLOCK_REALTIME (Unix) ns.
     pub capture_ts_ns: u64,
     /// Capture time, Unix ms.
     pub capture_unix_ms: u64,

@@ -69,7 +69,7 @@ struct ZoneRule {
 /// One frame's input.
 #[derive(Debug, Clone, Copy)]
 pub struct FrameIn<'a> {
-    /// Capture time, monotonic ns.
+    /// Capture time, CLOCK_REALTIME (Unix) ns.
     pub capture_ts_ns: u64,
     /// Capture time, Unix ms.
     pub capture_unix_ms: u64,

@@ -215,7 +215,7 @@ impl Tracker {
             .collect()
     }
 
-    /// Feeds one frame captured at `now_ns` (monotonic). Frames must come in capture
+    /// Feeds one frame captured at `now_ns` (the capture clock). Frames must come in capture
     /// order; an older or equal timestamp is treated as 1 ms after the last.
     pub fn update(&mut self, now_ns: u64, dets: &[DetIn<'_>]) -> TrackUpdate {
         let now_ns = match self.last_ns {

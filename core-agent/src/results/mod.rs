@@ -27,7 +27,7 @@ pub struct ResultRecord {
     pub model: String,
     /// Frame id assigned by the camera's ring.
     pub frame_id: u64,
-    /// Capture time, CLOCK_MONOTONIC nanoseconds (the ring's clock).
+    /// Capture time from the ring slot, CLOCK_REALTIME (Unix) nanoseconds.
     pub capture_ts_ns: u64,
     /// Capture time as wall-clock milliseconds since the Unix epoch.
     pub capture_unix_ms: u64,
