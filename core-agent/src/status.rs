@@ -519,7 +519,7 @@ pub fn prometheus(shared: &Shared) -> String {
         &mut out,
         "framebus_model_sessions",
         "gauge",
-        "A model server's intra-op threads per instance, instances and largest batch, as its status said when ready (how: calibrated, fixed, derived or skipped).",
+        "A model server's intra-op threads per instance, instances and largest batch, as its status said when ready (how: calibrated, cached, fixed, derived or skipped).",
     );
     for m in &models {
         let Some(c) = &m.server.calibration else {

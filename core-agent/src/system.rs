@@ -300,6 +300,16 @@ impl System {
         // Freshest frame over a late answer: shed requests that waited past the bound.
         arg("--max-queue-wait-ms", &"auto");
         arg("--spin", &m.spin.to_string());
+        // A restarted server reuses its last calibration instead of measuring again (the
+        // socket directory is private to the agent and its children).
+        arg(
+            "--calibration-cache",
+            &self
+                .config
+                .agent
+                .socket_dir
+                .join(format!("{}.calibration.json", m.id)),
+        );
         arg("--max-batch", &m.max_batch.to_string());
         arg("--batch-delay-us", &m.batch_delay_us.to_string());
         arg("--score-threshold", &m.score_threshold.to_string());

@@ -52,6 +52,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
             max_batch: config.max_batch,
             cores,
             budget: Duration::from_millis(config.calibration_ms),
+            cache: config.calibration_cache.clone(),
         },
     )?;
     tracing::info!(

@@ -12,6 +12,10 @@
 //! 2 and 4 on the winner; a larger batch is kept only if it is 5 % more efficient.
 //! Intra-op threads never spin here unless `--spin true` says so.
 //!
+//! With `--calibration-cache FILE`, a choice calibrated before under the same conditions
+//! is loaded at once (`how: "cached"`; see [`crate::calibration_cache`]), and a new
+//! calibration's choice is written there.
+//!
 //! Skipped (and said so in `status.calibration`): when a value is given (`fixed`, or
 //! `derived`: the other value fills the cores), on CUDA, with `--calibration-ms 0`, and
 //! for tiny models (the first candidate's warm-up run under 2 ms: the settings do not
@@ -23,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use proto_schema::calibration::{Calibration, CalibrationRun};
 
+use crate::calibration_cache::{self as cache, CacheKey, CacheMiss, CachedChoice};
 use crate::config::Setting;
 use crate::session::{self, Device, LoadError, LoadedModel, Runtime, SessionConfig};
 
@@ -92,6 +97,8 @@ pub struct Request {
     pub cores: usize,
     /// Whole-calibration budget (zero: skip).
     pub budget: Duration,
+    /// Where the last calibration's choice is kept (`--calibration-cache`), if anywhere.
+    pub cache: Option<std::path::PathBuf>,
 }
 
 /// Process CPU time (all threads) so far.
@@ -205,6 +212,55 @@ pub fn run(
         }
     }
 
+    // A choice calibrated earlier under the same conditions: load with it at once.
+    let cached = req.cache.as_ref().and_then(|path| {
+        let settings = [
+            req.threads.to_string(),
+            req.instances.to_string(),
+            req.max_batch.to_string(),
+        ];
+        let device = format!("{:?}", req.session.device);
+        match CacheKey::of(
+            &req.session.model,
+            cores,
+            &device,
+            req.session.spinning,
+            settings,
+        ) {
+            Ok(key) => Some((path, key)),
+            Err(e) => {
+                tracing::warn!(cache = %path.display(), "calibration cache not used: {e}");
+                None
+            }
+        }
+    });
+    if let Some((path, key)) = &cached {
+        match cache::load(path, key, MAX_CANDIDATE_INSTANCES as u32) {
+            Ok(c) => {
+                let model = plain(c.threads as usize, c.instances as usize)?;
+                let b = if model.info.dynamic_batch {
+                    c.max_batch as usize
+                } else {
+                    1
+                };
+                report.how = "cached".into();
+                report.reason = format!(
+                    "chosen by the calibration at {} (Unix ms), kept in {}",
+                    c.calibrated_unix_ms,
+                    path.display()
+                );
+                report.threads = c.threads;
+                report.instances = model.instances.len() as u32;
+                report.max_batch = b as u32;
+                report.runs = c.runs;
+                report.elapsed_ms = started.elapsed().as_millis() as u64;
+                return Ok((model, b, report));
+            }
+            Err(CacheMiss::Missing) => {}
+            Err(e) => tracing::warn!(cache = %path.display(), "calibration cache not used: {e}"),
+        }
+    }
+
     let deadline = started + req.budget;
     let cands = candidates(cores);
     // Shares: one per candidate, plus the extra batches.
@@ -274,6 +330,21 @@ pub fn run(
     report.instances = chosen.instances;
     report.max_batch = max_batch as u32;
     report.elapsed_ms = started.elapsed().as_millis() as u64;
+    if let Some((path, key)) = cached {
+        let choice = CachedChoice {
+            key,
+            threads: report.threads,
+            instances: report.instances,
+            max_batch: report.max_batch,
+            calibrated_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            runs: report.runs.clone(),
+        };
+        if let Err(e) = cache::store(path, &choice) {
+            tracing::warn!(cache = %path.display(), "calibration cache not written: {e}");
+        }
+    }
     Ok((model, max_batch, report))
 }
 

@@ -101,6 +101,11 @@ pub struct ServerConfig {
     /// 0 skips it (then threads x instances fall back to 1 x cores, batch to 8).
     #[arg(long, default_value_t = DEFAULT_CALIBRATION_MS)]
     pub calibration_ms: u64,
+    /// File that keeps the calibration's choice: a restart under the same conditions
+    /// (model file, cores, device, settings, version) loads with it at once instead of
+    /// calibrating again. Default: none (calibrate at every start).
+    #[arg(long, value_name = "FILE")]
+    pub calibration_cache: Option<PathBuf>,
     /// Requests waiting per camera (per ring); a newer request for a full lane replaces
     /// the lane's oldest one, which gets `overloaded`. Default: as many as
     /// `--max-inflight` allows (pipelining clients keep every request).
@@ -190,7 +195,7 @@ pub const AUTO_WAIT_FLOOR: Duration = Duration::from_millis(100);
 /// Hard upper bounds, so a typo cannot ask for a million threads.
 const MAX_INSTANCES: usize = 64;
 const MAX_THREADS: usize = 256;
-const MAX_BATCH: usize = 64;
+pub const MAX_BATCH: usize = 64;
 const MAX_FRAME_LIMIT: usize = 64 << 20;
 const MIN_FRAME_LIMIT: usize = 1024;
 

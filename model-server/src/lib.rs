@@ -13,6 +13,7 @@
 pub mod app;
 pub mod batcher;
 pub mod calibrate;
+pub mod calibration_cache;
 pub mod config;
 pub mod family;
 pub mod frames;

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 /// The settings in force and how they were reached.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Calibration {
-    /// `"calibrated"` (measured at load), `"fixed"` (flags gave the values), `"derived"`
+    /// `"calibrated"` (measured at load), `"cached"` (an earlier calibration's choice,
+    /// reused under the same conditions), `"fixed"` (flags gave the values), `"derived"`
     /// (one flag given, the other filled to the core count) or `"skipped"` (see `reason`).
     pub how: String,
     /// Why the calibration did not run or what cut it short; empty when it ran in full.
