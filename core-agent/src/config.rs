@@ -13,6 +13,7 @@
 //! bearer token, read at start, never logged).
 
 pub mod analytics;
+pub mod dashboard;
 pub mod validate;
 
 use std::net::SocketAddr;
@@ -60,6 +61,9 @@ pub struct Config {
     /// `[analytics]`: where events and counts go (rules are per camera).
     #[serde(default)]
     pub analytics: analytics::AnalyticsSettings,
+    /// `[dashboard]`: the web page, its live stream and login sessions.
+    #[serde(default)]
+    pub dashboard: dashboard::DashboardSettings,
 }
 
 /// Log output format.

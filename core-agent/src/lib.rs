@@ -25,3 +25,4 @@ pub mod status;
 pub mod supervisor;
 pub mod system;
 pub mod table;
+pub mod web;
