@@ -220,6 +220,7 @@ pub async fn run(
     );
     let dashboard = crate::web::Dashboard::start(
         config.dashboard.clone(),
+        config.agent.socket_dir.clone(),
         shared.clone(),
         recent,
         guard.clone(),

@@ -5,8 +5,9 @@
 //! | method and path | answer |
 //! | --- | --- |
 //! | `GET /`, `GET /assets/{file}` | the page (no token: it holds no data), with a strict Content-Security-Policy |
-//! | `POST /login` | `{"token": "..."}` → a login cookie (see [`session`]) |
-//! | `GET /session`, `DELETE /session` | 200 while logged in; log out |
+//! | `POST /login` | `{"token": "..."}` → a login cookie (see [`session`]); 401 for a wrong token |
+//! | `GET /session` | `{"logged_in": bool}` (no token needed, so the page can ask without an error) |
+//! | `POST /logout` | ends the session of the cookie sent |
 //! | `GET /events?camera=&type=&limit=` | the recent events (JSON array, newest first; `limit` default 100) |
 //! | `GET /events/stream` | Server-Sent Events: `event` (one per analytics event), `status` (cameras, models, counts, processes, every `status_interval_s`), `lagged` (events skipped by a slow reader) |
 //!
@@ -75,6 +76,7 @@ const INDEX: &[u8] = include_bytes!("assets/index.html");
 #[derive(Debug, Clone)]
 pub struct Dashboard {
     settings: DashboardSettings,
+    socket_dir: std::path::PathBuf,
     shared: Arc<Shared>,
     recent: Arc<RecentEvents>,
     sessions: Arc<Sessions>,
@@ -86,10 +88,12 @@ pub struct Dashboard {
 
 impl Dashboard {
     /// The dashboard of `shared` under `settings`, its events from `recent`, its logins
-    /// checked against `guard`'s token; streams end when `shutdown` turns true. Starts
-    /// the status task (it works only while a stream is open).
+    /// checked against `guard`'s token, the model servers' sockets in `socket_dir`;
+    /// streams end when `shutdown` turns true. Starts the status task (it works only
+    /// while a stream is open).
     pub fn start(
         settings: DashboardSettings,
+        socket_dir: std::path::PathBuf,
         shared: Arc<Shared>,
         recent: Arc<RecentEvents>,
         guard: Guard,
@@ -104,6 +108,7 @@ impl Dashboard {
         let d = Self {
             streams: Arc::new(Semaphore::new(settings.max_streams)),
             settings,
+            socket_dir,
             shared,
             recent,
             sessions,
@@ -122,12 +127,14 @@ pub fn attach(api: Router, d: Dashboard) -> Router {
     let guarded = Router::new()
         .route("/events", get(events))
         .route("/events/stream", get(sse::stream))
-        .route("/session", get(session_info).delete(logout))
         .layer(axum::middleware::from_fn_with_state(
             d.guard.clone(),
             auth::guard,
         ));
-    let mut public = Router::new().route("/login", axum::routing::post(login));
+    let mut public = Router::new()
+        .route("/login", axum::routing::post(login))
+        .route("/logout", axum::routing::post(logout))
+        .route("/session", get(session_info));
     if d.settings.enabled {
         public = public
             .route("/", get(index))
@@ -257,13 +264,13 @@ async fn login(
     }
 }
 
-async fn session_info(State(d): State<Dashboard>) -> Response {
-    Json(json!({
-        "ok": true,
-        "api": d.shared.api_addr.to_string(),
-        "status_interval_s": d.settings.status_interval_s,
-    }))
-    .into_response()
+async fn session_info(State(d): State<Dashboard>, headers: HeaderMap) -> Response {
+    let logged_in = session::from_own_page(&headers)
+        && session::cookie(&headers).is_some_and(|id| d.sessions.valid(id));
+    let mut resp = Json(json!({ "logged_in": logged_in })).into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
 }
 
 async fn logout(State(d): State<Dashboard>, headers: HeaderMap) -> Response {

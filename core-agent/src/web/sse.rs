@@ -107,6 +107,8 @@ pub(super) async fn status_task(d: Dashboard) {
     let mut tick = tokio::time::interval(Duration::from_secs(d.settings.status_interval_s));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut cpu = CpuSampler::default();
+    let mut servers = Value::Object(Default::default());
+    let mut probed: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = shutdown.wait_for(|s| *s) => return,
@@ -115,9 +117,63 @@ pub(super) async fn status_task(d: Dashboard) {
         if d.status.receiver_count() == 0 {
             continue;
         }
-        let snap = snapshot(&d, &mut cpu, Instant::now());
+        if probed.is_none_or(|t| t.elapsed() >= SERVER_PROBE_EVERY) {
+            servers = probe_servers(&d).await;
+            probed = Some(Instant::now());
+        }
+        let mut snap = snapshot(&d, &mut cpu, Instant::now());
+        snap["servers"] = servers.clone();
         d.status.send_replace(Arc::from(snap.to_string()));
     }
+}
+
+/// How often the model servers are asked for their status while a page is open.
+const SERVER_PROBE_EVERY: Duration = Duration::from_secs(3);
+
+/// Each model server's own view (execution provider, instances, queue depth), asked
+/// over its socket like the supervisor's readiness probe, from the pid the supervisor
+/// spawned only; the configured device alone when it does not answer.
+async fn probe_servers(d: &Dashboard) -> Value {
+    let targets: Vec<(String, std::path::PathBuf, Option<u32>, String)> = {
+        let view = d.shared.view();
+        view.models
+            .values()
+            .map(|m| {
+                let device = serde_json::to_value(m.config.device)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                (
+                    m.config.id.clone(),
+                    m.config.socket_path(&d.socket_dir),
+                    m.status.borrow().pid,
+                    device,
+                )
+            })
+            .collect()
+    };
+    let mut out = serde_json::Map::new();
+    for (id, socket, pid, device) in targets {
+        let mut v = json!({ "device": device });
+        if let Some(pid) = pid {
+            let peer = crate::peer::ExpectedPeer::Pid(pid);
+            let timeout = Duration::from_millis(300);
+            if let Ok(s) = crate::supervisor::probe::serving_status(&socket, peer, timeout, 1 << 20).await {
+                v = json!({
+                    "device": device,
+                    "provider": s.provider,
+                    "instances": s.instances,
+                    "queue_depth": s.queue_depth,
+                    "queue_capacity": s.queue_capacity,
+                    "connections": s.connections,
+                    "max_connections": s.max_connections,
+                    "max_batch": s.max_batch,
+                });
+            }
+        }
+        out.insert(id, v);
+    }
+    Value::Object(out)
 }
 
 /// The status snapshot: everything the status API reports (credentials already
