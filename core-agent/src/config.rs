@@ -13,6 +13,7 @@
 //! bearer token, read at start, never logged).
 
 pub mod analytics;
+pub mod live;
 pub mod validate;
 
 use std::net::SocketAddr;
@@ -60,6 +61,9 @@ pub struct Config {
     /// `[analytics]`: where events and counts go (rules are per camera).
     #[serde(default)]
     pub analytics: analytics::AnalyticsSettings,
+    /// `[live]`: live view rates, viewer cap, JPEG quality.
+    #[serde(default)]
+    pub live: live::LiveSettings,
 }
 
 /// Log output format.
