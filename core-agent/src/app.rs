@@ -178,9 +178,14 @@ pub async fn run(
     let queue = ResultQueue::new(config.limits.result_queue);
     let recent = crate::web::RecentEvents::new(config.dashboard.recent_events);
     let (analytics, analytics_writer) = start_analytics(&config, &recent)?;
+    let live = crate::live::LiveShared::new(config.live.clone(), config.agent.ring_dir.clone());
+    let mut sinks = open_sinks(&config.outputs)?;
+    sinks.push(Box::new(crate::live::store::LiveSink::new(
+        live.store.clone(),
+    )));
     let dispatcher = Dispatcher::start_with(
         queue.clone(),
-        open_sinks(&config.outputs)?,
+        sinks,
         Some(Box::new(AnalyticsStage::new(analytics.clone()))),
     )
     .map_err(RunError::Thread)?;
@@ -195,6 +200,7 @@ pub async fn run(
         metrics: Arc::new(Metrics::default()),
         results: queue,
         analytics,
+        live,
         view: Default::default(),
         shutting_down: AtomicBool::new(false),
         api_addr,

@@ -14,6 +14,7 @@
 
 pub mod analytics;
 pub mod dashboard;
+pub mod live;
 pub mod validate;
 
 use std::net::SocketAddr;
@@ -64,6 +65,9 @@ pub struct Config {
     /// `[dashboard]`: the web page, its live stream and login sessions.
     #[serde(default)]
     pub dashboard: dashboard::DashboardSettings,
+    /// `[live]`: live view rates, viewer cap, JPEG quality.
+    #[serde(default)]
+    pub live: live::LiveSettings,
 }
 
 /// Log output format.

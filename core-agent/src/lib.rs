@@ -18,6 +18,7 @@ pub mod app;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod live;
 pub mod metrics;
 pub mod peer;
 pub mod results;

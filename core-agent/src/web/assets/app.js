@@ -149,10 +149,22 @@ function start() {
 
 // ---- cameras -------------------------------------------------------------------
 
+// A browser keeps at most 6 HTTP/1.1 connections per host: the event stream takes
+// one, MJPEG streams take one each, so only the first few cameras stream MJPEG and the
+// others show a snapshot refreshed every second.
+const MAX_MJPEG = 3;
+
 function liveView(id) {
-  // The MJPEG stream; if the server has none, a snapshot refreshed every second.
-  const img = h('img', { alt: `Live view of camera ${id}`, src: `/cameras/${enc(id)}/stream.mjpeg` });
-  img.dataset.mode = 'mjpeg';
+  const streaming = [...document.querySelectorAll('.view img[data-mode="mjpeg"]')].length;
+  const img = h('img', { alt: `Live view of camera ${id}` });
+  if (streaming < MAX_MJPEG) {
+    img.dataset.mode = 'mjpeg';
+    img.src = `/cameras/${enc(id)}/stream.mjpeg`;
+  } else {
+    img.dataset.mode = 'snapshot';
+    img.src = `/cameras/${enc(id)}/snapshot.jpg?t=${Date.now()}`;
+  }
+  // A stream that fails (viewer cap reached, server restarting) falls back to snapshots.
   img.addEventListener('error', () => {
     if (img.dataset.mode === 'mjpeg') {
       img.dataset.mode = 'snapshot';
@@ -165,7 +177,7 @@ function liveView(id) {
 function refreshSnapshots() {
   for (const [id, c] of state.cameras) {
     const img = c.view.querySelector('img');
-    if (img && img.dataset.mode === 'snapshot' && c.running) {
+    if (img && img.dataset.mode === 'snapshot' && c.live) {
       img.src = `/cameras/${enc(id)}/snapshot.jpg?t=${Date.now()}`;
     }
   }
@@ -195,7 +207,7 @@ function cameraCard(id) {
       h('button', { type: 'button', class: 'stop', onclick: () => act(id, 'stop', card) }, 'Stop'),
       h('button', { type: 'button', class: 'remove danger', onclick: (e) => confirmRemove(e.target, id, card) }, 'Remove')),
     h('p', { class: 'msg error', role: 'alert' }));
-  return { card, view, badge, running: null };
+  return { card, view, badge, live: false };
 }
 
 function confirmRemove(btn, id, card) {
@@ -242,15 +254,16 @@ function renderCameras(cameras) {
     stat(dl, 'models', subs.map((s) => `${s.model}@${s.target_fps}`).join(', ') || 'none');
     card.querySelector('.start').disabled = c.running;
     card.querySelector('.stop').disabled = !c.running;
-    if (entry.running !== c.running) {
-      entry.running = c.running;
-      if (c.running) {
-        // (Re)started: a fresh connection to the live view.
+    const live = c.state === 'live';
+    if (entry.live !== live) {
+      entry.live = live;
+      if (live) {
+        // Live (again): a fresh connection to the live view.
         view.replaceChildren(liveView(c.id));
       } else if (!view.querySelector('img')) {
-        view.replaceChildren(h('div', { class: 'novideo' }, 'stopped'));
+        view.replaceChildren(h('div', { class: 'novideo' }, c.state));
       }
-      // Stopped with an image: it keeps its last frame (frozen).
+      // Not live with an image: it keeps its last frame (frozen) until live again.
     }
   }
   for (const [id, entry] of state.cameras) {
