@@ -94,7 +94,9 @@ impl Browser {
             .spawn()
             .expect("start chromedriver");
         wait_for(Duration::from_secs(20), "chromedriver", || {
-            TcpStream::connect(("127.0.0.1", driver_port)).ok().map(drop)
+            TcpStream::connect(("127.0.0.1", driver_port))
+                .ok()
+                .map(drop)
         });
         let profile = tempfile::Builder::new()
             .prefix("framebus-chromium")
@@ -318,13 +320,22 @@ fn endpoints_guard_and_stream_bounds() {
     // The page: no token needed, strict headers, revalidated by ETag.
     let page = agent.request("GET", "/", &host(&own), "");
     assert_eq!(page.status, 200, "{}", page.head);
-    assert!(page.head.contains("content-type: text/html"), "{}", page.head);
     assert!(
-        page.head.contains("content-security-policy: default-src 'none'; script-src 'self';"),
+        page.head.contains("content-type: text/html"),
         "{}",
         page.head
     );
-    assert!(page.head.contains("cache-control: no-cache"), "{}", page.head);
+    assert!(
+        page.head
+            .contains("content-security-policy: default-src 'none'; script-src 'self';"),
+        "{}",
+        page.head
+    );
+    assert!(
+        page.head.contains("cache-control: no-cache"),
+        "{}",
+        page.head
+    );
     assert!(page.body.contains("/assets/app.js"));
     let etag = page
         .head
@@ -338,9 +349,15 @@ fn endpoints_guard_and_stream_bounds() {
     assert_eq!(agent.request("GET", "/", &h, "").status, 304);
     let js = agent.request("GET", "/assets/app.js", &host(&own), "");
     assert_eq!(js.status, 200);
-    assert!(js.head.contains("content-type: text/javascript"), "{}", js.head);
+    assert!(
+        js.head.contains("content-type: text/javascript"),
+        "{}",
+        js.head
+    );
     assert_eq!(
-        agent.request("GET", "/assets/nope.js", &host(&own), "").status,
+        agent
+            .request("GET", "/assets/nope.js", &host(&own), "")
+            .status,
         404
     );
     // A DNS-rebound name is refused even for the page.
@@ -387,7 +404,10 @@ fn endpoints_guard_and_stream_bounds() {
         .find_map(|l| l.strip_prefix("set-cookie: "))
         .expect("a cookie")
         .to_owned();
-    assert!(set.contains("httponly") && set.contains("samesite=strict"), "{set}");
+    assert!(
+        set.contains("httponly") && set.contains("samesite=strict"),
+        "{set}"
+    );
     assert!(!set.contains(&TEST_TOKEN.to_ascii_lowercase()), "{set}");
     // (The head is lower-cased; the id is hex, so lower case is the id.)
     let id = set
@@ -398,7 +418,10 @@ fn endpoints_guard_and_stream_bounds() {
     let cookie = ("Cookie", format!("framebus_session={id}"));
     let mut with_cookie = host(&own);
     with_cookie.push(cookie.clone());
-    assert_eq!(agent.request("GET", "/events", &with_cookie, "").status, 200);
+    assert_eq!(
+        agent.request("GET", "/events", &with_cookie, "").status,
+        200
+    );
     let who = agent.request("GET", "/session", &with_cookie, "");
     assert!(who.body.contains("\"logged_in\":true"), "{}", who.body);
     // Not from another local site (another port of localhost is the same "site").
@@ -433,9 +456,16 @@ fn endpoints_guard_and_stream_bounds() {
     let auth = format!("Bearer {TEST_TOKEN}");
     let mut s1 = open_stream(&agent, &[("Authorization", &auth)]);
     assert!(s1.head.starts_with("http/1.1 200"), "{}", s1.head);
-    assert!(s1.head.contains("content-type: text/event-stream"), "{}", s1.head);
+    assert!(
+        s1.head.contains("content-type: text/event-stream"),
+        "{}",
+        s1.head
+    );
     let snap: Value = serde_json::from_str(&s1.next_event("status")).unwrap();
-    assert!(snap["cameras"].is_array() && snap["processes"][0]["name"] == "agent", "{snap}");
+    assert!(
+        snap["cameras"].is_array() && snap["processes"][0]["name"] == "agent",
+        "{snap}"
+    );
     let cookie_header = format!("framebus_session={id}");
     let mut s2 = open_stream(&agent, &[("Cookie", &cookie_header)]);
     assert!(s2.head.starts_with("http/1.1 200"), "{}", s2.head);
@@ -446,18 +476,21 @@ fn endpoints_guard_and_stream_bounds() {
     assert!(unauth.head.starts_with("http/1.1 401"), "{}", unauth.head);
 
     // Logging out ends the session.
-    let out = agent.request(
-        "POST",
-        "/logout",
-        &[("Host", own.clone()), cookie],
-        "",
-    );
+    let out = agent.request("POST", "/logout", &[("Host", own.clone()), cookie], "");
     assert_eq!(out.status, 204);
-    assert_eq!(agent.request("GET", "/events", &with_cookie, "").status, 401);
+    assert_eq!(
+        agent.request("GET", "/events", &with_cookie, "").status,
+        401
+    );
 
     // Shutdown closes the open streams, and the agent stops cleanly while they are.
     let status = agent.stop(Duration::from_secs(20));
     assert!(status.success(), "{status}");
+    assert_eq!(
+        agent.stderr.find("did not stop in 2 s"),
+        None,
+        "an open stream held up the API's shutdown"
+    );
     s1.read_to_end().expect("stream 1 closed at shutdown");
     s2.read_to_end().expect("stream 2 closed at shutdown");
 }
@@ -537,9 +570,11 @@ fn dashboard_in_a_real_browser() {
 
     // Loads and logs in with no console error.
     log_in(&b, &agent);
-    wait_for(Duration::from_secs(30), "both cameras live on the page", || {
-        (card_state(&b, "walk") == "live" && card_state(&b, "walk2") == "live").then_some(())
-    });
+    wait_for(
+        Duration::from_secs(30),
+        "both cameras live on the page",
+        || (card_state(&b, "walk") == "live" && card_state(&b, "walk2") == "live").then_some(()),
+    );
     std::thread::sleep(Duration::from_secs(2));
     let errors = b.console_errors();
     assert!(errors.is_empty(), "console errors at load: {errors:#?}");
@@ -566,14 +601,18 @@ fn dashboard_in_a_real_browser() {
         &format!("#event-list li[data-id=\"{first}\"][data-type=\"line_crossed\"]"),
         Duration::from_secs(5),
     );
-    let counted = wait_for(Duration::from_secs(5), "the crossing in the counts table", || {
-        let v = b.js(
+    let counted = wait_for(
+        Duration::from_secs(5),
+        "the crossing in the counts table",
+        || {
+            let v = b.js(
             "const r = document.querySelector('#counts-table tr[data-camera=\"walk\"][data-rule=\"mid\"]');\
              return r ? Number(r.querySelector('.in').textContent) + Number(r.querySelector('.out').textContent) : 0",
         );
-        let n = v.as_f64().unwrap_or(0.0);
-        (n >= 1.0).then_some(n)
-    });
+            let n = v.as_f64().unwrap_or(0.0);
+            (n >= 1.0).then_some(n)
+        },
+    );
     eprintln!("page counts {counted} crossings on walk/mid after event {first}");
     // The type filter keeps only that type.
     b.rt.block_on(
@@ -582,13 +621,21 @@ fn dashboard_in_a_real_browser() {
     )
     .unwrap();
     wait_for(Duration::from_secs(5), "the filtered (empty) list", || {
-        b.js("return document.querySelectorAll('#event-list li[data-type=\"line_crossed\"]').length")
-            .as_u64()
-            .filter(|n| *n == 0)
+        b.js(
+            "return document.querySelectorAll('#event-list li[data-type=\"line_crossed\"]').length",
+        )
+        .as_u64()
+        .filter(|n| *n == 0)
     });
-    b.rt.block_on(b.wait_css("#ev-type", Duration::from_secs(5)).select_by_value(""))
-        .unwrap();
-    b.wait_css("#event-list li[data-type=\"line_crossed\"]", Duration::from_secs(5));
+    b.rt.block_on(
+        b.wait_css("#ev-type", Duration::from_secs(5))
+            .select_by_value(""),
+    )
+    .unwrap();
+    b.wait_css(
+        "#event-list li[data-type=\"line_crossed\"]",
+        Duration::from_secs(5),
+    );
     b.save("dashboard");
 
     // Stop one camera: it turns stopped and its image freezes while the other moves.
@@ -611,9 +658,11 @@ fn dashboard_in_a_real_browser() {
     wait_for(Duration::from_secs(60), "walk2 live again", || {
         (card_state(&b, "walk2") == "live").then_some(())
     });
-    wait_for(Duration::from_secs(20), "walk2's image moving again", || {
-        view_changes(&b, "walk2", Duration::from_secs(2)).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(20),
+        "walk2's image moving again",
+        || view_changes(&b, "walk2", Duration::from_secs(2)).then_some(()),
+    );
 
     // "Add camera" with a bad URL shows the API's validation error.
     b.click("#add-camera summary");
@@ -627,14 +676,22 @@ fn dashboard_in_a_real_browser() {
     // The only console error since load is that refused POST.
     let errors = b.console_errors();
     assert!(
-        errors.iter().all(|e| e.contains("/cameras") && e.contains("400")),
+        errors
+            .iter()
+            .all(|e| e.contains("/cameras") && e.contains("400")),
         "unexpected console errors: {errors:#?}"
     );
 
     // The System panel reads the model server and the processes.
-    b.wait_css("#models-table tr[data-model=\"yolox\"]", Duration::from_secs(5));
+    b.wait_css(
+        "#models-table tr[data-model=\"yolox\"]",
+        Duration::from_secs(5),
+    );
     let procs = b.js("return document.querySelectorAll('#procs-table tbody tr').length");
-    assert!(procs.as_u64().unwrap_or(0) >= 4, "agent, 2 kernels, 1 server: {procs}");
+    assert!(
+        procs.as_u64().unwrap_or(0) >= 4,
+        "agent, 2 kernels, 1 server: {procs}"
+    );
 
     // A phone-sized window, and the dark scheme.
     b.resize(390, 844);
@@ -642,7 +699,11 @@ fn dashboard_in_a_real_browser() {
     std::thread::sleep(Duration::from_millis(500));
     b.save("dashboard-phone");
     let overflow = b.js("return document.documentElement.scrollWidth > window.innerWidth + 1");
-    assert_eq!(overflow, Value::Bool(false), "the page scrolls sideways on a phone");
+    assert_eq!(
+        overflow,
+        Value::Bool(false),
+        "the page scrolls sideways on a phone"
+    );
     b.resize(1280, 1000);
     b.cdp(
         "Emulation.setEmulatedMedia",

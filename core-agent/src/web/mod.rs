@@ -67,7 +67,11 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         "text/css; charset=utf-8",
         include_bytes!("assets/app.css"),
     ),
-    ("icon.svg", "image/svg+xml", include_bytes!("assets/icon.svg")),
+    (
+        "icon.svg",
+        "image/svg+xml",
+        include_bytes!("assets/icon.svg"),
+    ),
 ];
 
 const INDEX: &[u8] = include_bytes!("assets/index.html");
@@ -184,7 +188,10 @@ fn page_headers(content_type: &'static str, etag: &str) -> [(header::HeaderName,
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ),
-        (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ),
         (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
     ]
 }
@@ -249,13 +256,18 @@ async fn login(
     };
     match d.sessions.login(&d.guard.token, &body.token) {
         Ok(id) => (
-            [(header::SET_COOKIE, session::set_cookie(&id, d.sessions.ttl()))],
+            [(
+                header::SET_COOKIE,
+                session::set_cookie(&id, d.sessions.ttl()),
+            )],
             Json(json!({ "ok": true, "ttl_s": d.sessions.ttl().as_secs() })),
         )
             .into_response(),
-        Err(e @ session::LoginError::WrongToken) => {
-            (StatusCode::UNAUTHORIZED, Json(json!({ "error": e.to_string() }))).into_response()
-        }
+        Err(e @ session::LoginError::WrongToken) => (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({ "error": e.to_string() })),
+        )
+            .into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             Json(json!({ "error": e.to_string() })),

@@ -81,8 +81,10 @@ impl Sessions {
         let mut bytes = [0u8; ID_BYTES];
         let mut filled = 0;
         while filled < bytes.len() {
-            match rustix::rand::getrandom(&mut bytes[filled..], rustix::rand::GetRandomFlags::empty())
-            {
+            match rustix::rand::getrandom(
+                &mut bytes[filled..],
+                rustix::rand::GetRandomFlags::empty(),
+            ) {
                 Ok(n) => filled += n,
                 Err(rustix::io::Errno::INTR) => {}
                 Err(e) => return Err(LoginError::Random(e.into())),
@@ -237,6 +239,8 @@ mod tests {
             assert_eq!(from_own_page(&h), own, "{v}");
         }
         let c = set_cookie("abc", Duration::from_secs(60));
-        assert!(c.contains("HttpOnly") && c.contains("SameSite=Strict") && c.contains("Max-Age=60"));
+        assert!(
+            c.contains("HttpOnly") && c.contains("SameSite=Strict") && c.contains("Max-Age=60")
+        );
     }
 }

@@ -158,7 +158,9 @@ async fn probe_servers(d: &Dashboard) -> Value {
         if let Some(pid) = pid {
             let peer = crate::peer::ExpectedPeer::Pid(pid);
             let timeout = Duration::from_millis(300);
-            if let Ok(s) = crate::supervisor::probe::serving_status(&socket, peer, timeout, 1 << 20).await {
+            if let Ok(s) =
+                crate::supervisor::probe::serving_status(&socket, peer, timeout, 1 << 20).await
+            {
                 v = json!({
                     "device": device,
                     "provider": s.provider,
