@@ -169,6 +169,13 @@ impl Browser {
 
     fn click(&self, css: &str) {
         let e = self.wait_css(css, Duration::from_secs(10));
+        // Into the middle of the window, clear of the sticky header.
+        self.rt
+            .block_on(self.c().execute(
+                "arguments[0].scrollIntoView({block: 'center'})",
+                vec![serde_json::to_value(&e).unwrap()],
+            ))
+            .unwrap();
         self.rt.block_on(e.click()).unwrap();
     }
 
@@ -236,9 +243,9 @@ impl Browser {
 impl Drop for Browser {
     fn drop(&mut self) {
         if let Some(c) = self.client.take() {
-            let _ = self
-                .rt
-                .block_on(tokio::time::timeout(Duration::from_secs(10), c.close()));
+            let _ = self.rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(10), c.close()).await
+            });
         }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
@@ -375,7 +382,7 @@ fn endpoints_guard_and_stream_bounds() {
 
     // ... or a login cookie: a wrong token gets none, the right one an HttpOnly,
     // SameSite=Strict session id that is not the token.
-    let json_host = |extra: &[(&str, String)]| {
+    let json_host = |extra: &[(&'static str, String)]| -> Vec<(&'static str, String)> {
         let mut h = vec![
             ("Host", own.clone()),
             ("Content-Type", "application/json".to_owned()),
@@ -617,7 +624,7 @@ fn dashboard_in_a_real_browser() {
     // The type filter keeps only that type.
     b.rt.block_on(
         b.wait_css("#ev-type", Duration::from_secs(5))
-            .select_by_value("zone_enter"),
+            .select_by_label("zone_enter"),
     )
     .unwrap();
     wait_for(Duration::from_secs(5), "the filtered (empty) list", || {
@@ -636,7 +643,10 @@ fn dashboard_in_a_real_browser() {
         "#event-list li[data-type=\"line_crossed\"]",
         Duration::from_secs(5),
     );
+    b.js("window.scrollTo(0, 0)");
     b.save("dashboard");
+    b.js("document.getElementById('events').scrollIntoView()");
+    b.save("dashboard-events");
 
     // Stop one camera: it turns stopped and its image freezes while the other moves.
     b.click(&format!("{} button.stop", cam_css("walk2")));
@@ -652,6 +662,7 @@ fn dashboard_in_a_real_browser() {
         view_changes(&b, "walk", Duration::from_secs(2)),
         "the running camera's image froze too"
     );
+    b.js("window.scrollTo(0, 0)");
     b.save("dashboard-stopped");
     // Start brings it back.
     b.click(&format!("{} button.start", cam_css("walk2")));
