@@ -10,6 +10,7 @@
 //! | `DELETE /cameras/{id}` | stop and forget it |
 //! | `GET /models`, `GET /models/{id}` | state, restarts, last error, latency percentiles |
 //! | `GET /metrics` | Prometheus text format |
+//! | `GET /cameras/{id}/snapshot.jpg`, `GET /cameras/{id}/stream.mjpeg?fps=` | live view: the newest frame with boxes, track ids, lines and zones drawn, as a JPEG or an MJPEG stream (see [`crate::live::http`]) |
 //! | `GET /counts?camera=&from=&to=&interval=` | analytics counts per interval (closed intervals; `from`/`to` Unix ms, default the last 24 h; `interval` seconds, a multiple of `[analytics] interval_s`), with totals across cameras |
 //!
 //! Every request passes [`auth::guard`]: a loopback `Host`, no foreign `Origin`, JSON
@@ -84,6 +85,8 @@ pub fn router(shared: Arc<Shared>, commands: mpsc::Sender<Command>, guard: auth:
         .route("/models/{id}", get(get_model))
         .route("/metrics", get(metrics))
         .route("/counts", get(counts))
+        .route("/cameras/{id}/snapshot.jpg", get(live_snapshot))
+        .route("/cameras/{id}/stream.mjpeg", get(live_stream))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(guard, auth::guard))
         .with_state(AppState { shared, commands })
@@ -306,4 +309,22 @@ async fn remove_camera(State(st): State<AppState>, Path(id): Path<String>) -> Re
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => control_error(e),
     }
+}
+
+async fn live_snapshot(State(st): State<AppState>, Path(id): Path<String>) -> Response {
+    crate::live::http::snapshot(st.shared, id).await
+}
+
+async fn live_stream(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    q: Result<
+        axum::extract::Query<crate::live::http::StreamQuery>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Response {
+    let q = q
+        .map(|axum::extract::Query(q)| q)
+        .map_err(|e| e.to_string());
+    crate::live::http::stream(st.shared, id, q).await
 }

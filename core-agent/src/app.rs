@@ -72,13 +72,18 @@ fn open_sinks(outputs: &[OutputConfig]) -> Result<Vec<Box<dyn Sink>>, SinkError>
 
 /// The analytics state, its event sink (`events.jsonl`) and counts files, and the
 /// thread writing them.
-fn start_analytics(config: &Config) -> Result<(Arc<AnalyticsShared>, Writer), RunError> {
+fn start_analytics(
+    config: &Config,
+    recent: &Arc<crate::web::RecentEvents>,
+) -> Result<(Arc<AnalyticsShared>, Writer), RunError> {
     let a = &config.analytics;
     let shared = AnalyticsShared::new(a.clone(), AnalyticsShared::rules_of(config));
     let mut sinks: Vec<Box<dyn EventSink>> = Vec::new();
     if let Some(path) = a.events_file(&config.outputs) {
         sinks.push(Box::new(JsonlEventSink::create(&path)?));
     }
+    // The dashboard's recent events (`GET /events`, `/events/stream`).
+    sinks.push(Box::new(crate::web::RecentSink(recent.clone())));
     let csv = match a.counts_directory(&config.outputs) {
         Some(dir) => {
             std::fs::create_dir_all(&dir).map_err(|source| SinkError::Open {
@@ -171,10 +176,16 @@ pub async fn run(
     ensure_dir(&config.agent.socket_dir)?;
     let token = api::auth::ApiToken::resolve(api_token, &config.agent.token_file())?;
     let queue = ResultQueue::new(config.limits.result_queue);
-    let (analytics, analytics_writer) = start_analytics(&config)?;
+    let recent = crate::web::RecentEvents::new(config.dashboard.recent_events);
+    let (analytics, analytics_writer) = start_analytics(&config, &recent)?;
+    let live = crate::live::LiveShared::new(config.live.clone(), config.agent.ring_dir.clone());
+    let mut sinks = open_sinks(&config.outputs)?;
+    sinks.push(Box::new(crate::live::store::LiveSink::new(
+        live.store.clone(),
+    )));
     let dispatcher = Dispatcher::start_with(
         queue.clone(),
-        open_sinks(&config.outputs)?,
+        sinks,
         Some(Box::new(AnalyticsStage::new(analytics.clone()))),
     )
     .map_err(RunError::Thread)?;
@@ -189,6 +200,7 @@ pub async fn run(
         metrics: Arc::new(Metrics::default()),
         results: queue,
         analytics,
+        live,
         view: Default::default(),
         shutting_down: AtomicBool::new(false),
         api_addr,
@@ -212,12 +224,23 @@ pub async fn run(
         "core-agent: API token {} (send it as Authorization: Bearer <token>)",
         guard.token.origin()
     );
+    let dashboard = crate::web::Dashboard::start(
+        config.dashboard.clone(),
+        config.agent.socket_dir.clone(),
+        shared.clone(),
+        recent,
+        guard.clone(),
+        shutdown_rx.clone(),
+    );
     let api_task = tokio::spawn(api::serve(
         listener,
-        api::router(shared.clone(), cmd_tx, guard),
+        crate::web::attach(api::router(shared.clone(), cmd_tx, guard), dashboard),
         shutdown_rx.clone(),
     ));
     eprintln!("core-agent: status API on http://{api_addr}");
+    if config.dashboard.enabled {
+        eprintln!("core-agent: dashboard on http://{api_addr}/ (log in with the API token)");
+    }
     if config.agent.live_table {
         spawn_table(
             shared.clone(),

@@ -13,7 +13,9 @@
 //! bearer token, read at start, never logged).
 
 pub mod analytics;
+pub mod dashboard;
 pub mod diff;
+pub mod live;
 pub mod validate;
 
 use std::net::SocketAddr;
@@ -61,6 +63,12 @@ pub struct Config {
     /// `[analytics]`: where events and counts go (rules are per camera).
     #[serde(default)]
     pub analytics: analytics::AnalyticsSettings,
+    /// `[dashboard]`: the web page, its live stream and login sessions.
+    #[serde(default)]
+    pub dashboard: dashboard::DashboardSettings,
+    /// `[live]`: live view rates, viewer cap, JPEG quality.
+    #[serde(default)]
+    pub live: live::LiveSettings,
 }
 
 /// Log output format.

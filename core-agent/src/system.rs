@@ -124,6 +124,8 @@ pub struct Shared {
     pub results: Arc<ResultQueue>,
     /// Analytics rules, counters and counts.
     pub analytics: Arc<crate::analytics::stage::AnalyticsShared>,
+    /// Live view: newest results, encoders, viewers.
+    pub live: Arc<crate::live::LiveShared>,
     /// What runs.
     pub view: RwLock<View>,
     /// Set once shutdown began.
