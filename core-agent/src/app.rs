@@ -43,6 +43,9 @@ pub enum RunError {
     /// The API token could not be read or created.
     #[error(transparent)]
     Token(#[from] api::auth::TokenError),
+    /// The clips folder could not be created.
+    #[error("clips: {0}")]
+    Clips(#[from] crate::clips::ClipError),
 }
 
 /// What a finished run did.
@@ -172,10 +175,17 @@ pub async fn run(
     let token = api::auth::ApiToken::resolve(api_token, &config.agent.token_file())?;
     let queue = ResultQueue::new(config.limits.result_queue);
     let (analytics, analytics_writer) = start_analytics(&config)?;
+    let clips = crate::clips::Clips::new(config.clips.clone())?;
+    let recorder = match &clips {
+        Some(c) => Some(crate::clips::Recorder::start(c.clone()).map_err(RunError::Thread)?),
+        None => None,
+    };
     let dispatcher = Dispatcher::start_with(
         queue.clone(),
         open_sinks(&config.outputs)?,
-        Some(Box::new(AnalyticsStage::new(analytics.clone()))),
+        Some(Box::new(
+            AnalyticsStage::new(analytics.clone()).with_clips(clips.clone()),
+        )),
     )
     .map_err(RunError::Thread)?;
     let listener = tokio::net::TcpListener::bind(config.agent.api_addr)
@@ -189,6 +199,7 @@ pub async fn run(
         metrics: Arc::new(Metrics::default()),
         results: queue,
         analytics,
+        clips,
         view: Default::default(),
         shutting_down: AtomicBool::new(false),
         api_addr,
@@ -245,6 +256,9 @@ pub async fn run(
     let written = tokio::task::spawn_blocking(move || {
         let n = dispatcher.finish();
         analytics_writer.finish();
+        if let Some(r) = recorder {
+            r.finish();
+        }
         n
     })
     .await

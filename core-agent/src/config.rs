@@ -13,6 +13,7 @@
 //! bearer token, read at start, never logged).
 
 pub mod analytics;
+pub mod clips;
 pub mod validate;
 
 use std::net::SocketAddr;
@@ -60,6 +61,9 @@ pub struct Config {
     /// `[analytics]`: where events and counts go (rules are per camera).
     #[serde(default)]
     pub analytics: analytics::AnalyticsSettings,
+    /// `[clips]`: event clips with pre-roll. Default: off.
+    #[serde(default)]
+    pub clips: clips::ClipsSettings,
 }
 
 /// Log output format.
@@ -786,6 +790,7 @@ impl Config {
         if let Some(p) = self.analytics.counts_dir.as_mut() {
             abs(p);
         }
+        abs(&mut self.clips.dir);
     }
 
     /// The camera with this id.

@@ -123,6 +123,8 @@ pub struct Shared {
     pub results: Arc<ResultQueue>,
     /// Analytics rules, counters and counts.
     pub analytics: Arc<crate::analytics::stage::AnalyticsShared>,
+    /// Event clips, when a camera records them.
+    pub clips: Option<Arc<crate::clips::Clips>>,
     /// What runs.
     pub view: RwLock<View>,
     /// Set once shutdown began.
@@ -370,6 +372,8 @@ impl System {
                 .into_iter()
                 .map(Into::into),
         );
+        // Event clips: the kernel keeps the camera's packets in segments.
+        args.extend(self.config.clips.kernel_args(&c.id));
         ProcessSpec {
             child: ChildSpec {
                 name: format!("kernel:{}", c.id),

@@ -336,6 +336,7 @@ pub fn validate(config: &Config, check_files: bool) -> Result<(), ValidationErro
     check_subscriptions(config, &cameras, &models, &mut errs);
     check_outputs(config, &mut errs);
     super::analytics::check(config, &mut errs);
+    super::clips::check(config, &mut errs);
     if errs.is_empty() {
         Ok(())
     } else {
