@@ -318,7 +318,10 @@ async fn event_clip(State(st): State<AppState>, Path(id): Path<String>) -> Respo
         return error(StatusCode::BAD_REQUEST, format!("invalid event id {id:?}"));
     }
     let Some(clips) = st.shared.clips.clone() else {
-        return error(StatusCode::NOT_FOUND, "clips are off ([clips] cameras is empty)");
+        return error(
+            StatusCode::NOT_FOUND,
+            "clips are off ([clips] cameras is empty)",
+        );
     };
     let lookup = id.clone();
     let state = tokio::task::spawn_blocking(move || clips.state_of(&lookup))
@@ -338,9 +341,6 @@ async fn event_clip(State(st): State<AppState>, Path(id): Path<String>) -> Respo
     };
     match tokio::fs::read(&path).await {
         Ok(bytes) => ([(header::CONTENT_TYPE, "video/mp4")], bytes).into_response(),
-        Err(e) => error(
-            StatusCode::NOT_FOUND,
-            format!("clip of event {id}: {e}"),
-        ),
+        Err(e) => error(StatusCode::NOT_FOUND, format!("clip of event {id}: {e}")),
     }
 }

@@ -629,7 +629,13 @@ impl Config {
             range("--max-frames", n, 1, u64::MAX, "1..");
         }
         if args.clip_dir.is_some() {
-            range("--clip-keep-ms", args.clip_keep_ms, 1_000, 3_600_000, "1000..=3600000");
+            range(
+                "--clip-keep-ms",
+                args.clip_keep_ms,
+                1_000,
+                3_600_000,
+                "1000..=3600000",
+            );
             range(
                 "--clip-max-bytes",
                 args.clip_max_bytes,

@@ -333,8 +333,7 @@ impl PacketKeeper {
                 .kept
                 .get(1)
                 .is_some_and(|next| next.opened_ns.saturating_add(keep_ns) <= now);
-            if !(old_enough || total > self.settings.max_bytes || self.kept.len() > MAX_SEGMENTS)
-            {
+            if !(old_enough || total > self.settings.max_bytes || self.kept.len() > MAX_SEGMENTS) {
                 return;
             }
             if let Some(k) = self.kept.pop_front() {
@@ -483,7 +482,10 @@ mod tests {
             .next()
             .unwrap()
             .unwrap();
-        assert_eq!(f.metadata().unwrap().permissions().mode() & 0o777, FILE_MODE);
+        assert_eq!(
+            f.metadata().unwrap().permissions().mode() & 0o777,
+            FILE_MODE
+        );
     }
 
     #[test]

@@ -346,7 +346,10 @@ mod tests {
     fn header_round_trips_and_rejects_garbage() {
         let h = header();
         let b = h.encode();
-        assert_eq!(SegmentHeader::parse(&b).unwrap(), Some((h.clone(), b.len())));
+        assert_eq!(
+            SegmentHeader::parse(&b).unwrap(),
+            Some((h.clone(), b.len()))
+        );
         for cut in 0..b.len() {
             assert_eq!(SegmentHeader::parse(&b[..cut]).unwrap(), None, "cut {cut}");
         }

@@ -37,7 +37,7 @@ use serde::Serialize;
 use crate::analytics::events::Event;
 use crate::config::clips::ClipsSettings;
 use cursor::{Cursor, TimedPacket};
-use mux::{MuxError, Mp4Writer};
+use mux::{Mp4Writer, MuxError};
 
 /// How often the recorder looks for new packets.
 pub const POLL: Duration = Duration::from_millis(50);
@@ -202,11 +202,7 @@ fn secs_ns(s: f64) -> u64 {
 /// Whether `id` may name an event's clip: the event id alphabet only (hex, digits,
 /// `-`), so it can never be a path.
 pub fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|c| c.is_ascii_hexdigit() || c == b'-')
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|c| c.is_ascii_hexdigit() || c == b'-')
 }
 
 impl Clips {
@@ -260,9 +256,10 @@ impl Clips {
         let at = event_unix_ns(event);
         let end = at.saturating_add(secs_ns(s.post_roll_s));
         let mut st = lock(&self.state);
-        let running = st.active.iter_mut().find(|(_, a)| {
-            a.camera == event.camera && a.track == event.track && a.end_ns >= at
-        });
+        let running = st
+            .active
+            .iter_mut()
+            .find(|(_, a)| a.camera == event.camera && a.track == event.track && a.end_ns >= at);
         if let Some((id, a)) = running {
             a.end_ns = a.end_ns.max(end).min(a.hard_end_ns);
             event.clip = Some(a.rel.clone());
@@ -329,7 +326,11 @@ impl Clips {
             if cam.file_name().to_string_lossy().starts_with('.') {
                 continue;
             }
-            for day in std::fs::read_dir(cam.path()).into_iter().flatten().flatten() {
+            for day in std::fs::read_dir(cam.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
                 let p = day.path().join(&name);
                 if p.is_file() {
                     return Some(p);
@@ -499,10 +500,13 @@ impl Job {
         let end = i64::try_from(end_ns).unwrap_or(i64::MAX);
         let start = i64::try_from(self.start_ns).unwrap_or(i64::MAX);
         for _ in 0..4096 {
-            let next = self.cursor.next_packet().map_err(|source| ClipError::Read {
-                camera: self.camera.clone(),
-                source,
-            })?;
+            let next = self
+                .cursor
+                .next_packet()
+                .map_err(|source| ClipError::Read {
+                    camera: self.camera.clone(),
+                    source,
+                })?;
             let Some(t) = next else {
                 return Ok(if give_up { Step::Done } else { Step::Running });
             };
@@ -560,7 +564,9 @@ impl Job {
         if self.mux.is_none() {
             self.header.get_or_insert_with(|| t.header.clone());
             self.t0 = t.dts_cap.min(t.pts_cap);
-            self.mux = Some(Mp4Writer::create(&self.part, &t.header).map_err(|e| mux_err(&self.camera, e))?);
+            self.mux = Some(
+                Mp4Writer::create(&self.part, &t.header).map_err(|e| mux_err(&self.camera, e))?,
+            );
         }
         let h = &t.header;
         let mut dts = h.ns_to_ts(t.dts_cap - self.t0);
@@ -683,7 +689,9 @@ fn run(clips: &Clips) {
         }
         let mut retention: Vec<String> = Vec::new();
         for (id, err) in done {
-            let Some(job) = jobs.remove(&id) else { continue };
+            let Some(job) = jobs.remove(&id) else {
+                continue;
+            };
             let camera = job.camera.clone();
             let result = match err {
                 None => job.finish(),

@@ -17,7 +17,12 @@ pub struct ClipFile {
 
 /// The clips to delete: those older than `max_age_ns` at `now_ns`, then the oldest
 /// until the rest hold at most `max_bytes`.
-pub fn plan(mut clips: Vec<ClipFile>, now_ns: u64, max_age_ns: u64, max_bytes: u64) -> Vec<ClipFile> {
+pub fn plan(
+    mut clips: Vec<ClipFile>,
+    now_ns: u64,
+    max_age_ns: u64,
+    max_bytes: u64,
+) -> Vec<ClipFile> {
     clips.sort_by(|a, b| a.mtime_ns.cmp(&b.mtime_ns).then(a.path.cmp(&b.path)));
     let mut total: u64 = clips.iter().map(|c| c.bytes).sum();
     let mut out = Vec::new();
@@ -104,7 +109,10 @@ mod tests {
                 .map(|c| c.path.display().to_string())
                 .collect()
         };
-        assert_eq!(names(plan(clips.clone(), 400, 1000, 100)), Vec::<String>::new());
+        assert_eq!(
+            names(plan(clips.clone(), 400, 1000, 100)),
+            Vec::<String>::new()
+        );
         assert_eq!(names(plan(clips.clone(), 400, 250, 100)), ["a"]);
         assert_eq!(names(plan(clips.clone(), 400, 1000, 20)), ["a", "b"]);
         assert_eq!(names(plan(clips, 400, 250, 15)), ["a", "b", "c"]);

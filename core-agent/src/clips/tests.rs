@@ -152,6 +152,9 @@ fn finished_clips_are_found_and_failures_counted() {
     assert!(h.last_error.unwrap().contains("no footage"));
     let mut m = String::new();
     c.prometheus(&mut m);
-    assert!(m.contains("framebus_clip_errors_total{camera=\"door\"} 1"), "{m}");
+    assert!(
+        m.contains("framebus_clip_errors_total{camera=\"door\"} 1"),
+        "{m}"
+    );
     assert!(m.contains("framebus_clips_written_total 1"), "{m}");
 }

@@ -146,7 +146,10 @@ pub fn check(c: &Config, errs: &mut Vec<ConfigError>) {
         bad("pre_roll_s", format!("{} is not in 0..=60", s.pre_roll_s));
     }
     if !range(s.post_roll_s, 0.0, 300.0) {
-        bad("post_roll_s", format!("{} is not in 0..=300", s.post_roll_s));
+        bad(
+            "post_roll_s",
+            format!("{} is not in 0..=300", s.post_roll_s),
+        );
     }
     if !range(s.max_clip_s, s.pre_roll_s + s.post_roll_s, 3600.0) || s.max_clip_s <= 0.0 {
         bad(
@@ -158,7 +161,10 @@ pub fn check(c: &Config, errs: &mut Vec<ConfigError>) {
         );
     }
     if s.types.is_empty() {
-        bad("types", "no event type: clips would never be recorded".into());
+        bad(
+            "types",
+            "no event type: clips would never be recorded".into(),
+        );
     }
     if s.max_age_s < 60 {
         bad("max_age_s", format!("{} is below 60", s.max_age_s));
