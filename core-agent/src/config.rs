@@ -790,7 +790,10 @@ impl Config {
         if let Some(p) = self.analytics.counts_dir.as_mut() {
             abs(p);
         }
-        abs(&mut self.clips.dir);
+        // Only when used, so a config without clips keeps the default as written.
+        if self.clips.any() {
+            abs(&mut self.clips.dir);
+        }
     }
 
     /// The camera with this id.
