@@ -11,6 +11,7 @@
 //! | `GET /models`, `GET /models/{id}` | state, restarts, last error, latency percentiles |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /cameras/{id}/snapshot.jpg`, `GET /cameras/{id}/stream.mjpeg?fps=` | live view: the newest frame with boxes, track ids, lines and zones drawn, as a JPEG or an MJPEG stream (see [`crate::live::http`]) |
+//! | `GET /events/{id}/clip.mp4` | the event's clip (`video/mp4`) once written; 404 with a JSON error while it is recorded, when it failed or has none |
 //! | `GET /counts?camera=&from=&to=&interval=` | analytics counts per interval (closed intervals; `from`/`to` Unix ms, default the last 24 h; `interval` seconds, a multiple of `[analytics] interval_s`), with totals across cameras |
 //!
 //! Every request passes [`auth::guard`]: a loopback `Host`, no foreign `Origin`, JSON
@@ -87,6 +88,7 @@ pub fn router(shared: Arc<Shared>, commands: mpsc::Sender<Command>, guard: auth:
         .route("/counts", get(counts))
         .route("/cameras/{id}/snapshot.jpg", get(live_snapshot))
         .route("/cameras/{id}/stream.mjpeg", get(live_stream))
+        .route("/events/{id}/clip.mp4", get(event_clip))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(guard, auth::guard))
         .with_state(AppState { shared, commands })
@@ -120,6 +122,7 @@ async fn health(State(st): State<AppState>) -> Response {
         "uptime_s": st.shared.metrics.uptime().as_secs(),
         // Processes given up on, and when each is tried again.
         "failed": status::failed(&st.shared),
+        "clips": st.shared.clips.as_ref().map(|c| c.health()),
     }))
     .into_response()
 }
@@ -327,4 +330,38 @@ async fn live_stream(
         .map(|axum::extract::Query(q)| q)
         .map_err(|e| e.to_string());
     crate::live::http::stream(st.shared, id, q).await
+}
+
+/// `GET /events/{id}/clip.mp4`: the clip, once written.
+async fn event_clip(State(st): State<AppState>, Path(id): Path<String>) -> Response {
+    use crate::clips::{valid_id, ClipState};
+    if !valid_id(&id) {
+        return error(StatusCode::BAD_REQUEST, format!("invalid event id {id:?}"));
+    }
+    let Some(clips) = st.shared.clips.clone() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "clips are off ([clips] cameras is empty)",
+        );
+    };
+    let lookup = id.clone();
+    let state = tokio::task::spawn_blocking(move || clips.state_of(&lookup))
+        .await
+        .unwrap_or(ClipState::Missing);
+    let path = match state {
+        ClipState::Ready(p) => p,
+        ClipState::Recording => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("clip of event {id} is being recorded; try again after its post-roll"),
+            )
+        }
+        ClipState::Missing => {
+            return error(StatusCode::NOT_FOUND, format!("no clip for event {id}"))
+        }
+    };
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "video/mp4")], bytes).into_response(),
+        Err(e) => error(StatusCode::NOT_FOUND, format!("clip of event {id}: {e}")),
+    }
 }

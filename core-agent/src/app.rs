@@ -43,6 +43,9 @@ pub enum RunError {
     /// The API token could not be read or created.
     #[error(transparent)]
     Token(#[from] api::auth::TokenError),
+    /// The clips folder could not be created.
+    #[error("clips: {0}")]
+    Clips(#[from] crate::clips::ClipError),
 }
 
 /// What a finished run did.
@@ -178,6 +181,11 @@ pub async fn run(
     let queue = ResultQueue::new(config.limits.result_queue);
     let recent = crate::web::RecentEvents::new(config.dashboard.recent_events);
     let (analytics, analytics_writer) = start_analytics(&config, &recent)?;
+    let clips = crate::clips::Clips::new(config.clips.clone())?;
+    let recorder = match &clips {
+        Some(c) => Some(crate::clips::Recorder::start(c.clone()).map_err(RunError::Thread)?),
+        None => None,
+    };
     let live = crate::live::LiveShared::new(config.live.clone(), config.agent.ring_dir.clone());
     let mut sinks = open_sinks(&config.outputs)?;
     sinks.push(Box::new(crate::live::store::LiveSink::new(
@@ -186,7 +194,9 @@ pub async fn run(
     let dispatcher = Dispatcher::start_with(
         queue.clone(),
         sinks,
-        Some(Box::new(AnalyticsStage::new(analytics.clone()))),
+        Some(Box::new(
+            AnalyticsStage::new(analytics.clone()).with_clips(clips.clone()),
+        )),
     )
     .map_err(RunError::Thread)?;
     let listener = tokio::net::TcpListener::bind(config.agent.api_addr)
@@ -201,6 +211,7 @@ pub async fn run(
         results: queue,
         analytics,
         live,
+        clips,
         view: Default::default(),
         shutting_down: AtomicBool::new(false),
         api_addr,
@@ -268,6 +279,9 @@ pub async fn run(
     let written = tokio::task::spawn_blocking(move || {
         let n = dispatcher.finish();
         analytics_writer.finish();
+        if let Some(r) = recorder {
+            r.finish();
+        }
         n
     })
     .await

@@ -16,6 +16,7 @@ pub mod analytics;
 pub mod dashboard;
 pub mod diff;
 pub mod live;
+pub mod clips;
 pub mod validate;
 
 use std::net::SocketAddr;
@@ -69,6 +70,9 @@ pub struct Config {
     /// `[live]`: live view rates, viewer cap, JPEG quality.
     #[serde(default)]
     pub live: live::LiveSettings,
+    /// `[clips]`: event clips with pre-roll. Default: off.
+    #[serde(default)]
+    pub clips: clips::ClipsSettings,
 }
 
 /// Log output format.
@@ -803,6 +807,10 @@ impl Config {
         }
         if let Some(p) = self.analytics.counts_dir.as_mut() {
             abs(p);
+        }
+        // Only when used, so a config without clips keeps the default as written.
+        if self.clips.any() {
+            abs(&mut self.clips.dir);
         }
     }
 

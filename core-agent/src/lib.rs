@@ -15,6 +15,7 @@ pub mod agent;
 pub mod analytics;
 pub mod api;
 pub mod app;
+pub mod clips;
 pub mod clock;
 pub mod config;
 pub mod demo;

@@ -593,6 +593,9 @@ pub fn prometheus(shared: &Shared) -> String {
     }
     shared.analytics.prometheus(&mut out);
     shared.live.prometheus(&mut out);
+    if let Some(c) = &shared.clips {
+        c.prometheus(&mut out);
+    }
     out
 }
 

@@ -126,6 +126,8 @@ pub struct Shared {
     pub analytics: Arc<crate::analytics::stage::AnalyticsShared>,
     /// Live view: newest results, encoders, viewers.
     pub live: Arc<crate::live::LiveShared>,
+    /// Event clips, when a camera records them.
+    pub clips: Option<Arc<crate::clips::Clips>>,
     /// What runs.
     pub view: RwLock<View>,
     /// Set once shutdown began.
@@ -387,6 +389,8 @@ impl System {
                 .into_iter()
                 .map(Into::into),
         );
+        // Event clips: the kernel keeps the camera's packets in segments.
+        args.extend(self.config.clips.kernel_args(&c.id));
         ProcessSpec {
             child: ChildSpec {
                 name: format!("kernel:{}", c.id),

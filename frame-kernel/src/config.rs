@@ -171,6 +171,21 @@ pub struct Args {
     /// Log format: text or json.
     #[arg(long, env = "FRAMEBUS_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+
+    /// Keep the camera's compressed packets for event clips in keyframe-aligned
+    /// segment files in this directory (created 0750; see `frame_kernel::packets`).
+    /// Default: none (nothing kept).
+    #[arg(long, value_name = "DIR")]
+    pub clip_dir: Option<PathBuf>,
+
+    /// With --clip-dir: history always kept, ms (the clips' pre-roll plus a margin;
+    /// one GOP more is kept on top).
+    #[arg(long, default_value_t = 15_000, value_name = "MS")]
+    pub clip_keep_ms: u64,
+
+    /// With --clip-dir: most bytes of segments kept.
+    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
+    pub clip_max_bytes: u64,
 }
 
 /// RTSP lower transport.
@@ -298,6 +313,8 @@ pub struct Config {
     pub keep_ring: bool,
     /// Log format.
     pub log_format: LogFormat,
+    /// Packet keeping for clips (`--clip-dir`).
+    pub clips: Option<crate::packets::KeepSettings>,
 }
 
 impl Config {
@@ -632,6 +649,22 @@ impl Config {
         if let Some(n) = args.max_frames {
             range("--max-frames", n, 1, u64::MAX, "1..");
         }
+        if args.clip_dir.is_some() {
+            range(
+                "--clip-keep-ms",
+                args.clip_keep_ms,
+                1_000,
+                3_600_000,
+                "1000..=3600000",
+            );
+            range(
+                "--clip-max-bytes",
+                args.clip_max_bytes,
+                1 << 20,
+                1 << 40,
+                "1048576..=1099511627776",
+            );
+        }
         if args.backoff_initial_ms > args.backoff_max_ms {
             problems.push(ConfigProblem::BackoffOrder {
                 initial: args.backoff_initial_ms,
@@ -709,6 +742,11 @@ impl Config {
                 av_options,
                 keep_ring: args.keep_ring,
                 log_format,
+                clips: args.clip_dir.map(|dir| crate::packets::KeepSettings {
+                    dir,
+                    keep: Duration::from_millis(args.clip_keep_ms),
+                    max_bytes: args.clip_max_bytes,
+                }),
             }),
             _ => Err(ConfigError {
                 camera_id: args.camera_id,

@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::convert::Converter;
 use crate::hwaccel::{HwDevice, HwError};
 use crate::pacing::{Paced, Pacer, Timeline};
+use crate::packets::{header_of, PacketKeeper};
 use crate::publish::{heartbeat_loop, Output, RingSettings};
 use crate::reconnect::{Jitter, Link, LossReason, Phase};
 use crate::skip::{decide, GapGuard, SkipDecision, SkipFrames, SkipMode, SkipReason};
@@ -150,6 +151,19 @@ pub fn run_with_clock(
     result
 }
 
+/// Packet keeping for clips, if configured; a directory that cannot be used is logged
+/// and the camera runs without it (clips never stop decoding).
+fn open_keeper(config: &Config) -> Option<PacketKeeper> {
+    let settings = config.clips.clone()?;
+    match PacketKeeper::open(settings, Box::new(realtime_ns)) {
+        Ok(k) => Some(k),
+        Err(e) => {
+            tracing::error!(error = %e, "packets for clips are not kept");
+            None
+        }
+    }
+}
+
 struct Driver<'a> {
     config: &'a Config,
     clock: Arc<dyn Clock>,
@@ -174,6 +188,8 @@ struct Driver<'a> {
     auto_revoked: Option<SkipReason>,
     /// Checks the gaps between published frames while `auto` skips.
     guard: Option<GapGuard>,
+    /// Packets kept for event clips (`--clip-dir`).
+    keeper: Option<PacketKeeper>,
 }
 
 impl<'a> Driver<'a> {
@@ -207,6 +223,7 @@ impl<'a> Driver<'a> {
             logged_skip: None,
             auto_revoked: None,
             guard: None,
+            keeper: open_keeper(config),
         }
     }
 
@@ -377,6 +394,9 @@ impl<'a> Driver<'a> {
             self.session_frames = 0;
             self.error_streak = 0;
             self.plan_decode(&source, &mut decoder);
+            if let Some(k) = self.keeper.as_mut() {
+                k.start_session(header_of(&source.stream()));
+            }
 
             let end = self.session(&mut source, &mut decoder);
             let decoder_skip = decoder.skip();
@@ -478,6 +498,16 @@ impl<'a> Driver<'a> {
                     }
                     self.link.on_packet();
                     self.packets += 1;
+                    if let Some(k) = self.keeper.as_mut() {
+                        let ts = |t: Option<i64>| t.unwrap_or(proto_schema::segment::NO_TS);
+                        k.on_packet(
+                            packet.is_key(),
+                            ts(packet.pts()),
+                            ts(packet.dts()),
+                            packet.duration(),
+                            packet.data().unwrap_or_default(),
+                        );
+                    }
                     if let Err(e) = decoder.send(&packet) {
                         if let Some(end) = self.decode_error(&e) {
                             return end;
@@ -562,7 +592,12 @@ impl<'a> Driver<'a> {
         match self.output.publish(out_ns, realtime_ns, |slot, geometry| {
             converter.convert(frame, slot, geometry)
         }) {
-            Ok(Some(_)) => self.published += 1,
+            Ok(Some(info)) => {
+                self.published += 1;
+                if let Some(k) = self.keeper.as_mut() {
+                    k.on_published(pts, info.capture_ts_ns);
+                }
+            }
             Ok(None) => {}
             Err(e) => {
                 self.output.add_decode_error();

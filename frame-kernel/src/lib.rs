@@ -11,6 +11,7 @@
 //! - [`pacing`]: increasing timestamps across loops/reconnects; realtime or fast pacing.
 //! - [`reconnect`]: stall detection and backoff with jitter, on an injected [`clock`].
 //! - [`publish`]: the ring glue (state, counters, heartbeat thread).
+//! - [`packets`]: compressed packets kept in segment files for event clips.
 //! - [`kernel`]: the main loop tying these together; [`signals`], [`ffmpeg_log`].
 
 pub mod clock;
@@ -21,6 +22,7 @@ pub mod ffmpeg_log;
 pub mod hwaccel;
 pub mod kernel;
 pub mod pacing;
+pub mod packets;
 pub mod publish;
 pub mod reconnect;
 pub mod signals;

@@ -501,6 +501,7 @@ mod tests {
                 .collect(),
             keep_ring: false,
             log_format: crate::config::LogFormat::Text,
+            clips: None,
         }
     }
 

@@ -13,6 +13,7 @@ pub mod owned_dir;
 pub mod pixel;
 pub mod redact;
 pub mod ring;
+pub mod segment;
 
 /// Version of the wire protocol carried in every message as `"v"`.
 pub const PROTOCOL_VERSION: u16 = 1;

@@ -80,6 +80,11 @@ pub struct Event {
     /// Events of this (camera, rule, type) suppressed by the cooldown since the last
     /// one written.
     pub suppressed: u64,
+    /// The event's clip, relative to `[clips] dir` (`<camera>/<YYYY-MM-DD>/<id>.mp4`),
+    /// when its camera records clips of its type; served at `GET
+    /// /events/{id}/clip.mp4` once written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip: Option<String>,
 }
 
 static SEQ: AtomicU64 = AtomicU64::new(0);

@@ -445,6 +445,7 @@ impl Emitter<'_, '_> {
             frame_id: self.f.frame_id,
             frame: self.f.frame.cloned(),
             suppressed,
+            clip: None,
         });
     }
 }

@@ -224,6 +224,8 @@ pub struct AnalyticsStage {
     rules: RuleSet,
     streams: HashMap<(String, String), StreamAnalytics>,
     ids: HashMap<String, IdSource>,
+    /// Event clips: gives each new event its clip path.
+    clips: Option<Arc<crate::clips::Clips>>,
 }
 
 impl AnalyticsStage {
@@ -235,7 +237,14 @@ impl AnalyticsStage {
             rules: RuleSet::default(),
             streams: HashMap::new(),
             ids: HashMap::new(),
+            clips: None,
         }
+    }
+
+    /// Events get clips from `clips` (event clips, `[clips]`).
+    pub fn with_clips(mut self, clips: Option<Arc<crate::clips::Clips>>) -> Self {
+        self.clips = clips;
+        self
     }
 
     fn refresh(&mut self) {
@@ -290,7 +299,7 @@ impl RecordStage for AnalyticsStage {
                 ids,
             )
         });
-        let out = st.process(&FrameIn {
+        let mut out = st.process(&FrameIn {
             capture_ts_ns: record.capture_ts_ns,
             capture_unix_ms: record.capture_unix_ms,
             frame_id: record.frame_id,
@@ -322,6 +331,9 @@ impl RecordStage for AnalyticsStage {
         self.shared
             .events
             .fetch_add(out.events.len() as u64, Ordering::Relaxed);
+        if let Some(clips) = &self.clips {
+            out.events.iter_mut().for_each(|e| clips.claim(e));
+        }
         for e in &out.events {
             self.shared.queue.push(Output::Event(Box::new(e.clone())));
         }

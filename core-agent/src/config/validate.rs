@@ -338,6 +338,7 @@ pub fn validate(config: &Config, check_files: bool) -> Result<(), ValidationErro
     super::analytics::check(config, &mut errs);
     super::dashboard::check(config, &mut errs);
     super::live::check(config, &mut errs);
+    super::clips::check(config, &mut errs);
     if errs.is_empty() {
         Ok(())
     } else {

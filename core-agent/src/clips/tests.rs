@@ -1,0 +1,160 @@
+//! Claims: which events get a clip, extension by the same track, refusal, ids.
+
+use super::*;
+use crate::analytics::events::EventKind;
+
+const S: u64 = 1_000_000_000;
+const T0: u64 = 1_800_000_000 * S;
+
+fn clips(dir: &Path, max_active: usize) -> Arc<Clips> {
+    Clips::with_clock(
+        ClipsSettings {
+            cameras: vec!["door".into()],
+            dir: dir.join("clips"),
+            max_active,
+            max_clip_s: 30.0,
+            ..Default::default()
+        },
+        || T0,
+    )
+    .unwrap()
+    .unwrap()
+}
+
+fn event(id: &str, camera: &str, kind: EventKind, track: u64, at: u64) -> Event {
+    Event {
+        id: id.into(),
+        kind,
+        camera: camera.into(),
+        model: "m".into(),
+        rule: "r".into(),
+        track,
+        class: "person".into(),
+        score: 0.9,
+        bbox: [0.0; 4],
+        direction: None,
+        dwell_ms: None,
+        capture_ts_ns: at,
+        capture_unix_ms: at / 1_000_000,
+        frame_id: 0,
+        frame: None,
+        suppressed: 0,
+        clip: None,
+    }
+}
+
+#[test]
+fn off_when_no_camera_records_and_folders_are_0750() {
+    let d = tempfile::tempdir().unwrap();
+    assert!(Clips::new(ClipsSettings::default()).unwrap().is_none());
+    let _c = clips(d.path(), 4);
+    use std::os::unix::fs::PermissionsExt;
+    for p in [d.path().join("clips"), d.path().join("clips/.buffer")] {
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, DIR_MODE, "{}", p.display());
+    }
+}
+
+#[test]
+fn claims_filter_extend_and_refuse() {
+    let d = tempfile::tempdir().unwrap();
+    let c = clips(d.path(), 2);
+    // Another camera, another type: no clip.
+    let mut e = event("a-1", "yard", EventKind::LineCrossed, 1, T0);
+    c.claim(&mut e);
+    assert_eq!(e.clip, None);
+    let mut e = event("a-2", "door", EventKind::ObjectLeft, 1, T0);
+    c.claim(&mut e);
+    assert_eq!(e.clip, None);
+
+    let mut first = event("a-3", "door", EventKind::LineCrossed, 7, T0);
+    c.claim(&mut first);
+    // 1_800_000_000 s is 2027-01-15.
+    assert_eq!(first.clip.as_deref(), Some("door/2027-01-15/a-3.mp4"));
+    // The same track 3 s later (before the clip's end, T0 + 5 s): joins and extends.
+    let mut again = event("a-4", "door", EventKind::ZoneEnter, 7, T0 + 3 * S);
+    c.claim(&mut again);
+    assert_eq!(again.clip, first.clip);
+    {
+        let st = lock(&c.state);
+        let a = &st.active["a-3"];
+        assert_eq!(a.start_ns, T0 - 5 * S);
+        assert_eq!(a.end_ns, T0 + 8 * S);
+    }
+    // Extension stops at max_clip_s (30 s from the start).
+    let mut late = event("a-5", "door", EventKind::LineCrossed, 7, T0 + 8 * S);
+    c.claim(&mut late);
+    let mut later = event("a-6", "door", EventKind::LineCrossed, 7, T0 + 13 * S);
+    c.claim(&mut later);
+    let mut last = event("a-7", "door", EventKind::LineCrossed, 7, T0 + 18 * S);
+    c.claim(&mut last);
+    assert_eq!(lock(&c.state).active["a-3"].end_ns, T0 + 23 * S);
+    let mut last = event("a-10", "door", EventKind::LineCrossed, 7, T0 + 22 * S);
+    c.claim(&mut last);
+    assert_eq!(last.clip, first.clip);
+    assert_eq!(lock(&c.state).active["a-3"].end_ns, T0 + 25 * S);
+    assert_eq!(c.state_of("a-10"), ClipState::Recording);
+
+    // Another track: a clip of its own; a third at once is refused (max_active 2).
+    let mut other = event("a-8", "door", EventKind::LineCrossed, 8, T0);
+    c.claim(&mut other);
+    assert_eq!(other.clip.as_deref(), Some("door/2027-01-15/a-8.mp4"));
+    let mut third = event("a-9", "door", EventKind::LineCrossed, 9, T0);
+    c.claim(&mut third);
+    assert_eq!(third.clip, None);
+    assert_eq!(c.health().refused, 1);
+    assert_eq!(c.health().recording, 2);
+}
+
+#[test]
+fn ids_with_path_characters_are_refused() {
+    for bad in ["", "../x", "a/b", "a.b", "a b", "%2e%2e", &"a".repeat(65)] {
+        assert!(!valid_id(bad), "{bad:?}");
+    }
+    assert!(valid_id("19abc3f2e10-42"));
+    let d = tempfile::tempdir().unwrap();
+    let c = clips(d.path(), 2);
+    assert_eq!(c.state_of("../../etc/passwd"), ClipState::Missing);
+    assert_eq!(c.state_of("ab-1"), ClipState::Missing);
+}
+
+/// A finished clip is found by the id of every event it carries; one from before a
+/// restart is found on disk; a failure is counted per camera with its reason.
+#[test]
+fn finished_clips_are_found_and_failures_counted() {
+    let d = tempfile::tempdir().unwrap();
+    let c = clips(d.path(), 4);
+    let mut e = event("b-1", "door", EventKind::LineCrossed, 1, T0);
+    c.claim(&mut e);
+    let mut j = event("b-2", "door", EventKind::LineCrossed, 1, T0 + S);
+    c.claim(&mut j);
+    let path = d.path().join("clips").join(e.clip.as_ref().unwrap());
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, b"mp4").unwrap();
+    c.finished(&["b-1".into()], &Ok(path.clone()), "b-1");
+    assert_eq!(c.state_of("b-1"), ClipState::Ready(path.clone()));
+    assert_eq!(c.state_of("b-2"), ClipState::Ready(path.clone()));
+    let fresh = clips(d.path(), 4);
+    assert_eq!(fresh.state_of("b-1"), ClipState::Ready(path));
+
+    let mut f = event("b-3", "door", EventKind::LineCrossed, 2, T0);
+    c.claim(&mut f);
+    c.finished(
+        &["b-3".into()],
+        &Err(ClipError::NoFootage {
+            camera: "door".into(),
+            id: "b-3".into(),
+        }),
+        "b-3",
+    );
+    let h = c.health();
+    assert_eq!(h.errors.get("door"), Some(&1));
+    assert!(h.last_error.unwrap().contains("no footage"));
+    let mut m = String::new();
+    c.prometheus(&mut m);
+    assert!(
+        m.contains("framebus_clip_errors_total{camera=\"door\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("framebus_clips_written_total 1"), "{m}");
+}
