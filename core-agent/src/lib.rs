@@ -21,6 +21,7 @@ pub mod demo;
 pub mod metrics;
 pub mod peer;
 pub mod results;
+pub mod shard;
 pub mod status;
 pub mod supervisor;
 pub mod system;
