@@ -358,9 +358,8 @@ mod tests {
 
     #[test]
     fn retain_keeps_own_cameras_and_their_subscriptions() {
-        let mut text = String::from(
-            "[[models]]\nid = \"m\"\npath = \"/m.onnx\"\nfamily = \"yolov8\"\n",
-        );
+        let mut text =
+            String::from("[[models]]\nid = \"m\"\npath = \"/m.onnx\"\nfamily = \"yolov8\"\n");
         for i in 0..20 {
             text.push_str(&format!(
                 "[[cameras]]\nid = \"cam-{i}\"\nsource = \"rtsp://127.0.0.1/{i}\"\n\

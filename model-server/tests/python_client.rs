@@ -43,7 +43,13 @@ fn python_client_suite_passes_against_the_real_binaries() {
     assert!(!text.contains("skipped"), "{text}");
     let ran: usize = text
         .lines()
-        .find_map(|l| l.strip_prefix("Ran ")?.split_whitespace().next()?.parse().ok())
+        .find_map(|l| {
+            l.strip_prefix("Ran ")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
         .unwrap_or(0);
     assert!(ran >= 12, "only {ran} tests ran:\n{text}");
 }
