@@ -294,6 +294,15 @@ mod tests {
             let owners = (0..n).filter(|&i| Shard::new(i, n).unwrap().owns(&id)).count();
             prop_assert_eq!(owners, 1);
         }
+
+        /// Any environment gives a valid shard, none, or a typed error: never a panic.
+        #[test]
+        fn prop_env_is_total(count in "\\PC{0,8}", index in "\\PC{0,8}", host in "\\PC{0,16}") {
+            let get = env(&[(ENV_SHARD_COUNT, &count), (ENV_SHARD_INDEX, &index), (ENV_HOSTNAME, &host)]);
+            if let Ok(Some(shard)) = Shard::from_env(get) {
+                prop_assert!(shard.index() < shard.count() && shard.count() <= MAX_SHARDS);
+            }
+        }
     }
 
     #[test]
