@@ -50,6 +50,9 @@ if [[ ! -f "$stamp" ]]; then
   "$venv/bin/pip" install -q --disable-pip-version-check $want
   touch "$stamp"
 fi
+# The Python client (clients/python), from the tree, offline, with the venv's setuptools.
+"$venv/bin/pip" install -q --disable-pip-version-check --no-build-isolation --no-deps --no-index "$root/clients/python"
+rm -rf "$root/clients/python/build" "$root/clients/python/src/framebus.egg-info"
 lib=$("$venv/bin/python" - <<'PY'
 import glob, os, onnxruntime
 libs = sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so*")))

@@ -735,6 +735,16 @@ impl Config {
         let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
         let mut config = Config::from_toml(&text, path, &base)?;
         config.apply_env(|name| std::env::var(name).ok())?;
+        // Scale-out: keep only this replica's cameras (FRAMEBUS_SHARD_*; docs/deploy.md).
+        if let Some(shard) = crate::shard::Shard::from_env(|name| std::env::var(name).ok())
+            .map_err(|e| LoadError::Env {
+                name: e.variable(),
+                value: std::env::var(e.variable()).unwrap_or_default(),
+                reason: e.to_string(),
+            })?
+        {
+            shard.retain(&mut config);
+        }
         Ok(config)
     }
 

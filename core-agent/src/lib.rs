@@ -23,6 +23,7 @@ pub mod live;
 pub mod metrics;
 pub mod peer;
 pub mod results;
+pub mod shard;
 pub mod status;
 pub mod supervisor;
 pub mod system;
