@@ -43,6 +43,9 @@ pub enum RunError {
     /// The API token could not be read or created.
     #[error(transparent)]
     Token(#[from] api::auth::TokenError),
+    /// A broker sink could not start (its password, its settings).
+    #[error(transparent)]
+    Broker(#[from] crate::outputs::BrokerStartError),
 }
 
 /// What a finished run did.
@@ -72,13 +75,17 @@ fn open_sinks(outputs: &[OutputConfig]) -> Result<Vec<Box<dyn Sink>>, SinkError>
 
 /// The analytics state, its event sink (`events.jsonl`) and counts files, and the
 /// thread writing them.
-fn start_analytics(config: &Config) -> Result<(Arc<AnalyticsShared>, Writer), RunError> {
+fn start_analytics(
+    config: &Config,
+    brokers: &crate::outputs::Brokers,
+) -> Result<(Arc<AnalyticsShared>, Writer), RunError> {
     let a = &config.analytics;
     let shared = AnalyticsShared::new(a.clone(), AnalyticsShared::rules_of(config));
     let mut sinks: Vec<Box<dyn EventSink>> = Vec::new();
     if let Some(path) = a.events_file(&config.outputs) {
         sinks.push(Box::new(JsonlEventSink::create(&path)?));
     }
+    sinks.extend(brokers.event_sink());
     let csv = match a.counts_directory(&config.outputs) {
         Some(dir) => {
             std::fs::create_dir_all(&dir).map_err(|source| SinkError::Open {
@@ -171,10 +178,20 @@ pub async fn run(
     ensure_dir(&config.agent.socket_dir)?;
     let token = api::auth::ApiToken::resolve(api_token, &config.agent.token_file())?;
     let queue = ResultQueue::new(config.limits.result_queue);
-    let (analytics, analytics_writer) = start_analytics(&config)?;
+    let brokers = crate::outputs::Brokers::start(&config.brokers)?;
+    let (analytics, analytics_writer) = start_analytics(&config, &brokers)?;
+    let mut sinks = open_sinks(&config.outputs)?;
+    if let (Some(m), Some(link)) = (&config.brokers.mqtt, &brokers.mqtt) {
+        if m.detections {
+            sinks.push(Box::new(crate::outputs::DetectionsSink::new(
+                link.clone(),
+                m.detections_interval_ms,
+            )));
+        }
+    }
     let dispatcher = Dispatcher::start_with(
         queue.clone(),
-        open_sinks(&config.outputs)?,
+        sinks,
         Some(Box::new(AnalyticsStage::new(analytics.clone()))),
     )
     .map_err(RunError::Thread)?;
@@ -192,6 +209,7 @@ pub async fn run(
         view: Default::default(),
         shutting_down: AtomicBool::new(false),
         api_addr,
+        brokers: brokers.clone(),
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     install_signals(shutdown_tx.clone(), shared.clone());
@@ -218,6 +236,14 @@ pub async fn run(
         shutdown_rx.clone(),
     ));
     eprintln!("core-agent: status API on http://{api_addr}");
+    if let (Some(m), Some(link)) = (&config.brokers.mqtt, &brokers.mqtt) {
+        crate::outputs::spawn_status(
+            shared.clone(),
+            link.clone(),
+            Duration::from_millis(m.status_interval_ms),
+            shutdown_rx.clone(),
+        );
+    }
     if config.agent.live_table {
         spawn_table(
             shared.clone(),
@@ -245,6 +271,7 @@ pub async fn run(
     let written = tokio::task::spawn_blocking(move || {
         let n = dispatcher.finish();
         analytics_writer.finish();
+        brokers.finish();
         n
     })
     .await

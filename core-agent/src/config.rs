@@ -13,6 +13,7 @@
 //! bearer token, read at start, never logged).
 
 pub mod analytics;
+pub mod outputs;
 pub mod validate;
 
 use std::net::SocketAddr;
@@ -60,6 +61,9 @@ pub struct Config {
     /// `[analytics]`: where events and counts go (rules are per camera).
     #[serde(default)]
     pub analytics: analytics::AnalyticsSettings,
+    /// `[brokers.mqtt]`, `[brokers.redis]`: events and counts to message brokers.
+    #[serde(default)]
+    pub brokers: outputs::BrokerSettings,
 }
 
 /// Log output format.

@@ -19,6 +19,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod metrics;
+pub mod outputs;
 pub mod peer;
 pub mod results;
 pub mod status;

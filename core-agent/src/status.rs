@@ -592,6 +592,7 @@ pub fn prometheus(shared: &Shared) -> String {
         );
     }
     shared.analytics.prometheus(&mut out);
+    shared.brokers.prometheus(&mut out);
     out
 }
 
