@@ -197,6 +197,14 @@ pub enum BrokerStartError {
     },
 }
 
+/// A metric family: name, kind, help, value of one sink.
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&LinkReport) -> String,
+);
+
 /// The running broker sinks.
 #[derive(Debug, Default)]
 pub struct Brokers {
@@ -277,7 +285,7 @@ impl Brokers {
             return;
         }
         let reports = self.reports();
-        let families: [(&str, &str, &str, fn(&LinkReport) -> String); 5] = [
+        let families: [Family; 5] = [
             (
                 "framebus_broker_delivered_total",
                 "counter",
@@ -449,6 +457,10 @@ pub fn spawn_status(
     });
 }
 
+fn unix_now_ms() -> u64 {
+    crate::clock::unix_now_ns() / 1_000_000
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -512,8 +524,4 @@ mod tests {
             "{out}"
         );
     }
-}
-
-fn unix_now_ms() -> u64 {
-    crate::clock::unix_now_ns() / 1_000_000
 }
