@@ -117,8 +117,11 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 async fn health(State(st): State<AppState>) -> Response {
     let stopping = st.shared.shutting_down.load(Ordering::Relaxed);
+    // A broker away degrades, never fails, the agent: still 200 (see crate::outputs).
+    let degraded = !st.shared.brokers.all_connected();
     Json(json!({
-        "status": if stopping { "stopping" } else { "ok" },
+        "status": if stopping { "stopping" } else if degraded { "degraded" } else { "ok" },
+        "brokers": st.shared.brokers.reports(),
         "uptime_s": st.shared.metrics.uptime().as_secs(),
         // Processes given up on, and when each is tried again.
         "failed": status::failed(&st.shared),

@@ -46,6 +46,9 @@ pub enum RunError {
     /// The clips folder could not be created.
     #[error("clips: {0}")]
     Clips(#[from] crate::clips::ClipError),
+    /// A broker sink could not start (its password, its settings).
+    #[error(transparent)]
+    Broker(#[from] crate::outputs::BrokerStartError),
 }
 
 /// What a finished run did.
@@ -78,6 +81,7 @@ fn open_sinks(outputs: &[OutputConfig]) -> Result<Vec<Box<dyn Sink>>, SinkError>
 fn start_analytics(
     config: &Config,
     recent: &Arc<crate::web::RecentEvents>,
+    brokers: &crate::outputs::Brokers,
 ) -> Result<(Arc<AnalyticsShared>, Writer), RunError> {
     let a = &config.analytics;
     let shared = AnalyticsShared::new(a.clone(), AnalyticsShared::rules_of(config));
@@ -87,6 +91,7 @@ fn start_analytics(
     }
     // The dashboard's recent events (`GET /events`, `/events/stream`).
     sinks.push(Box::new(crate::web::RecentSink(recent.clone())));
+    sinks.extend(brokers.event_sink());
     let csv = match a.counts_directory(&config.outputs) {
         Some(dir) => {
             std::fs::create_dir_all(&dir).map_err(|source| SinkError::Open {
@@ -180,7 +185,8 @@ pub async fn run(
     let token = api::auth::ApiToken::resolve(api_token, &config.agent.token_file())?;
     let queue = ResultQueue::new(config.limits.result_queue);
     let recent = crate::web::RecentEvents::new(config.dashboard.recent_events);
-    let (analytics, analytics_writer) = start_analytics(&config, &recent)?;
+    let brokers = crate::outputs::Brokers::start(&config.brokers)?;
+    let (analytics, analytics_writer) = start_analytics(&config, &recent, &brokers)?;
     let clips = crate::clips::Clips::new(config.clips.clone())?;
     let recorder = match &clips {
         Some(c) => Some(crate::clips::Recorder::start(c.clone()).map_err(RunError::Thread)?),
@@ -191,6 +197,14 @@ pub async fn run(
     sinks.push(Box::new(crate::live::store::LiveSink::new(
         live.store.clone(),
     )));
+    if let (Some(m), Some(link)) = (&config.brokers.mqtt, &brokers.mqtt) {
+        if m.detections {
+            sinks.push(Box::new(crate::outputs::DetectionsSink::new(
+                link.clone(),
+                m.detections_interval_ms,
+            )));
+        }
+    }
     let dispatcher = Dispatcher::start_with(
         queue.clone(),
         sinks,
@@ -215,6 +229,7 @@ pub async fn run(
         view: Default::default(),
         shutting_down: AtomicBool::new(false),
         api_addr,
+        brokers: brokers.clone(),
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     install_signals(shutdown_tx.clone(), shared.clone());
@@ -252,6 +267,14 @@ pub async fn run(
     if config.dashboard.enabled {
         eprintln!("core-agent: dashboard on http://{api_addr}/ (log in with the API token)");
     }
+    if let (Some(m), Some(link)) = (&config.brokers.mqtt, &brokers.mqtt) {
+        crate::outputs::spawn_status(
+            shared.clone(),
+            link.clone(),
+            Duration::from_millis(m.status_interval_ms),
+            shutdown_rx.clone(),
+        );
+    }
     if config.agent.live_table {
         spawn_table(
             shared.clone(),
@@ -282,6 +305,7 @@ pub async fn run(
         if let Some(r) = recorder {
             r.finish();
         }
+        brokers.finish();
         n
     })
     .await

@@ -17,6 +17,7 @@ pub mod dashboard;
 pub mod diff;
 pub mod live;
 pub mod clips;
+pub mod outputs;
 pub mod validate;
 
 use std::net::SocketAddr;
@@ -73,6 +74,9 @@ pub struct Config {
     /// `[clips]`: event clips with pre-roll. Default: off.
     #[serde(default)]
     pub clips: clips::ClipsSettings,
+    /// `[brokers.mqtt]`, `[brokers.redis]`: events and counts to message brokers.
+    #[serde(default)]
+    pub brokers: outputs::BrokerSettings,
 }
 
 /// Log output format.

@@ -21,6 +21,7 @@ pub mod config;
 pub mod demo;
 pub mod live;
 pub mod metrics;
+pub mod outputs;
 pub mod peer;
 pub mod results;
 pub mod shard;

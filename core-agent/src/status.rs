@@ -596,6 +596,7 @@ pub fn prometheus(shared: &Shared) -> String {
     if let Some(c) = &shared.clips {
         c.prometheus(&mut out);
     }
+    shared.brokers.prometheus(&mut out);
     out
 }
 

@@ -134,6 +134,8 @@ pub struct Shared {
     pub shutting_down: AtomicBool,
     /// The API's address.
     pub api_addr: SocketAddr,
+    /// The broker sinks (MQTT, Redis), for `/health` and `/metrics`.
+    pub brokers: Arc<crate::outputs::Brokers>,
 }
 
 impl Shared {

@@ -17,7 +17,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::line::Direction;
 
@@ -25,7 +25,7 @@ use super::line::Direction;
 pub const CSV_HEADER: &str = "interval_start_unix_ms,interval_start_utc,interval_s,camera,model,rule,kind,class,in,out,occupancy_peak,occupancy_mean,frames";
 
 /// Rule kinds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RuleKind {
     /// A counting line.
@@ -35,7 +35,7 @@ pub enum RuleKind {
 }
 
 /// One closed interval of one (camera, model, rule, class).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CountRow {
     /// Interval start, Unix ms.
     pub start_ms: u64,

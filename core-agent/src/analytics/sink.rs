@@ -29,6 +29,11 @@ pub trait EventSink: Send {
     fn write(&mut self, event: &Event) -> Result<(), SinkError>;
     /// Pushes buffered events out.
     fn flush(&mut self) -> Result<(), SinkError>;
+    /// Takes one closed counts row (the CSV has its own writer; broker sinks publish
+    /// rows too). Default: ignored.
+    fn write_row(&mut self, _row: &CountRow) -> Result<(), SinkError> {
+        Ok(())
+    }
 }
 
 /// Appends one JSON object per event to a file (`events.jsonl`).
@@ -203,6 +208,11 @@ impl Writer {
                                 }
                             }
                             Output::Row(r) => {
+                                for s in sinks.iter_mut() {
+                                    if let Err(err) = s.write_row(r) {
+                                        fail("counts", &err);
+                                    }
+                                }
                                 if let Some(w) = csv.as_mut() {
                                     if let Err(err) = w.write(r) {
                                         fail("counts", &err);

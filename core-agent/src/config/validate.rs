@@ -247,6 +247,14 @@ pub enum ConfigError {
         /// The `skip_frames` given.
         skip: &'static str,
     },
+    /// A `[brokers]` setting that cannot work (bad url, out-of-range number, ...).
+    #[error("{key}: {reason}")]
+    InvalidBroker {
+        /// Dotted key, e.g. `brokers.mqtt.url`.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// An analytics setting or rule that cannot work (self-intersecting polygon,
     /// zero-length line, unknown class, score out of range, ...).
     #[error("{key}: {reason}")]
@@ -339,6 +347,7 @@ pub fn validate(config: &Config, check_files: bool) -> Result<(), ValidationErro
     super::dashboard::check(config, &mut errs);
     super::live::check(config, &mut errs);
     super::clips::check(config, &mut errs);
+    super::outputs::check(config, check_files, &mut errs);
     if errs.is_empty() {
         Ok(())
     } else {
