@@ -261,10 +261,10 @@ mod tests {
         let mut out = Vec::new();
         assert!(copy_frame(&g, &bytes, &mut out));
         assert_eq!(out.len(), 4 * 2 * 3);
-        assert_eq!(&out[..6], &[0, 0, 255, 255, 0, 255]);
+        assert_eq!(&out[..6], &[0, 1, 255, 255, 1, 255]);
         assert_eq!(&out[6..9], &[128, 128, 128]);
         // Row 1 shares row 0's chroma.
-        assert_eq!(&out[12..15], &[0, 0, 255]);
+        assert_eq!(&out[12..15], &[0, 1, 255]);
     }
 
     #[test]
