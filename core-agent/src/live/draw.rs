@@ -589,7 +589,10 @@ mod tests {
             .filter(|&x| c.pixel(x, 19) == Some([255, 0, 0]))
             .collect();
         assert_eq!(row.len(), 2, "{row:?}");
-        assert!((4..=6).contains(&row[0]) && (14..=16).contains(&row[1]), "{row:?}");
+        assert!(
+            (4..=6).contains(&row[0]) && (14..=16).contains(&row[1]),
+            "{row:?}"
+        );
         // Degenerate polygons.
         c.polygon(&[], 2, RED);
         c.polygon(&[(1, 1)], 2, RED);
