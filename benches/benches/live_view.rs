@@ -31,7 +31,9 @@ const H: u32 = 540;
 fn assets() -> PathBuf {
     std::env::var_os("FRAMEBUS_ASSETS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/assets")))
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/assets"))
+        })
 }
 
 /// Frame 100 of the footage as NV12, or a synthetic gradient when ffmpeg or the
@@ -57,7 +59,10 @@ fn nv12_frame(video: &std::path::Path) -> Vec<u8> {
     match out {
         Ok(o) if o.stdout.len() == size => o.stdout,
         _ => {
-            eprintln!("live_view: no real frame (ffmpeg or {} missing); using a gradient", video.display());
+            eprintln!(
+                "live_view: no real frame (ffmpeg or {} missing); using a gradient",
+                video.display()
+            );
             (0..size).map(|i| (i % 251) as u8).collect()
         }
     }

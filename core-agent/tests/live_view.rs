@@ -108,7 +108,8 @@ fn get(agent: &Agent, path: &str) -> Raw {
 /// Reads an MJPEG stream for `dur`, then hangs up.
 fn watch(agent: &Agent, path: &str, dur: Duration) -> Raw {
     let mut s = send(agent, path, true);
-    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let start = Instant::now();
     let mut raw = Vec::new();
     let mut buf = [0u8; 65536];
@@ -141,7 +142,11 @@ fn rgb_at(px: &[u8], w: usize, x: usize, y: usize) -> Rgb {
 
 /// Full-range YCbCr (JFIF) to RGB.
 fn ycc_to_rgb(p: &[u8]) -> Rgb {
-    let (y, cb, cr) = (f32::from(p[0]), f32::from(p[1]) - 128.0, f32::from(p[2]) - 128.0);
+    let (y, cb, cr) = (
+        f32::from(p[0]),
+        f32::from(p[1]) - 128.0,
+        f32::from(p[2]) - 128.0,
+    );
     let c = |v: f32| v.round().clamp(0.0, 255.0) as u8;
     Rgb(
         c(y + 1.402 * cr),
@@ -181,7 +186,9 @@ fn raw_frame(agent: &Agent, generation: u64, frame_id: u64) -> Option<(usize, us
             continue;
         }
         let mut ycc = Vec::new();
-        if r.read(slot, info.seq, |b| copy_frame(&g, b, &mut ycc)).ok()? {
+        if r.read(slot, info.seq, |b| copy_frame(&g, b, &mut ycc))
+            .ok()?
+        {
             let rgb = ycc.chunks_exact(3).flat_map(|p| {
                 let Rgb(a, b, c) = ycc_to_rgb(p);
                 [a, b, c]
@@ -247,29 +254,35 @@ fn snapshot_and_mjpeg_draw_boxes_lines_and_zones_on_the_ring_frames() {
     assert_eq!(get(&agent, "/cameras/walk/stream.mjpeg?fsp=3").status, 400);
 
     // A snapshot whose frame is still in the ring, with a result that has a person box.
-    let (jpeg, frame, record, raw) = wait_for(Duration::from_secs(60), "a checkable snapshot", || {
-        let a = get(&agent, "/cameras/walk/snapshot.jpg");
-        assert_eq!(a.status, 200, "{}", a.head);
-        assert_eq!(a.header("content-type").as_deref(), Some("image/jpeg"));
-        let frame: u64 = a.header("x-frame-id")?.parse().ok()?;
-        let generation: u64 = a.header("x-ring-generation")?.parse().ok()?;
-        let result: u64 = a.header("x-result-frame-id")?.parse().ok()?;
-        let raw = raw_frame(&agent, generation, frame)?;
-        let record: ResultRecord = agent.results().into_iter().find(|r| {
-            r.frame_id == result && r.frame.as_ref().is_some_and(|f| f.generation == generation)
-        })?;
-        // A tall enough person box well inside the frame.
-        record
-            .detections
-            .iter()
-            .any(|d| d.class_name == "person" && d.bbox[3] - d.bbox[1] > 0.15 && d.bbox[0] > 0.02)
-            .then_some((a.body, frame, record, raw))
-    });
+    let (jpeg, frame, record, raw) =
+        wait_for(Duration::from_secs(60), "a checkable snapshot", || {
+            let a = get(&agent, "/cameras/walk/snapshot.jpg");
+            assert_eq!(a.status, 200, "{}", a.head);
+            assert_eq!(a.header("content-type").as_deref(), Some("image/jpeg"));
+            let frame: u64 = a.header("x-frame-id")?.parse().ok()?;
+            let generation: u64 = a.header("x-ring-generation")?.parse().ok()?;
+            let result: u64 = a.header("x-result-frame-id")?.parse().ok()?;
+            let raw = raw_frame(&agent, generation, frame)?;
+            let record: ResultRecord = agent.results().into_iter().find(|r| {
+                r.frame_id == result && r.frame.as_ref().is_some_and(|f| f.generation == generation)
+            })?;
+            // A tall enough person box well inside the frame.
+            record
+                .detections
+                .iter()
+                .any(|d| {
+                    d.class_name == "person" && d.bbox[3] - d.bbox[1] > 0.15 && d.bbox[0] > 0.02
+                })
+                .then_some((a.body, frame, record, raw))
+        });
     let (w, h, px) = decode(&jpeg);
     let (rw, rh, raw_px) = raw;
     assert_eq!((w, h), (rw, rh), "the JPEG has the ring's size");
     assert_eq!((w, h), (960, 540));
-    eprintln!("snapshot of frame {frame}, boxes of frame {}", record.frame_id);
+    eprintln!(
+        "snapshot of frame {frame}, boxes of frame {}",
+        record.frame_id
+    );
 
     // The box edges: the left edge of each tall person box, sampled along its middle.
     let mut checked = 0;
@@ -288,9 +301,16 @@ fn snapshot_and_mjpeg_draw_boxes_lines_and_zones_on_the_ring_frames() {
         let changed = share(&pts, |x, y| {
             dist(rgb_at(&px, w, x, y), rgb_at(&raw_px, w, x, y)) > NEAR
         });
-        eprintln!("box {:?}: drawn {drawn}, changed from the ring frame {changed}", d.bbox);
+        eprintln!(
+            "box {:?}: drawn {drawn}, changed from the ring frame {changed}",
+            d.bbox
+        );
         assert!(drawn >= 0.6, "box {:?} edge not in its colour", d.bbox);
-        assert!(changed >= 0.6, "box {:?} edge not changed from the ring", d.bbox);
+        assert!(
+            changed >= 0.6,
+            "box {:?} edge not changed from the ring",
+            d.bbox
+        );
         checked += 1;
     }
     assert!(checked >= 1);
@@ -313,7 +333,11 @@ fn snapshot_and_mjpeg_draw_boxes_lines_and_zones_on_the_ring_frames() {
 
     // MJPEG: multipart framing, several distinct frames over ~2.5 s.
     let before = metric(&agent, "framebus_live_frames_encoded_total");
-    let a = watch(&agent, "/cameras/walk/stream.mjpeg?fps=5", Duration::from_millis(2500));
+    let a = watch(
+        &agent,
+        "/cameras/walk/stream.mjpeg?fps=5",
+        Duration::from_millis(2500),
+    );
     assert_eq!(a.status, 200, "{}", a.head);
     assert_eq!(
         a.header("content-type").as_deref(),
@@ -322,10 +346,18 @@ fn snapshot_and_mjpeg_draw_boxes_lines_and_zones_on_the_ring_frames() {
     let mut rest = &a.body[..];
     let mut frames = Vec::new();
     while !rest.is_empty() {
-        assert!(rest.starts_with(b"--framebus-frame\r\n"), "part starts with the boundary");
-        let Some(end) = find(rest, b"\r\n\r\n") else { break };
+        assert!(
+            rest.starts_with(b"--framebus-frame\r\n"),
+            "part starts with the boundary"
+        );
+        let Some(end) = find(rest, b"\r\n\r\n") else {
+            break;
+        };
         let head = String::from_utf8_lossy(&rest[..end]).into_owned();
-        assert_eq!(header_of(&head, "content-type").as_deref(), Some("image/jpeg"));
+        assert_eq!(
+            header_of(&head, "content-type").as_deref(),
+            Some("image/jpeg")
+        );
         let len: usize = header_of(&head, "content-length").unwrap().parse().unwrap();
         let body = &rest[end + 4..];
         if body.len() < len + 2 {
@@ -334,7 +366,10 @@ fn snapshot_and_mjpeg_draw_boxes_lines_and_zones_on_the_ring_frames() {
         assert_eq!(&body[len..len + 2], b"\r\n");
         let (fw, fh, _) = decode(&body[..len]);
         assert_eq!((fw, fh), (960, 540));
-        frames.push((header_of(&head, "x-frame-id").unwrap(), body[..len].to_vec()));
+        frames.push((
+            header_of(&head, "x-frame-id").unwrap(),
+            body[..len].to_vec(),
+        ));
         rest = &body[len + 2..];
     }
     let ids: std::collections::BTreeSet<&String> = frames.iter().map(|(id, _)| id).collect();

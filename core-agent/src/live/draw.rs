@@ -584,7 +584,15 @@ mod tests {
         let mut c = Canvas::new(&mut b, 20, 20, Layout::Rgb).unwrap();
         c.polygon(&[(-5, -5), (10, 10), (25, -5), (10, 30)], 1, RED);
         assert_eq!(c.pixel(10, 10), Some([255, 0, 0]));
-        assert_eq!(c.pixel(10, 19), Some([255, 0, 0]));
+        // Row 19 crosses the two lower edges near x = 5.3 and x = 14.7, nothing between.
+        let row: Vec<i64> = (0..20)
+            .filter(|&x| c.pixel(x, 19) == Some([255, 0, 0]))
+            .collect();
+        assert_eq!(row.len(), 2, "{row:?}");
+        assert!(
+            (4..=6).contains(&row[0]) && (14..=16).contains(&row[1]),
+            "{row:?}"
+        );
         // Degenerate polygons.
         c.polygon(&[], 2, RED);
         c.polygon(&[(1, 1)], 2, RED);
@@ -635,7 +643,10 @@ mod tests {
         assert_eq!(px(0.5, 0.7), red);
         assert_eq!(px(0.4, 0.9), red);
         assert_eq!(px(0.9, 0.5), LINE_COLOUR.bytes(Layout::Rgb));
-        assert_eq!(px(0.8, 0.5), ZONE_COLOUR.bytes(Layout::Rgb));
+        assert_eq!(px(0.8, 0.6), ZONE_COLOUR.bytes(Layout::Rgb));
+        // The line's tick points to its `in` side: left of a line drawn downwards.
+        assert_eq!(px(0.85, 0.5), LINE_COLOUR.bytes(Layout::Rgb));
+        assert_eq!(px(0.95, 0.5), [0, 0, 0]);
         assert_eq!(px(0.375, 0.7), [0, 0, 0]);
         assert_eq!(o.boxes[0].text(), "person #3");
     }

