@@ -127,6 +127,7 @@ fn main() {
             frame_id: i,
             frame: None,
             suppressed: 0,
+            clip: None,
         };
         let at = Instant::now();
         sink.write(&e).unwrap();

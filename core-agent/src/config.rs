@@ -13,10 +13,10 @@
 //! bearer token, read at start, never logged).
 
 pub mod analytics;
+pub mod clips;
 pub mod dashboard;
 pub mod diff;
 pub mod live;
-pub mod clips;
 pub mod outputs;
 pub mod validate;
 

@@ -243,9 +243,9 @@ impl Browser {
 impl Drop for Browser {
     fn drop(&mut self) {
         if let Some(c) = self.client.take() {
-            let _ = self.rt.block_on(async {
-                tokio::time::timeout(Duration::from_secs(10), c.close()).await
-            });
+            let _ = self
+                .rt
+                .block_on(async { tokio::time::timeout(Duration::from_secs(10), c.close()).await });
         }
         let _ = self.driver.kill();
         let _ = self.driver.wait();

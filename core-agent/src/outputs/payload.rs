@@ -150,6 +150,7 @@ mod tests {
             frame_id: 3,
             frame: None,
             suppressed: 0,
+            clip: None,
         }
     }
 

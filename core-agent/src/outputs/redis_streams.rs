@@ -231,6 +231,7 @@ mod tests {
             frame_id: 0,
             frame: None,
             suppressed: 0,
+            clip: None,
         };
         let items = vec![(0, Item::event(&e).unwrap()), (1, Item::event(&e).unwrap())];
         let p = pipeline("framebus:", 1000, Some("ch"), &items);
