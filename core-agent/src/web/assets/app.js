@@ -162,24 +162,40 @@ function liveView(id) {
     img.src = `/cameras/${enc(id)}/stream.mjpeg`;
   } else {
     img.dataset.mode = 'snapshot';
-    img.src = `/cameras/${enc(id)}/snapshot.jpg?t=${Date.now()}`;
+    loadSnapshot(id, img);
   }
-  // A stream that fails (viewer cap reached, server restarting) falls back to snapshots.
+  // A stream that ends or fails (camera stopped, viewer cap reached, agent restarting)
+  // keeps its last frame; a camera still live goes on with snapshots.
   img.addEventListener('error', () => {
-    if (img.dataset.mode === 'mjpeg') {
-      img.dataset.mode = 'snapshot';
-      img.src = `/cameras/${enc(id)}/snapshot.jpg?t=${Date.now()}`;
-    }
+    if (img.dataset.mode === 'mjpeg') img.dataset.mode = 'snapshot';
   });
   return img;
+}
+
+// A snapshot replaces the shown frame only once it has loaded: a camera that stops
+// between two refreshes (503) keeps its last frame instead of a broken image.
+async function loadSnapshot(id, img) {
+  if (img.dataset.loading) return;
+  img.dataset.loading = '1';
+  try {
+    const r = await fetch(`/cameras/${enc(id)}/snapshot.jpg`, { credentials: 'same-origin', cache: 'no-store' });
+    if (!r.ok) return;
+    const url = URL.createObjectURL(await r.blob());
+    const old = img.dataset.blob;
+    img.src = url;
+    img.dataset.blob = url;
+    if (old) URL.revokeObjectURL(old);
+  } catch {
+    // Network hiccup: the next refresh tries again.
+  } finally {
+    delete img.dataset.loading;
+  }
 }
 
 function refreshSnapshots() {
   for (const [id, c] of state.cameras) {
     const img = c.view.querySelector('img');
-    if (img && img.dataset.mode === 'snapshot' && c.live) {
-      img.src = `/cameras/${enc(id)}/snapshot.jpg?t=${Date.now()}`;
-    }
+    if (img && img.dataset.mode === 'snapshot' && c.live) loadSnapshot(id, img);
   }
 }
 setInterval(refreshSnapshots, 1000);
