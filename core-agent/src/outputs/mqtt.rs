@@ -7,7 +7,7 @@
 //! time. QoS 1 items (events, counts, status) leave the buffer on their `PUBACK`,
 //! QoS 0 items (detections) once written. A lost connection drops the client; the
 //! next one resends what was not confirmed (at-least-once: a subscriber de-duplicates
-//! by event id). Attempts are spaced by [`Backoff`](super::backoff::Backoff).
+//! by event id). Attempts are spaced by [`Backoff`].
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! What goes to the brokers: the buffered [`Item`] (encoded once, shared by every
 //! broker) and the MQTT topic of each kind. Payloads are the project's own types as
 //! JSON: an [`Event`] exactly as in `events.jsonl`, a [`CountRow`] (the CSV row's
-//! fields), a [`CameraStatusMessage`], a [`ResultRecord`](crate::results::ResultRecord)
+//! fields), a [`CameraStatusMessage`], a [`ResultRecord`]
 //! for detections. `docs/events.md` shows examples; a test decodes them.
 
 use std::sync::Arc;

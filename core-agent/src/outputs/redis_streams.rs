@@ -6,7 +6,7 @@
 //! buffer when the pipeline's replies arrived. A failed pipeline drops the connection
 //! and the next one sends the same events again from the front (at-least-once: a
 //! reader de-duplicates by the `id` field). Attempts are spaced by
-//! [`Backoff`](super::backoff::Backoff).
+//! [`Backoff`].
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
