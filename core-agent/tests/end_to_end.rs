@@ -182,10 +182,12 @@ fn two_cameras_two_models_results_at_the_requested_rate() {
         .map(|e| e.path())
         .collect();
     assert!(left.is_empty(), "rings left: {left:?}");
+    // The model servers' calibration caches stay, by design (a restart reuses them).
     let left: Vec<_> = std::fs::read_dir(&sockets)
         .unwrap()
         .flatten()
         .map(|e| e.path())
+        .filter(|p| !p.to_string_lossy().ends_with(".calibration.json"))
         .collect();
     assert!(left.is_empty(), "sockets left: {left:?}");
     assert!(agent.stdout.find("results written").is_some());

@@ -286,5 +286,12 @@ fps = 5
     let status = agent.stop(Duration::from_secs(30));
     assert!(status.success(), "{status}");
     assert_eq!(std::fs::read_dir(agent.rings()).unwrap().count(), 0);
-    assert_eq!(std::fs::read_dir(agent.sockets()).unwrap().count(), 0);
+    // The model servers' calibration caches stay, by design (a restart reuses them).
+    let left: Vec<_> = std::fs::read_dir(agent.sockets())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| !p.to_string_lossy().ends_with(".calibration.json"))
+        .collect();
+    assert!(left.is_empty(), "sockets left: {left:?}");
 }

@@ -102,7 +102,7 @@ fn subscriber_sees_every_event_in_order_across_a_broker_restart() {
         let got = sub.event_ids("framebus/walk/events");
         (got.len() >= want.len()).then_some(got)
     });
-    assert!(want.len() > events_at_stop + 5, "{} events", want.len());
+    assert!(want.len() >= events_at_stop + 5, "{} events", want.len());
     assert_eq!(got, want, "MQTT events differ from events.jsonl");
     // Payloads are the events.jsonl objects.
     for p in sub.on("framebus/walk/events") {
