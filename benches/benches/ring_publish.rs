@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use proto_schema::pixel::{FrameGeometry, PixelFormat};
-use proto_schema::ring::{RingReader, RingWriter, WaitOutcome};
+use shm_ring::{RingReader, RingWriter, WaitOutcome};
 
 const SLOTS: u32 = 8;
 const SAMPLE_SIZE: usize = 50;

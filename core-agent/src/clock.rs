@@ -65,7 +65,7 @@ pub fn unix_now_ns() -> u64 {
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock of the ring heartbeat and of the
 /// requests' `sent_ts_ns` / `deadline_ts_ns`.
 pub fn monotonic_now_ns() -> u64 {
-    proto_schema::ring::monotonic_ns()
+    shm_ring::monotonic_ns()
 }
 
 /// Capture stamps above this are wall-clock (Unix) nanoseconds; below, monotonic ones

@@ -162,8 +162,8 @@ impl Default for AgentSettings {
     fn default() -> Self {
         Self {
             api_addr: SocketAddr::from(([127, 0, 0, 1], 7878)),
-            ring_dir: PathBuf::from(proto_schema::ring::DEFAULT_RING_DIR),
-            socket_dir: proto_schema::owned_dir::default_socket_dir(),
+            ring_dir: PathBuf::from(shm_ring::DEFAULT_RING_DIR),
+            socket_dir: shm_ring::owned_dir::default_socket_dir(),
             bin_dir: None,
             log: "info".to_owned(),
             log_format: LogFormat::Text,
@@ -892,7 +892,7 @@ mod tests {
         assert_eq!(c.agent.ring_dir, PathBuf::from("/dev/shm/framebus"));
         assert_eq!(
             c.agent.socket_dir,
-            proto_schema::owned_dir::default_socket_dir()
+            shm_ring::owned_dir::default_socket_dir()
         );
         assert_eq!(c.limits.max_in_flight, 1);
         assert_eq!(c.supervisor.restart_limit, 5);
@@ -979,7 +979,7 @@ mod tests {
         assert_eq!(c.agent.ring_dir, PathBuf::from("/tmp/rings"));
         assert_eq!(
             c.agent.socket_dir,
-            proto_schema::owned_dir::default_socket_dir()
+            shm_ring::owned_dir::default_socket_dir()
         );
 
         let err = c

@@ -97,7 +97,7 @@ pub fn check_cred(
             actual_uid: uid,
         }),
         ExpectedPeer::ServiceUid => {
-            let own = proto_schema::owned_dir::effective_uid();
+            let own = shm_ring::owned_dir::effective_uid();
             if uid == own || uid == 0 {
                 Ok(())
             } else {
@@ -119,7 +119,7 @@ mod tests {
     #[test]
     fn pid_and_uid_rules() {
         let p = Path::new("/s/m.sock");
-        let own = proto_schema::owned_dir::effective_uid();
+        let own = shm_ring::owned_dir::effective_uid();
         check_cred(Some(42), own, p, ExpectedPeer::Pid(42)).unwrap();
         let e = check_cred(Some(43), own, p, ExpectedPeer::Pid(42)).unwrap_err();
         let msg = e.to_string();

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use proto_schema::ring::ring_path;
+use shm_ring::ring_path;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::agent::phase::PhaseRegistry;
@@ -55,7 +55,7 @@ pub enum StartError {
     /// A ring or socket directory could not be created, or exists and cannot be
     /// trusted (wrong owner, too open a mode, a symlink).
     #[error("ring/socket directory: {0}")]
-    Dir(#[from] proto_schema::owned_dir::OwnedDirError),
+    Dir(#[from] shm_ring::owned_dir::OwnedDirError),
 }
 
 impl Binaries {
@@ -237,7 +237,7 @@ impl std::fmt::Debug for System {
 
 /// Creates `dir` (mode 0750) if missing.
 pub fn ensure_dir(dir: &Path) -> Result<(), StartError> {
-    Ok(proto_schema::owned_dir::ensure_owned_dir(dir)?)
+    Ok(shm_ring::owned_dir::ensure_owned_dir(dir)?)
 }
 
 impl System {

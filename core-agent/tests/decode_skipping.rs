@@ -16,7 +16,7 @@ use std::process::Command;
 use common::{assets, bin_dir};
 use core_agent::agent::gate::{FpsGate, Verdict};
 use core_agent::config::Config;
-use proto_schema::ring::RingReader;
+use shm_ring::RingReader;
 
 const FOOTAGE_FRAMES: u64 = 508;
 /// I and P frames of the footage (ffprobe: 2 I, 273 P, 233 B).

@@ -209,7 +209,7 @@ fn an_impostor_at_the_model_socket_gets_no_request_and_writes_no_result() {
 #[test]
 fn a_socket_dir_pre_created_by_another_user_is_refused() {
     let _serial = serial();
-    if proto_schema::owned_dir::effective_uid() != 0 {
+    if shm_ring::owned_dir::effective_uid() != 0 {
         println!("SKIP: needs root to create a directory owned by uid 65534");
         return;
     }

@@ -13,7 +13,7 @@ use common::{assets, bin_dir, serial, wait_for, Agent, Dirs, TEST_TOKEN};
 use core_agent::live::draw::{class_colour, Rgb, LINE_COLOUR, ZONE_COLOUR};
 use core_agent::live::frame::copy_frame;
 use core_agent::results::ResultRecord;
-use proto_schema::ring::RingReader;
+use shm_ring::RingReader;
 
 const LINE: &str = "[[cameras.analytics.lines]]\nname = \"mid\"\nfrom = [0.5, 0.25]\nto = [0.5, 0.75]\nclasses = [\"person\"]\nanchor = \"center\"\n\n";
 const ZONE: &str = "[[cameras.analytics.zones]]\nname = \"box\"\npolygon = [[0.6, 0.3], [0.9, 0.3], [0.9, 0.7], [0.6, 0.7]]\nclasses = [\"person\"]\nanchor = \"center\"\n\n";

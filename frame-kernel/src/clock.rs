@@ -26,7 +26,7 @@ const SLEEP_STEP: Duration = Duration::from_millis(20);
 
 impl Clock for MonotonicClock {
     fn now_ns(&self) -> u64 {
-        proto_schema::ring::monotonic_ns()
+        shm_ring::monotonic_ns()
     }
 
     fn sleep_until(&self, until_ns: u64, stop: &dyn Fn() -> bool) -> bool {

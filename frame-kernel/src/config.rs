@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use proto_schema::pixel::{FrameGeometry, PixelFormat};
-use proto_schema::ring::{validate_ring_name, DEFAULT_RING_DIR};
+use shm_ring::{validate_ring_name, DEFAULT_RING_DIR};
 
 use crate::hwaccel::HwAccel;
 use crate::pacing::PaceMode;
@@ -53,7 +53,7 @@ pub struct Args {
     pub ring_dir: PathBuf,
 
     /// Number of frame slots in the ring (2..=1024).
-    #[arg(long, default_value_t = proto_schema::ring::DEFAULT_SLOTS)]
+    #[arg(long, default_value_t = shm_ring::DEFAULT_SLOTS)]
     pub slots: u32,
 
     /// Output pixel format: NV12, I420, BGR24 or RGB24 (case-insensitive).
@@ -697,7 +697,7 @@ impl Config {
 
         if problems.is_empty() {
             // Only now, so a bad configuration creates nothing.
-            if let Err(e) = proto_schema::owned_dir::ensure_owned_dir(&args.ring_dir) {
+            if let Err(e) = shm_ring::owned_dir::ensure_owned_dir(&args.ring_dir) {
                 problems.push(ConfigProblem::RingDir {
                     path: args.ring_dir.clone(),
                     reason: e.to_string(),
@@ -852,7 +852,7 @@ fn check_file(path: PathBuf, problems: &mut Vec<ConfigProblem>) -> Option<Source
     }
 }
 
-/// The ring directory must be one the service owns (see `proto_schema::owned_dir`): an
+/// The ring directory must be one the service owns (see `shm_ring::owned_dir`): an
 /// existing one with another owner, a looser mode, or a replaceable parent is refused,
 /// never repaired. A missing one is created by `from_args` (mode 0750) once the rest of
 /// the configuration is valid, so a kernel started alone with the default
@@ -870,7 +870,7 @@ fn check_ring_dir(dir: &Path, problems: &mut Vec<ConfigProblem>) {
         }
         return;
     }
-    if let Err(e) = proto_schema::owned_dir::check_owned_dir(dir) {
+    if let Err(e) = shm_ring::owned_dir::check_owned_dir(dir) {
         problems.push(problem(&e.to_string()));
         return;
     }

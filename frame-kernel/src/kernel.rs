@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proto_schema::pixel::{FrameGeometry, GeometryError};
-use proto_schema::ring::{realtime_ns, RingCreateError, RingState};
+use shm_ring::{realtime_ns, RingCreateError, RingState};
 
 use crate::clock::{duration_ns, Clock, MonotonicClock};
 use crate::codec::{CodecError, Received, VideoDecoder};

@@ -1,5 +1,5 @@
 //! `frame-kernel`: one camera, decoded with FFmpeg, published frame by frame into the
-//! camera's shared-memory ring (see `proto_schema::ring`), surviving camera faults.
+//! camera's shared-memory ring (see `shm_ring`), surviving camera faults.
 //!
 //! One process per camera, so a decoder crash never takes another camera down.
 //!

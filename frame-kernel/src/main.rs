@@ -67,7 +67,7 @@ fn main() -> ExitCode {
     }
     tracing::info!(
         source = %config.source.redacted(),
-        ring = %proto_schema::ring::ring_path(&config.ring_dir, &config.ring_name).display(),
+        ring = %shm_ring::ring_path(&config.ring_dir, &config.ring_name).display(),
         format = %config.format,
         pace = ?config.pace,
         "starting"

@@ -112,7 +112,7 @@ impl PacketKeeper {
         settings: KeepSettings,
         unix_ns: Box<dyn Fn() -> u64 + Send>,
     ) -> Result<Self, KeepError> {
-        proto_schema::owned_dir::ensure_owned_dir(&settings.dir).map_err(|e| KeepError::Dir {
+        shm_ring::owned_dir::ensure_owned_dir(&settings.dir).map_err(|e| KeepError::Dir {
             path: settings.dir.clone(),
             reason: e.to_string(),
         })?;

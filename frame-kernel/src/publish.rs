@@ -16,7 +16,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use proto_schema::pixel::FrameGeometry;
-use proto_schema::ring::{FrameInfo, RingCreateError, RingState, RingWriter};
+use shm_ring::{FrameInfo, RingCreateError, RingState, RingWriter};
 
 use crate::clock::{duration_ns, Clock};
 use crate::config::Config;
@@ -265,7 +265,7 @@ pub fn heartbeat_loop(
 mod tests {
     use super::*;
     use proto_schema::pixel::PixelFormat;
-    use proto_schema::ring::RingReader;
+    use shm_ring::RingReader;
 
     const MS: u64 = 1_000_000;
 
@@ -354,7 +354,7 @@ mod tests {
         );
         out.close();
         assert_eq!(reader.header().state, RingState::Closed);
-        assert!(!proto_schema::ring::ring_path(d.path(), "cam-test").exists());
+        assert!(!shm_ring::ring_path(d.path(), "cam-test").exists());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use proto_schema::ring::RingState;
+use shm_ring::RingState;
 
 use crate::clock::{duration_ns, Clock};
 
@@ -55,7 +55,7 @@ impl Jitter {
 
     /// A generator seeded from the pid and the clock.
     pub fn from_entropy() -> Self {
-        let t = proto_schema::ring::realtime_ns();
+        let t = shm_ring::realtime_ns();
         Jitter(t ^ (u64::from(std::process::id()) << 32))
     }
 

@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use proto_schema::ring::{FrameInfo, RingReader, RingState};
+use shm_ring::{FrameInfo, RingReader, RingState};
 
 const W: usize = 320;
 const H: usize = 240;

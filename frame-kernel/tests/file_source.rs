@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use proto_schema::ring::{ring_path, RingReader, RingState, WaitOutcome};
+use shm_ring::{ring_path, RingReader, RingState, WaitOutcome};
 
 const W: usize = 960;
 const H: usize = 540;

@@ -16,12 +16,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use proto_schema::ring::ring_path;
+use shm_ring::ring_path;
 
 const NOBODY: u32 = 65534;
 
 fn is_root() -> bool {
-    proto_schema::owned_dir::effective_uid() == 0
+    shm_ring::owned_dir::effective_uid() == 0
 }
 
 /// A temp dir the attacker can traverse, with a world-writable sticky `shm` inside, like
@@ -156,7 +156,7 @@ fn kernel_creates_its_owned_ring_dir_and_goes_live_despite_a_squatter() {
     assert_eq!(frames.len(), 3, "{}", k.log());
     let meta = std::fs::symlink_metadata(&ring_dir).unwrap();
     assert_eq!(meta.mode() & 0o7777, 0o750);
-    assert_eq!(meta.uid(), proto_schema::owned_dir::effective_uid());
+    assert_eq!(meta.uid(), shm_ring::owned_dir::effective_uid());
     let ring_meta = std::fs::metadata(ring_path(&ring_dir, "cam1")).unwrap();
     assert_eq!(ring_meta.mode() & 0o7777, 0o640);
     k.terminate();

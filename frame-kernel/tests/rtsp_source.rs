@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::*;
-use proto_schema::ring::{monotonic_ns, RingReader, RingState};
+use shm_ring::{monotonic_ns, RingReader, RingState};
 
 const W: usize = 960;
 const H: usize = 540;

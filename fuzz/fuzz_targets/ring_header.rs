@@ -15,8 +15,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use proto_schema::ring::layout::FixedHeader;
-use proto_schema::ring::RingReader;
+use shm_ring::layout::FixedHeader;
+use shm_ring::RingReader;
 
 const MAX_LEN: u64 = 16 << 20;
 

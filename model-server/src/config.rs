@@ -73,7 +73,7 @@ pub struct ServerConfig {
     #[arg(long)]
     pub socket: PathBuf,
     /// Directory holding the frame rings; frame references may only name rings in it.
-    #[arg(long, default_value = proto_schema::ring::DEFAULT_RING_DIR)]
+    #[arg(long, default_value = shm_ring::DEFAULT_RING_DIR)]
     pub ring_dir: PathBuf,
     /// Model family (pre/post-processing); `auto` detects it from the output shape and
     /// metadata.
@@ -250,7 +250,7 @@ impl ServerConfig {
         // The server only reads rings, so it never creates their directory: it must
         // be one the service owns (frame-kernel or core-agent created it), never a
         // world-writable one where another user could plant or truncate rings.
-        if let Err(e) = proto_schema::owned_dir::check_owned_dir(&self.ring_dir) {
+        if let Err(e) = shm_ring::owned_dir::check_owned_dir(&self.ring_dir) {
             p.push(format!("--ring-dir: {e}"));
         }
         if self.socket.as_os_str().is_empty() {
@@ -488,7 +488,7 @@ mod tests {
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
         let p = problems(&open);
         assert!(p.len() == 1 && p[0].contains("too open"), "{p:?}");
-        if proto_schema::owned_dir::effective_uid() != 0 {
+        if shm_ring::owned_dir::effective_uid() != 0 {
             eprintln!("skipped the foreign-owner case: chown needs root");
             return;
         }

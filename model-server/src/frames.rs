@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use proto_schema::error::{ErrorBody, ErrorCode};
 use proto_schema::message::{FrameMeta, FrameRef};
 use proto_schema::pixel::FrameGeometry;
-use proto_schema::ring::{self, RingReader};
+use shm_ring::{self as ring, RingReader};
 
 /// Most rings kept open at once; opening one more evicts an arbitrary cached ring (it is
 /// reopened on its next request).
@@ -213,7 +213,7 @@ impl FrameResolver {
 mod tests {
     use super::*;
     use proto_schema::pixel::PixelFormat;
-    use proto_schema::ring::RingWriter;
+    use shm_ring::RingWriter;
 
     fn writer(dir: &std::path::Path, name: &str) -> RingWriter {
         let g = FrameGeometry::packed(64, 32, PixelFormat::Nv12).unwrap();

@@ -9,8 +9,8 @@ use proto_schema::error::{ErrorBody, ErrorCode};
 use proto_schema::message::{
     Detection, InferenceRequest, InferenceResponse, Timings, MAX_CLASS_NAME_LEN,
 };
-use proto_schema::ring::ReadError;
 use proto_schema::PROTOCOL_VERSION;
+use shm_ring::ReadError;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use crate::batcher::{Batcher, Shed};

@@ -15,7 +15,7 @@ use proto_schema::message::{Request, Response};
 /// report, and stops it.
 fn calibration_of(env: &Env, model: &Path, dir: &Path, cache: &Path) -> Calibration {
     let rings = dir.join("rings");
-    proto_schema::owned_dir::ensure_owned_dir(&rings).unwrap();
+    shm_ring::owned_dir::ensure_owned_dir(&rings).unwrap();
     let socket = dir.join("m.sock");
     let mut child = Command::new(env!("CARGO_BIN_EXE_model-server"))
         .arg("--model")

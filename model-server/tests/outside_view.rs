@@ -16,7 +16,7 @@ use common::{decode_frame, error_code, Client, Env, Ring, Server};
 use proto_schema::error::ErrorCode;
 use proto_schema::message::{Request, Response};
 use proto_schema::pixel::PixelFormat;
-use proto_schema::ring::RingState;
+use shm_ring::RingState;
 
 fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")

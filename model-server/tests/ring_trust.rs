@@ -80,7 +80,7 @@ fn rings_with_untrusted_owner_or_loose_mode_are_refused() {
         "{resp:?}"
     );
 
-    if proto_schema::owned_dir::effective_uid() == 0 {
+    if shm_ring::owned_dir::effective_uid() == 0 {
         std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o640)).unwrap();
         std::os::unix::fs::chown(&planted, Some(65534), Some(65534)).unwrap();
         req.id = 2;

@@ -249,7 +249,7 @@ fn stale_socket_is_replaced_and_foreign_files_are_not() {
     let Some(env) = Env::get() else { return };
     let dir = tempfile::tempdir().unwrap();
     let rings = dir.path().join("rings");
-    proto_schema::owned_dir::ensure_owned_dir(&rings).unwrap();
+    shm_ring::owned_dir::ensure_owned_dir(&rings).unwrap();
     let sock = dir.path().join("model.sock");
     // A socket file nobody listens on, as left by a crash.
     drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());

@@ -1,6 +1,9 @@
 //! The contract shared by frame-kernel, model-server and core-agent: wire messages and
-//! their framing, the error codes, and the shared-memory ring (layout, writer, reader).
+//! their framing, the error codes, pixel formats and clip segment records. Sans-IO: the
+//! shared-memory ring that carries the frames is the `shm-ring` crate.
 //! `docs/protocol.md` and `docs/ring-format.md` are the human spec of the same contract.
+
+#![forbid(unsafe_code)]
 
 pub mod calibration;
 pub mod coco;
@@ -9,10 +12,8 @@ pub mod exit;
 pub mod framing;
 pub mod message;
 pub mod onnx_sniff;
-pub mod owned_dir;
 pub mod pixel;
 pub mod redact;
-pub mod ring;
 pub mod segment;
 
 /// Version of the wire protocol carried in every message as `"v"`.

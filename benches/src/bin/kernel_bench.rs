@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::Parser;
-use proto_schema::ring::RingReader;
+use shm_ring::RingReader;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -215,7 +215,7 @@ fn cpu_per_frame(
             c.frames_published
         );
         drop(reader);
-        std::fs::remove_file(proto_schema::ring::ring_path(ring_dir, &ring))?;
+        std::fs::remove_file(shm_ring::ring_path(ring_dir, &ring))?;
         kern.push(k.total());
         kern_wall.push(frames as f64 / k.wall_s);
     }
@@ -302,7 +302,7 @@ fn decode_options(kernel: &Path, clip: &Path, cli: &Cli, ring_dir: &Path) -> Res
             );
             published[i] = c.frames_published;
             drop(reader);
-            std::fs::remove_file(proto_schema::ring::ring_path(ring_dir, &ring))?;
+            std::fs::remove_file(shm_ring::ring_path(ring_dir, &ring))?;
             kern[i].push(k.total());
         }
     }

@@ -37,9 +37,9 @@ use proto_schema::message::{
     decode_response, FrameMeta, FrameRef, InferenceRequest, Request, Response,
 };
 use proto_schema::pixel::{FrameGeometry, PixelFormat};
-use proto_schema::ring::RingWriter;
 use proto_schema::PROTOCOL_VERSION;
 use serde::Serialize;
+use shm_ring::RingWriter;
 
 #[derive(Debug, Parser)]
 #[command(about = "model-server overhead, ping and throughput versus raw ONNX Runtime")]

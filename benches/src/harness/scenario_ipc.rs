@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use proto_schema::message::{FrameMeta, FrameRef, InferenceRequest};
 use proto_schema::pixel::{FrameGeometry, PixelFormat};
-use proto_schema::ring::{monotonic_ns, RingWriter};
 use proto_schema::PROTOCOL_VERSION;
 use serde::Serialize;
+use shm_ring::{monotonic_ns, RingWriter};
 
 use super::assets::{self, ModelAsset};
 use super::client::{Client, ClientError, ServerProcess};

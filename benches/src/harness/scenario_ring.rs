@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use proto_schema::pixel::{FrameGeometry, PixelFormat};
-use proto_schema::ring::{monotonic_ns, RingReader, RingWriter, WaitOutcome};
 use serde::Serialize;
+use shm_ring::{monotonic_ns, RingReader, RingWriter, WaitOutcome};
 
 use super::interrupt;
 use super::report::{num, Table};

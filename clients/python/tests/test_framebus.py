@@ -85,7 +85,7 @@ class VersionTest(unittest.TestCase):
         self.assertIn(f'version = "{framebus.__version__}"', toml)
 
     def test_layout_version_and_max_frame(self) -> None:
-        layout = (REPO / "proto-schema/src/ring/layout.rs").read_text()
+        layout = (REPO / "shm-ring/src/layout.rs").read_text()
         self.assertIn(f"pub const LAYOUT_VERSION: u32 = {framebus.LAYOUT_VERSION};", layout)
         framing = (REPO / "proto-schema/src/framing/mod.rs").read_text()
         self.assertIn("pub const DEFAULT_MAX_FRAME: usize = 1 << 20;", framing)

@@ -24,8 +24,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proto_schema::message::{Detection, FrameMeta, FrameRef, InferenceRequest, Request, Response};
-use proto_schema::ring::{FrameInfo, RingReader};
 use proto_schema::PROTOCOL_VERSION;
+use shm_ring::{FrameInfo, RingReader};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -754,7 +754,7 @@ mod tests {
     use super::*;
     use proto_schema::message::{decode_request, Detection, InferenceResponse, Timings};
     use proto_schema::pixel::{FrameGeometry, PixelFormat};
-    use proto_schema::ring::{RingState, RingWriter};
+    use shm_ring::{RingState, RingWriter};
 
     /// A model server stand-in: answers every request at once with one person.
     async fn fake_server(listener: tokio::net::UnixListener) {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use proto_schema::ring::{RingReader, RingState, WaitOutcome};
+use shm_ring::{RingReader, RingState, WaitOutcome};
 use tokio::sync::watch;
 
 use crate::clock::capture_clock_now_ns;

@@ -210,11 +210,11 @@ impl ApiToken {
                 "mode {mode:#o} lets others read or change it; chmod it to 0600 or 0400"
             )));
         }
-        if !proto_schema::owned_dir::is_trusted_owner(meta.uid()) {
+        if !shm_ring::owned_dir::is_trusted_owner(meta.uid()) {
             return Err(untrusted(format!(
                 "owned by uid {}, expected uid {} or root",
                 meta.uid(),
-                proto_schema::owned_dir::effective_uid()
+                shm_ring::owned_dir::effective_uid()
             )));
         }
         let mut text = String::new();

@@ -224,7 +224,7 @@ impl Clips {
             settings.dir.clone(),
             settings.dir.join(crate::config::clips::BUFFER_DIR),
         ] {
-            proto_schema::owned_dir::ensure_owned_dir(&dir).map_err(|e| ClipError::Create {
+            shm_ring::owned_dir::ensure_owned_dir(&dir).map_err(|e| ClipError::Create {
                 camera: "*".into(),
                 path: dir.clone(),
                 source: std::io::Error::other(e.to_string()),

@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use proto_schema::pixel::FrameGeometry;
-use proto_schema::ring::validate_ring_name;
+use shm_ring::validate_ring_name;
 
 use super::{CameraConfig, Config, OutputConfig};
 
@@ -597,7 +597,7 @@ pub fn check_camera(cam: &CameraConfig, check_files: bool, errs: &mut Vec<Config
         );
     }
     if let Some(n) = cam.ring_slots {
-        use proto_schema::ring::layout::{MAX_SLOTS, MIN_SLOTS};
+        use shm_ring::layout::{MAX_SLOTS, MIN_SLOTS};
         range(
             errs,
             (MIN_SLOTS..=MAX_SLOTS).contains(&n),

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use proto_schema::pixel::{FrameGeometry, PixelFormat};
-use proto_schema::ring::{FrameInfo, ReadError, RingReader};
+use shm_ring::{FrameInfo, ReadError, RingReader};
 
 use super::draw::{draw_overlay, Canvas, Layout, Overlay};
 

@@ -15,9 +15,9 @@ use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use proto_schema::ring::RingReader;
 use serde::Deserialize;
 use serde_json::json;
+use shm_ring::RingReader;
 use tokio::time::Instant;
 
 use super::hub::{self, Feed, Viewer};

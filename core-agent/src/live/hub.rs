@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use proto_schema::ring::{RingReader, RingState};
+use shm_ring::{RingReader, RingState};
 use tokio::sync::watch;
 
 use super::{lock, Jpeg, LiveError, LiveShared, Target};

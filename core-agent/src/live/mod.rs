@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use proto_schema::ring::{RingOpenError, RingReader};
+use shm_ring::{RingOpenError, RingReader};
 
 use crate::config::analytics::CameraAnalytics;
 use crate::config::live::LiveSettings;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use proto_schema::framing::{read_frame, write_message};
 use proto_schema::message::{decode_response, Request, Response, ServerState, StatusReport};
-use proto_schema::ring::{peek_header, RingState, RingTrust};
+use shm_ring::{peek_header, RingState, RingTrust};
 use tokio::net::UnixStream;
 
 use crate::peer::{check_peer, ExpectedPeer, PeerError};
@@ -57,7 +57,7 @@ pub enum ProbeError {
         name: String,
         /// Why.
         #[source]
-        source: proto_schema::ring::RingOpenError,
+        source: shm_ring::RingOpenError,
     },
     /// The ring is written by another process than the one supervised.
     #[error("ring {name} belongs to pid {found}, not {expected}")]
@@ -276,7 +276,7 @@ mod tests {
     #[test]
     fn truncated_ring_is_a_probe_error_not_a_crash() {
         use proto_schema::pixel::{FrameGeometry, PixelFormat};
-        use proto_schema::ring::{RingState, RingWriter};
+        use shm_ring::{RingState, RingWriter};
         let dir = tempfile::tempdir().unwrap();
         let w = RingWriter::builder("cam")
             .dir(dir.path())
@@ -285,7 +285,7 @@ mod tests {
             .create()
             .unwrap();
         w.set_state(RingState::Live);
-        let now = proto_schema::ring::monotonic_ns();
+        let now = shm_ring::monotonic_ns();
         let ok = check_ring(
             dir.path(),
             "cam",

@@ -12,7 +12,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use proto_schema::ring::{FrameInfo, ReadError, RingReader, RingState, WaitOutcome};
+use shm_ring::{FrameInfo, ReadError, RingReader, RingState, WaitOutcome};
 
 pub const KERNEL: &str = env!("CARGO_BIN_EXE_frame-kernel");
 pub const CLIP: &str = "video/people_walk_540p.mp4";

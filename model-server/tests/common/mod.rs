@@ -15,8 +15,8 @@ use proto_schema::message::{
     decode_response, FrameMeta, FrameRef, InferenceRequest, InferenceResponse, Request, Response,
 };
 use proto_schema::pixel::{FrameGeometry, PixelFormat};
-use proto_schema::ring::{FrameInfo, RingWriter};
 use proto_schema::PROTOCOL_VERSION;
+use shm_ring::{FrameInfo, RingWriter};
 
 pub const MAX_FRAME: usize = framing::DEFAULT_MAX_FRAME;
 pub const WIDTH: u32 = 960;
@@ -204,7 +204,7 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let rings = dir.path().join("rings");
         // An owned ring directory, as the server requires (created 0750 like the agent's).
-        proto_schema::owned_dir::ensure_owned_dir(&rings).unwrap();
+        shm_ring::owned_dir::ensure_owned_dir(&rings).unwrap();
         Self::start_in(env, model, extra, dir, rings)
     }
 

@@ -384,7 +384,7 @@ class RingReader:
 def ensure_ring_dir(path: str = DEFAULT_RING_DIR) -> str:
     """Creates the ring directory the way ``frame-kernel``/``core-agent`` do, or checks it.
 
-    What ``model-server --ring-dir`` requires (``proto_schema::owned_dir``): a real
+    What ``model-server --ring-dir`` requires (``shm_ring::owned_dir``): a real
     directory (not a symlink) owned by the server's uid or root, mode without group write
     and without any access for others (``mode & 0o027 == 0``; created ``0750``), in a
     parent that others cannot write or that is sticky (as ``/dev/shm`` is).

@@ -10,7 +10,7 @@
 use std::mem::{align_of, offset_of, size_of};
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64};
 
-use crate::pixel::{FrameGeometry, PixelFormat};
+use proto_schema::pixel::{FrameGeometry, PixelFormat};
 
 #[cfg(not(target_endian = "little"))]
 compile_error!("the ring format is little-endian; big-endian targets are not supported");

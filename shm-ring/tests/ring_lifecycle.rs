@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proto_schema::pixel::{FrameGeometry, PixelFormat};
-use proto_schema::ring::{
+use shm_ring::{
     monotonic_ns, ring_path, ReadError, RingCreateError, RingOpenError, RingReader, RingState,
     RingTrust, RingWriter, WaitOutcome,
 };
@@ -25,7 +25,7 @@ fn writer(dir: &Path, name: &str, slots: u32) -> RingWriter {
         .unwrap()
 }
 
-fn publish(w: &mut RingWriter, fill: u8) -> proto_schema::ring::FrameInfo {
+fn publish(w: &mut RingWriter, fill: u8) -> shm_ring::FrameInfo {
     let mut slot = w.begin_write();
     slot.data_mut().fill(fill);
     slot.publish(i64::from(fill), 1_000 + u64::from(fill))
@@ -151,7 +151,7 @@ fn open_tampered(dir: &Path, bytes: &[u8]) -> RingOpenError {
     let _ = fs::remove_file(&path);
     fs::write(&path, bytes).unwrap();
     let e = RingReader::open(dir, "bad").unwrap_err();
-    let peeked = proto_schema::ring::peek_header(dir, "bad", &RingTrust::new()).unwrap_err();
+    let peeked = shm_ring::peek_header(dir, "bad", &RingTrust::new()).unwrap_err();
     assert_eq!(
         std::mem::discriminant(&e),
         std::mem::discriminant(&peeked),
@@ -177,11 +177,11 @@ fn peeked_header_is_the_mapped_header() {
         .unwrap()
         .try_header()
         .unwrap();
-    let peeked = proto_schema::ring::peek_header(dir.path(), "peek", &RingTrust::new()).unwrap();
+    let peeked = shm_ring::peek_header(dir.path(), "peek", &RingTrust::new()).unwrap();
     assert_eq!(peeked, mapped);
     assert_eq!((peeked.write_seq, peeked.counters.fps_milli), (6, 25_000));
     // A missing ring is the same typed error as for open.
-    let e = proto_schema::ring::peek_header(dir.path(), "nope", &RingTrust::new()).unwrap_err();
+    let e = shm_ring::peek_header(dir.path(), "nope", &RingTrust::new()).unwrap_err();
     assert!(matches!(e, RingOpenError::NotFound { .. }), "{e}");
 }
 
@@ -484,7 +484,7 @@ fn keep_on_drop_ring_reads_as_closed_and_is_replaced() {
 /// u64: the version bump rejects nothing that was valid before.
 #[test]
 fn layout_2_generations_fit_in_53_bits_and_layout_1_still_opens() {
-    use proto_schema::ring::layout::{LAYOUT_VERSION, MAX_GENERATION, MIN_LAYOUT_VERSION};
+    use shm_ring::layout::{LAYOUT_VERSION, MAX_GENERATION, MIN_LAYOUT_VERSION};
     assert_eq!((MIN_LAYOUT_VERSION, LAYOUT_VERSION), (1, 2));
     assert_eq!(MAX_GENERATION, (1u64 << 53) - 1);
     let dir = tempfile::tempdir().unwrap();

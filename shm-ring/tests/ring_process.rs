@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use proto_schema::pixel::{FrameGeometry, PixelFormat};
-use proto_schema::ring::{RingOpenError, RingReader, RingState, RingWriter, WaitOutcome};
+use shm_ring::{RingOpenError, RingReader, RingState, RingWriter, WaitOutcome};
 
 const CHILD_DIR_ENV: &str = "PROTO_SCHEMA_RING_CHILD_DIR";
 const RING: &str = "xproc";

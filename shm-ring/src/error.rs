@@ -5,7 +5,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::pixel::GeometryError;
+use proto_schema::pixel::GeometryError;
 
 /// A ring name broke the rule `^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -19,7 +19,7 @@ use super::notify::{self, Wake};
 use super::shm::{MapError, ReaderMap, UncheckedMap, MAX_GUARDED_MAPPINGS};
 use super::{ring_path, validate_ring_name, FrameInfo, RingCounters, RingState};
 use crate::owned_dir::{effective_uid, is_trusted_owner};
-use crate::pixel::FrameGeometry;
+use proto_schema::pixel::FrameGeometry;
 
 /// How often [`RingReader::latest`] / [`RingReader::slot_info`] retry when the writer
 /// changes the slot under them before giving up for this call.

@@ -17,7 +17,7 @@ use super::{
     monotonic_ns, notify, realtime_ns, ring_path, validate_ring_name, FrameInfo, RingState,
     DEFAULT_RING_DIR,
 };
-use crate::pixel::FrameGeometry;
+use proto_schema::pixel::FrameGeometry;
 
 /// Default number of slots.
 pub const DEFAULT_SLOTS: u32 = 8;
@@ -616,7 +616,7 @@ fn random_generation() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pixel::PixelFormat;
+    use proto_schema::pixel::PixelFormat;
 
     fn geometry() -> FrameGeometry {
         FrameGeometry::packed(32, 16, PixelFormat::Nv12).unwrap()

@@ -16,7 +16,7 @@
 //!
 //! ```no_run
 //! use proto_schema::pixel::{FrameGeometry, PixelFormat};
-//! use proto_schema::ring::{RingReader, RingWriter};
+//! use shm_ring::{RingReader, RingWriter};
 //! use std::time::Duration;
 //!
 //! let geometry = FrameGeometry::packed(960, 540, PixelFormat::Nv12)?;
@@ -25,7 +25,7 @@
 //! slot.data_mut().fill(0x80); // decode straight into the slot
 //! let info = slot.publish(0, 1_700_000_000_000_000_000);
 //!
-//! let reader = RingReader::open(proto_schema::ring::DEFAULT_RING_DIR, "cam1")?;
+//! let reader = RingReader::open(shm_ring::DEFAULT_RING_DIR, "cam1")?;
 //! let latest = reader.latest().expect("one frame published");
 //! assert_eq!(latest, info);
 //! let sum: u64 = reader.read(latest.slot, latest.seq, |bytes| {
@@ -36,6 +36,7 @@
 //! ```
 
 pub mod layout;
+pub mod owned_dir;
 
 mod error;
 mod notify;

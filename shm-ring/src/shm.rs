@@ -510,7 +510,7 @@ const _: fn() = || {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pixel::{FrameGeometry, PixelFormat};
+    use proto_schema::pixel::{FrameGeometry, PixelFormat};
     use std::sync::atomic::Ordering;
 
     #[test]
@@ -574,8 +574,8 @@ mod tests {
         // The kernel cannot fault the futex page in: EFAULT, not a signal.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         assert_eq!(
-            crate::ring::notify::wait_while(&r.live().notify, 9, deadline),
-            crate::ring::notify::Wake::Fault
+            crate::notify::wait_while(&r.live().notify, 9, deadline),
+            crate::notify::Wake::Fault
         );
         assert!(!r.truncated(), "no user-space access yet");
         // This load faults (SIGBUS); the guard maps zeros over the whole range.

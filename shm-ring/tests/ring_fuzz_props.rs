@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use proto_schema::pixel::{FrameGeometry, PixelFormat};
-use proto_schema::ring::layout::FixedHeader;
-use proto_schema::ring::{RingReader, RingWriter};
+use shm_ring::layout::FixedHeader;
+use shm_ring::{RingReader, RingWriter};
 
 const MAX_LEN: u64 = 16 << 20;
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proto_schema::pixel::{FrameGeometry, PixelFormat};
-use proto_schema::ring::{ReadError, RingReader, RingState, RingWriter, WaitOutcome};
+use shm_ring::{ReadError, RingReader, RingState, RingWriter, WaitOutcome};
 
 /// Frame bytes: `[0..8]` frame id, `[8..16]` checksum of `[16..]`, `[16..]` a pattern
 /// derived from the frame id, so bytes of two frames never verify together.

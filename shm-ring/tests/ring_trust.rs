@@ -19,9 +19,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use proto_schema::owned_dir::{effective_uid, ensure_owned_dir, OwnedDirError};
 use proto_schema::pixel::{FrameGeometry, PixelFormat};
-use proto_schema::ring::{
+use shm_ring::owned_dir::{effective_uid, ensure_owned_dir, OwnedDirError};
+use shm_ring::{
     ring_path, ReadError, RingOpenError, RingReader, RingState, RingTrust, RingWriter, WaitOutcome,
 };
 
