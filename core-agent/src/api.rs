@@ -197,7 +197,7 @@ async fn counts(
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid query: {e}")),
     };
     let to =
-        q.to.unwrap_or_else(|| crate::clock::unix_now_ns() / 1_000_000 + 1);
+        q.to.unwrap_or_else(|| crate::clock::UnixNanos::now().get() / 1_000_000 + 1);
     let from = q.from.unwrap_or(to.saturating_sub(86_400_000));
     if from > to {
         return error(StatusCode::BAD_REQUEST, "from is after to");

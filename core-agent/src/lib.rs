@@ -9,7 +9,7 @@
 //!
 //! `unsafe` lives in two places only: [`supervisor::child`] (the `pre_exec` hook that
 //! sets the parent-death signal and CPU affinity, and `kill(2)` on process groups) and
-//! [`clock::monotonic_now_ns`] (`clock_gettime`).
+//! [`clock::MonoNanos`] (`clock_gettime`).
 
 pub mod agent;
 pub mod analytics;

@@ -52,7 +52,7 @@ fn two_cameras_two_models_results_at_the_requested_rate() {
                 .then_some(())
         },
     );
-    let start_ms = core_agent::clock::unix_now_ns() / 1_000_000;
+    let start_ms = core_agent::clock::UnixNanos::now().get() / 1_000_000;
     let before = agent.get_json("/cameras");
     let t = Instant::now();
     std::thread::sleep(Duration::from_secs(12));

@@ -7,11 +7,11 @@ mod common;
 use std::time::Duration;
 
 use common::{assets, bin_dir, kill, of, serial, wait_for, Agent, Dirs, FakeCamera};
-use core_agent::clock::unix_now_ns;
+use core_agent::clock::UnixNanos;
 use serde_json::Value;
 
 fn now_ms() -> u64 {
-    unix_now_ns() / 1_000_000
+    UnixNanos::now().get() / 1_000_000
 }
 
 fn pid_of(v: &Value, path: &[&str]) -> Option<u32> {

@@ -79,7 +79,7 @@ pub fn set_quiet(quiet: bool) {
 }
 
 fn admit() -> bool {
-    let sec = shm_ring::monotonic_ns() / 1_000_000_000;
+    let sec = proto_schema::time::MonoNanos::now().get() / 1_000_000_000;
     let cur = WINDOW.load(Ordering::Relaxed);
     let new_window = (sec & 0xFFFF_FFFF) << 32 | 1;
     if cur >> 32 != sec & 0xFFFF_FFFF

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proto_schema::pixel::{FrameGeometry, GeometryError};
-use shm_ring::{realtime_ns, RingCreateError, RingState};
+use proto_schema::time::UnixNanos;
+use shm_ring::{RingCreateError, RingState};
 
-use crate::clock::{duration_ns, Clock, MonotonicClock};
 use crate::codec::{CodecError, Received, VideoDecoder};
 use crate::config::Config;
 use crate::convert::Converter;
@@ -22,6 +22,7 @@ use crate::publish::{heartbeat_loop, Output, RingSettings};
 use crate::reconnect::{Jitter, Link, LossReason, Phase};
 use crate::skip::{decide, GapGuard, SkipDecision, SkipFrames, SkipMode, SkipReason};
 use crate::source::{options_for, Interrupt, OpenError, OpenSource, ReadError};
+use proto_schema::time::{duration_ns, Clock, MonoNanos, SystemClock};
 
 /// Consecutive undecodable packets after which the connection is dropped.
 pub const MAX_ERROR_STREAK: u32 = 100;
@@ -102,7 +103,7 @@ enum SessionEnd {
 /// Runs the kernel until stopped, the file ends (no loop), `--max-frames`, or a fatal
 /// error. The ring is closed (and removed unless kept) before returning.
 pub fn run(config: &Config, stop: &'static AtomicBool) -> Result<Exit, RunError> {
-    run_with_clock(config, stop, Arc::new(MonotonicClock))
+    run_with_clock(config, stop, Arc::new(SystemClock))
 }
 
 /// [`run`] on a given clock.
@@ -113,7 +114,7 @@ pub fn run_with_clock(
 ) -> Result<Exit, RunError> {
     crate::init_ffmpeg();
     let interrupt = Arc::new(Interrupt::new(clock.clone(), stop));
-    let output = Output::new(RingSettings::from_config(config), clock.now_ns());
+    let output = Output::new(RingSettings::from_config(config), clock.now().get());
     let result = (|| {
         if let Some(g) = config.fixed_geometry() {
             output.ensure(g)?;
@@ -155,7 +156,7 @@ pub fn run_with_clock(
 /// and the camera runs without it (clips never stop decoding).
 fn open_keeper(config: &Config) -> Option<PacketKeeper> {
     let settings = config.clips.clone()?;
-    match PacketKeeper::open(settings, Box::new(realtime_ns)) {
+    match PacketKeeper::open(settings, Box::new(|| UnixNanos::now().get())) {
         Ok(k) => Some(k),
         Err(e) => {
             tracing::error!(error = %e, "packets for clips are not kept");
@@ -468,12 +469,12 @@ impl<'a> Driver<'a> {
             tracing::debug!(%reason, retry_in_ms, attempt = n, "camera unreachable; retrying");
         }
         self.pacer.reanchor();
-        let until = self.clock.now_ns().saturating_add(duration_ns(delay));
+        let until = self.clock.now().get().saturating_add(duration_ns(delay));
         let output = self.output;
         let clock = self.clock.clone();
         let interrupt = self.interrupt.clone();
-        clock.sleep_until(until, &|| {
-            output.mark_progress(clock.now_ns());
+        clock.sleep_until(MonoNanos(until), &|| {
+            output.mark_progress(clock.now().get());
             interrupt.stopping()
         });
     }
@@ -481,7 +482,7 @@ impl<'a> Driver<'a> {
     fn session(&mut self, source: &mut OpenSource, decoder: &mut VideoDecoder) -> SessionEnd {
         let stream_index = source.stream_index();
         loop {
-            self.output.mark_progress(self.clock.now_ns());
+            self.output.mark_progress(self.clock.now().get());
             if self.stopping() {
                 return SessionEnd::Stop;
             }
@@ -580,7 +581,7 @@ impl<'a> Driver<'a> {
         let (interrupt, output, clock) = (self.interrupt.clone(), self.output, self.clock.clone());
         // Waiting for a frame's time is progress, not a hang (watchdog).
         let stop = || {
-            output.mark_progress(clock.now_ns());
+            output.mark_progress(clock.now().get());
             interrupt.stopping()
         };
         match self.pacer.wait(out_ns, &*self.clock, &stop) {
@@ -589,9 +590,11 @@ impl<'a> Driver<'a> {
         }
         let converter = &mut self.converter;
         let frame = decoder.frame();
-        match self.output.publish(out_ns, realtime_ns, |slot, geometry| {
-            converter.convert(frame, slot, geometry)
-        }) {
+        match self.output.publish(
+            out_ns,
+            || UnixNanos::now().get(),
+            |slot, geometry| converter.convert(frame, slot, geometry),
+        ) {
             Ok(Some(info)) => {
                 self.published += 1;
                 if let Some(k) = self.keeper.as_mut() {
@@ -611,7 +614,7 @@ impl<'a> Driver<'a> {
     }
 
     fn note_lateness(&mut self, late_ns: u64) {
-        let now = self.clock.now_ns();
+        let now = self.clock.now().get();
         if late_ns >= duration_ns(LATE_WARNING)
             && now.saturating_sub(self.last_late_warning_ns) >= 10_000_000_000
         {

@@ -14,7 +14,6 @@
 //! - [`packets`]: compressed packets kept in segment files for event clips.
 //! - [`kernel`]: the main loop tying these together; [`signals`], [`ffmpeg_log`].
 
-pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod convert;

@@ -5,7 +5,7 @@
 //! file loops or a camera reconnects. [`Pacer`] releases frames at the stream's rate
 //! (realtime) or as fast as they decode (fast, for benchmarks).
 
-use crate::clock::Clock;
+use proto_schema::time::{Clock, MonoNanos};
 
 /// Frame duration assumed when the stream declares no rate and gives no timestamps.
 pub const DEFAULT_FRAME_NS: i64 = 40_000_000;
@@ -149,7 +149,7 @@ impl Pacer {
         if self.mode == PaceMode::Fast {
             return Paced::Due { late_ns: 0 };
         }
-        let now = clock.now_ns();
+        let now = clock.now().get();
         let (anchor_clock, anchor_out) = *self.anchor.get_or_insert((now, out_ns));
         let ahead = out_ns.saturating_sub(anchor_out).max(0) as u64;
         let ahead = if self.speed == 1.0 {
@@ -159,7 +159,7 @@ impl Pacer {
         };
         let due = anchor_clock.saturating_add(ahead);
         if due > now {
-            if !clock.sleep_until(due, stop) {
+            if !clock.sleep_until(MonoNanos(due), stop) {
                 return Paced::Stopped;
             }
             return Paced::Due { late_ns: 0 };
@@ -171,7 +171,7 @@ impl Pacer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
+    use proto_schema::time::{ManualClock, MonoNanos, UnixNanos};
 
     const MS: i64 = 1_000_000;
 
@@ -215,23 +215,23 @@ mod tests {
     fn speed_scales_the_schedule() {
         let stop = || false;
         for (speed, expect) in [(0.5, 80 * MS), (2.0, 20 * MS), (f64::NAN, 40 * MS)] {
-            let clock = ManualClock::new(0);
+            let clock = ManualClock::starting_at(MonoNanos(0), UnixNanos(0));
             let mut p = Pacer::with_speed(PaceMode::Realtime, speed);
             p.wait(0, &clock, &stop);
             assert_eq!(p.wait(40 * MS, &clock, &stop), Paced::Due { late_ns: 0 });
-            assert_eq!(clock.now_ns(), expect as u64, "speed {speed}");
+            assert_eq!(clock.now().get(), expect as u64, "speed {speed}");
         }
     }
 
     #[test]
     fn realtime_pacing_follows_the_stream_clock() {
-        let clock = ManualClock::new(1_000_000);
+        let clock = ManualClock::starting_at(MonoNanos(1_000_000), UnixNanos(0));
         let mut p = Pacer::new(PaceMode::Realtime);
         let stop = || false;
         assert_eq!(p.wait(0, &clock, &stop), Paced::Due { late_ns: 0 });
-        assert_eq!(clock.now_ns(), 1_000_000, "first frame is due at once");
+        assert_eq!(clock.now().get(), 1_000_000, "first frame is due at once");
         assert_eq!(p.wait(40 * MS, &clock, &stop), Paced::Due { late_ns: 0 });
-        assert_eq!(clock.now_ns(), 1_000_000 + 40 * MS as u64);
+        assert_eq!(clock.now().get(), 1_000_000 + 40 * MS as u64);
         // Decoding took 100 ms: the next frame (due at +80 ms) is 60 ms late and not held.
         clock.advance(std::time::Duration::from_millis(100));
         assert_eq!(
@@ -242,12 +242,12 @@ mod tests {
         );
         // The schedule is kept: frame at +200 ms waits until anchor + 200 ms.
         assert_eq!(p.wait(200 * MS, &clock, &stop), Paced::Due { late_ns: 0 });
-        assert_eq!(clock.now_ns(), 1_000_000 + 200 * MS as u64);
+        assert_eq!(clock.now().get(), 1_000_000 + 200 * MS as u64);
     }
 
     #[test]
     fn reanchor_forgets_the_schedule() {
-        let clock = ManualClock::new(0);
+        let clock = ManualClock::starting_at(MonoNanos(0), UnixNanos(0));
         let mut p = Pacer::new(PaceMode::Realtime);
         p.wait(0, &clock, &|| false);
         clock.advance(std::time::Duration::from_secs(10));
@@ -256,16 +256,16 @@ mod tests {
             p.wait(40 * MS, &clock, &|| false),
             Paced::Due { late_ns: 0 }
         );
-        assert_eq!(clock.now_ns(), 10_000_000_000);
+        assert_eq!(clock.now().get(), 10_000_000_000);
     }
 
     #[test]
     fn fast_mode_never_waits_and_stop_interrupts() {
-        let clock = ManualClock::new(0);
+        let clock = ManualClock::starting_at(MonoNanos(0), UnixNanos(0));
         let mut fast = Pacer::new(PaceMode::Fast);
         fast.wait(0, &clock, &|| false);
         fast.wait(1_000 * MS, &clock, &|| false);
-        assert_eq!(clock.now_ns(), 0);
+        assert_eq!(clock.now().get(), 0);
         let mut rt = Pacer::new(PaceMode::Realtime);
         rt.wait(0, &clock, &|| false);
         assert_eq!(rt.wait(40 * MS, &clock, &|| true), Paced::Stopped);

@@ -18,8 +18,8 @@ use std::time::Duration;
 use proto_schema::pixel::FrameGeometry;
 use shm_ring::{FrameInfo, RingCreateError, RingState, RingWriter};
 
-use crate::clock::{duration_ns, Clock};
 use crate::config::Config;
+use proto_schema::time::{duration_ns, Clock, MonoNanos};
 
 /// How often the heartbeat thread refreshes the header.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(200);
@@ -248,14 +248,14 @@ pub fn heartbeat_loop(
     let mut fps = FpsMeter::new(FPS_WINDOW);
     let mut reported_hung = false;
     loop {
-        let now = clock.now_ns();
+        let now = clock.now().get();
         let alive = output.heartbeat(now, hung_after, last_poll_ns(), &mut fps);
         if !alive && !reported_hung {
             tracing::error!("decode loop shows no sign of life; heartbeat withheld");
         }
         reported_hung = !alive;
         let next = now + duration_ns(HEARTBEAT_INTERVAL);
-        if !clock.sleep_until(next, &|| stop.load(Ordering::Relaxed)) {
+        if !clock.sleep_until(MonoNanos(next), &|| stop.load(Ordering::Relaxed)) {
             return;
         }
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use shm_ring::RingState;
 
-use crate::clock::{duration_ns, Clock};
+use proto_schema::time::{duration_ns, Clock};
 
 /// Exponential backoff settings. Delay `n` (from 0) is `initial * multiplier^n`, capped at
 /// `max`, then scaled by a random factor in `1 ± jitter`.
@@ -55,7 +55,7 @@ impl Jitter {
 
     /// A generator seeded from the pid and the clock.
     pub fn from_entropy() -> Self {
-        let t = shm_ring::realtime_ns();
+        let t = proto_schema::time::UnixNanos::now().get();
         Jitter(t ^ (u64::from(std::process::id()) << 32))
     }
 
@@ -220,7 +220,7 @@ impl Link {
         stall: StallPolicy,
         jitter: Jitter,
     ) -> Self {
-        let now = clock.now_ns();
+        let now = clock.now().get();
         Link {
             clock,
             backoff: Backoff::new(policy, jitter),
@@ -257,7 +257,7 @@ impl Link {
 
     /// The source opened: the stall timer starts now.
     pub fn on_connected(&mut self) {
-        let now = self.clock.now_ns();
+        let now = self.clock.now().get();
         self.progress_ns = now;
         self.connected_ns = now;
         self.session_has_frame = false;
@@ -268,14 +268,14 @@ impl Link {
     /// to the first-frame timeout; afterwards only decoded frames do.
     pub fn on_packet(&mut self) {
         if !self.session_has_frame {
-            self.progress_ns = self.clock.now_ns();
+            self.progress_ns = self.clock.now().get();
         }
     }
 
     /// A frame was decoded. The first one of a connection ends the backoff and makes
     /// the link `Live`; returns `true` when the phase changed.
     pub fn on_frame(&mut self) -> bool {
-        self.progress_ns = self.clock.now_ns();
+        self.progress_ns = self.clock.now().get();
         if !self.session_has_frame {
             self.session_has_frame = true;
             self.backoff.reset();
@@ -305,12 +305,12 @@ impl Link {
     /// Whether the connection has gone without a frame for longer than the stall
     /// timeout (or without a first frame for longer than the first-frame timeout).
     pub fn is_stalled(&self) -> bool {
-        self.clock.now_ns() >= self.stall_deadline_ns()
+        self.clock.now().get() >= self.stall_deadline_ns()
     }
 
     /// How long since the last sign of life.
     pub fn since_progress(&self) -> Duration {
-        Duration::from_nanos(self.clock.now_ns().saturating_sub(self.progress_ns))
+        Duration::from_nanos(self.clock.now().get().saturating_sub(self.progress_ns))
     }
 
     /// The connection was lost or an attempt failed: the link is `Reconnecting` and the
@@ -331,7 +331,7 @@ impl Link {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
+    use proto_schema::time::{ManualClock, MonoNanos, UnixNanos};
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -397,7 +397,7 @@ mod tests {
 
     #[test]
     fn first_open_is_not_a_reconnect_and_first_frame_goes_live() {
-        let clock = ManualClock::new(1_000);
+        let clock = ManualClock::starting_at(MonoNanos(1_000), UnixNanos(0));
         let mut l = link(&clock);
         assert_eq!(l.phase(), Phase::Starting);
         assert!(!l.on_attempt());
@@ -411,7 +411,7 @@ mod tests {
 
     #[test]
     fn refused_connections_back_off_forever_and_count() {
-        let clock = ManualClock::new(0);
+        let clock = ManualClock::starting_at(MonoNanos(0), UnixNanos(0));
         let mut l = link(&clock);
         let mut delays = Vec::new();
         for _ in 0..8 {
@@ -428,7 +428,7 @@ mod tests {
 
     #[test]
     fn stall_is_noticed_exactly_at_the_timeout() {
-        let clock = ManualClock::new(0);
+        let clock = ManualClock::starting_at(MonoNanos(0), UnixNanos(0));
         let mut l = link(&clock);
         l.on_attempt();
         l.on_connected();
@@ -440,12 +440,12 @@ mod tests {
         assert_eq!(l.since_progress(), ms(3000));
         // A frame pushes the deadline out again.
         l.on_frame();
-        assert_eq!(l.stall_deadline_ns(), clock.now_ns() + 3_000_000_000);
+        assert_eq!(l.stall_deadline_ns(), clock.now().get() + 3_000_000_000);
     }
 
     #[test]
     fn connected_without_frames_or_packets_stalls() {
-        let clock = ManualClock::new(0);
+        let clock = ManualClock::starting_at(MonoNanos(0), UnixNanos(0));
         let mut l = link(&clock);
         l.on_attempt();
         l.on_connected();
@@ -456,7 +456,7 @@ mod tests {
 
     #[test]
     fn waiting_for_a_keyframe_is_bounded_by_the_first_frame_timeout() {
-        let clock = ManualClock::new(0);
+        let clock = ManualClock::starting_at(MonoNanos(0), UnixNanos(0));
         let mut l = link(&clock);
         l.on_attempt();
         l.on_connected();
@@ -475,7 +475,7 @@ mod tests {
 
     #[test]
     fn packets_do_not_hide_a_stall_once_frames_flowed() {
-        let clock = ManualClock::new(0);
+        let clock = ManualClock::starting_at(MonoNanos(0), UnixNanos(0));
         let mut l = link(&clock);
         l.on_attempt();
         l.on_connected();
@@ -489,7 +489,7 @@ mod tests {
 
     #[test]
     fn backoff_resets_only_after_a_frame() {
-        let clock = ManualClock::new(0);
+        let clock = ManualClock::starting_at(MonoNanos(0), UnixNanos(0));
         let mut l = link(&clock);
         l.on_attempt();
         l.on_connected();
@@ -512,7 +512,7 @@ mod tests {
 
     #[test]
     fn file_loop_is_not_a_reconnect() {
-        let clock = ManualClock::new(0);
+        let clock = ManualClock::starting_at(MonoNanos(0), UnixNanos(0));
         let mut l = link(&clock);
         l.on_attempt();
         l.on_connected();

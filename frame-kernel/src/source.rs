@@ -19,8 +19,8 @@ use ffmpeg::format::context::Input;
 use ffmpeg::{Dictionary, Packet, Rational};
 use ffmpeg_next as ffmpeg;
 
-use crate::clock::{duration_ns, Clock};
 use crate::config::{Config, Source};
+use proto_schema::time::{duration_ns, Clock};
 
 /// Shared between the kernel loop and FFmpeg's interrupt callback: the deadline of the
 /// blocking call in progress and the process's stop flag.
@@ -45,7 +45,7 @@ impl std::fmt::Debug for Interrupt {
 impl Interrupt {
     /// No deadline yet.
     pub fn new(clock: Arc<dyn Clock>, stop: &'static AtomicBool) -> Self {
-        let now = clock.now_ns();
+        let now = clock.now().get();
         Interrupt {
             clock,
             stop,
@@ -62,7 +62,7 @@ impl Interrupt {
 
     /// Blocking calls from now on abort after `d`.
     pub fn arm_for(&self, d: Duration) {
-        self.arm_at(self.clock.now_ns().saturating_add(duration_ns(d)));
+        self.arm_at(self.clock.now().get().saturating_add(duration_ns(d)));
     }
 
     /// Whether the stop flag is raised.
@@ -73,12 +73,13 @@ impl Interrupt {
     /// Whether the deadline has passed.
     pub fn expired(&self) -> bool {
         let d = self.deadline_ns.load(Ordering::Acquire);
-        d != 0 && self.clock.now_ns() >= d
+        d != 0 && self.clock.now().get() >= d
     }
 
     /// The callback's answer: abort now?
     pub fn should_abort(&self) -> bool {
-        self.polled_ns.store(self.clock.now_ns(), Ordering::Relaxed);
+        self.polled_ns
+            .store(self.clock.now().get(), Ordering::Relaxed);
         self.stopping() || self.expired()
     }
 
@@ -452,8 +453,8 @@ impl OpenSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
     use crate::config::Transport;
+    use proto_schema::time::{ManualClock, MonoNanos, UnixNanos};
 
     fn stop_flag() -> &'static AtomicBool {
         Box::leak(Box::new(AtomicBool::new(false)))
@@ -461,7 +462,7 @@ mod tests {
 
     #[test]
     fn interrupt_fires_at_deadline_and_on_stop() {
-        let clock = ManualClock::new(1_000);
+        let clock = ManualClock::starting_at(MonoNanos(1_000), UnixNanos(0));
         let stop = stop_flag();
         let i = Interrupt::new(Arc::new(clock.clone()), stop);
         assert!(!i.should_abort(), "no deadline armed");
@@ -469,7 +470,7 @@ mod tests {
         assert!(!i.should_abort());
         clock.advance(Duration::from_millis(5));
         assert!(i.should_abort());
-        assert_eq!(i.last_polled_ns(), clock.now_ns());
+        assert_eq!(i.last_polled_ns(), clock.now().get());
         i.arm_for(Duration::from_secs(10));
         assert!(!i.should_abort());
         stop.store(true, Ordering::Relaxed);
@@ -570,7 +571,7 @@ mod tests {
         crate::init_ffmpeg();
         let source = Source::File { path };
         let interrupt = Arc::new(Interrupt::new(
-            Arc::new(crate::clock::MonotonicClock),
+            Arc::new(proto_schema::time::SystemClock),
             stop_flag(),
         ));
         let opts = [
@@ -607,7 +608,7 @@ mod tests {
             &[],
         );
         let interrupt = Arc::new(Interrupt::new(
-            Arc::new(crate::clock::MonotonicClock),
+            Arc::new(proto_schema::time::SystemClock),
             stop_flag(),
         ));
         let err = OpenSource::open(
@@ -624,7 +625,7 @@ mod tests {
     fn open_file(path: &std::path::Path) -> Result<OpenSource, OpenError> {
         crate::init_ffmpeg();
         let interrupt = Arc::new(Interrupt::new(
-            Arc::new(crate::clock::MonotonicClock),
+            Arc::new(proto_schema::time::SystemClock),
             stop_flag(),
         ));
         let source = Source::File {
@@ -707,7 +708,7 @@ mod tests {
             &[("timeout", "60000000")],
         );
         let interrupt = Arc::new(Interrupt::new(
-            Arc::new(crate::clock::MonotonicClock),
+            Arc::new(proto_schema::time::SystemClock),
             stop_flag(),
         ));
         let t = std::time::Instant::now();

@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::*;
-use shm_ring::{monotonic_ns, RingReader, RingState};
+use proto_schema::time::MonoNanos;
+use shm_ring::{RingReader, RingState};
 
 const W: usize = 960;
 const H: usize = 540;
@@ -180,7 +181,10 @@ fn camera_killed_and_restarted_frames_resume_without_leaks() {
         // Let some attempts hit a closed port (connection refused).
         std::thread::sleep(Duration::from_millis(800));
         // The heartbeat keeps moving while reconnecting.
-        let age_ms = monotonic_ns().saturating_sub(reader.header().heartbeat_ns) / 1_000_000;
+        let age_ms = MonoNanos::now()
+            .get()
+            .saturating_sub(reader.header().heartbeat_ns)
+            / 1_000_000;
         assert!(
             age_ms < 1000,
             "heartbeat {age_ms} ms old while reconnecting"
@@ -266,7 +270,7 @@ fn frozen_camera_is_detected_and_recovered() {
     let noticed = wait_until(&reader, Duration::from_secs(10), "stall noticed", |r| {
         state(r) == RingState::Reconnecting
     });
-    let noticed_ns = monotonic_ns();
+    let noticed_ns = MonoNanos::now().get();
     // Frames already in the socket buffers still arrive after the freeze, so the stall
     // clock starts at the last frame received, as the kernel's does.
     let last_frame_ns = reader.header().counters.last_frame_ns;
@@ -288,7 +292,10 @@ fn frozen_camera_is_detected_and_recovered() {
         "reconnect attempts while frozen",
         |r| reconnects(r) >= r0 + 2,
     );
-    let age_ms = monotonic_ns().saturating_sub(reader.header().heartbeat_ns) / 1_000_000;
+    let age_ms = MonoNanos::now()
+        .get()
+        .saturating_sub(reader.header().heartbeat_ns)
+        / 1_000_000;
     assert!(
         age_ms < 1000,
         "heartbeat {age_ms} ms old while the camera is frozen"

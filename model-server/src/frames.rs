@@ -26,7 +26,7 @@ use shm_ring::{self as ring, RingReader};
 pub const MAX_OPEN_RINGS: usize = 1024;
 
 /// Why a frame reference was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum FrameRefError {
     /// The ring name breaks the name rule (path traversal, separators, length).
     #[error("ring name {ring:?} breaks the ring name rule")]
@@ -36,14 +36,15 @@ pub enum FrameRefError {
     },
     /// No usable ring of that name in the ring directory (missing, a symlink, not a ring,
     /// owned by an untrusted uid, writable by others, or truncated).
-    #[error("ring {ring:?} cannot be opened in {dir}: {reason}")]
+    #[error("ring {ring:?} cannot be opened in {dir}: {source}")]
     UnknownRing {
         /// Ring name.
         ring: String,
         /// The ring directory.
         dir: PathBuf,
         /// The open error.
-        reason: String,
+        #[source]
+        source: Arc<ring::RingOpenError>,
     },
     /// The ring exists but in another generation than the request names.
     #[error("ring {ring:?} is at generation {current}, request names {requested}")]
@@ -82,15 +83,9 @@ pub enum FrameRefError {
 }
 
 impl FrameRefError {
-    /// The wire error code.
+    /// The wire error code (the mapping lives in [`crate::wire_code`]).
     pub fn code(&self) -> ErrorCode {
-        match self {
-            FrameRefError::BadName { .. } => ErrorCode::InvalidMessage,
-            FrameRefError::UnknownRing { .. } => ErrorCode::UnknownRing,
-            FrameRefError::WrongGeneration { .. } => ErrorCode::StaleFrame,
-            FrameRefError::SlotOutOfRange { .. } => ErrorCode::InvalidMessage,
-            FrameRefError::GeometryMismatch { .. } => ErrorCode::GeometryMismatch,
-        }
+        crate::wire_code::WireCode::wire_code(self)
     }
 
     /// The wire error body.
@@ -142,7 +137,7 @@ impl FrameResolver {
         let reader = RingReader::open(&self.dir, name).map_err(|e| FrameRefError::UnknownRing {
             ring: name.to_owned(),
             dir: self.dir.clone(),
-            reason: e.to_string(),
+            source: Arc::new(e),
         })?;
         let reader = Arc::new(reader);
         let mut cache = self.lock();

@@ -22,4 +22,5 @@ pub mod preprocess;
 pub mod server;
 pub mod session;
 pub mod stats;
+pub mod wire_code;
 pub mod worker;

@@ -46,7 +46,8 @@ use tokio_util::task::TaskTracker;
 use crate::batcher::{Batcher, PushError};
 use crate::frames::FrameResolver;
 use crate::stats::Stats;
-use crate::worker::{deadline_passed, monotonic_ns, Job, Reply};
+use crate::worker::{deadline_passed, Job, Reply};
+use proto_schema::time::MonoNanos;
 
 /// What the status report says about the model.
 #[derive(Debug, Clone)]
@@ -586,7 +587,7 @@ fn start_infer(
             "server is draining".into(),
         ));
     }
-    if deadline_passed(&req, monotonic_ns()) {
+    if deadline_passed(&req, MonoNanos::now().get()) {
         let msg = "deadline passed before the request was queued".into();
         return Some(failure(&req, ErrorCode::DeadlineExceeded, msg));
     }

@@ -9,8 +9,8 @@ use proto_schema::error::{ErrorBody, ErrorCode};
 use proto_schema::message::{
     Detection, InferenceRequest, InferenceResponse, Timings, MAX_CLASS_NAME_LEN,
 };
+use proto_schema::time::MonoNanos;
 use proto_schema::PROTOCOL_VERSION;
-use shm_ring::ReadError;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use crate::batcher::{Batcher, Shed};
@@ -19,6 +19,7 @@ use crate::frames::ResolvedFrame;
 use crate::postprocess::{self, FrameDetection, PostprocessConfig};
 use crate::preprocess::{self, Letterbox};
 use crate::session::Instance;
+use crate::wire_code::WireCode;
 
 /// One queued inference request.
 #[derive(Debug)]
@@ -146,17 +147,6 @@ impl Pipeline {
     }
 }
 
-/// CLOCK_MONOTONIC in nanoseconds, the clock of `deadline_ts_ns`.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 /// Whether the request's deadline (if any) has passed.
 pub fn deadline_passed(request: &InferenceRequest, now_ns: u64) -> bool {
     request.deadline_ts_ns.is_some_and(|d| now_ns > d)
@@ -164,21 +154,6 @@ pub fn deadline_passed(request: &InferenceRequest, now_ns: u64) -> bool {
 
 fn micros(from: Instant, to: Instant) -> u64 {
     to.saturating_duration_since(from).as_micros() as u64
-}
-
-/// The wire code of a failed slot read.
-pub fn read_error_code(e: &ReadError) -> ErrorCode {
-    match e {
-        ReadError::SlotOutOfRange { .. } | ReadError::InvalidSeq { .. } => {
-            ErrorCode::InvalidMessage
-        }
-        // A corrupt or truncated ring is no longer a usable ring: like a missing one,
-        // the client retries once the frame kernel has recreated it.
-        ReadError::BadPayloadLength { .. } | ReadError::Truncated { .. } => ErrorCode::UnknownRing,
-        ReadError::Stale { .. } | ReadError::Empty { .. } | ReadError::WriterGone { .. } => {
-            ErrorCode::StaleFrame
-        }
-    }
 }
 
 fn fail(job: Job, code: ErrorCode, message: String, timings: Timings) {
@@ -239,7 +214,7 @@ pub fn run(mut instance: Instance, batcher: Arc<Batcher<Job>>, pipeline: Arc<Pip
                 queue_us,
                 ..Timings::default()
             };
-            if deadline_passed(&job.request, monotonic_ns()) {
+            if deadline_passed(&job.request, MonoNanos::now().get()) {
                 fail(
                     job,
                     ErrorCode::DeadlineExceeded,
@@ -269,7 +244,7 @@ pub fn run(mut instance: Instance, batcher: Arc<Batcher<Job>>, pipeline: Arc<Pip
                     fail(job, ErrorCode::UnsupportedFormat, msg, t);
                 }
                 // The read error already names the ring and the slot (issue 18).
-                Err(e) => fail(job, read_error_code(&e), e.to_string(), t),
+                Err(e) => fail(job, e.wire_code(), e.to_string(), t),
             }
         }
         if prepared.is_empty() {
@@ -318,7 +293,7 @@ fn run_batch(
             .collect::<Vec<_>>())
     });
     let took = t_run.elapsed();
-    let now_ns = monotonic_ns();
+    let now_ns = MonoNanos::now().get();
     match result {
         Ok(Ok(per_image)) => {
             for (p, (found, postprocess_us)) in prepared.drain(..).zip(per_image) {
@@ -406,34 +381,8 @@ mod tests {
         assert!(!deadline_passed(&request(None), u64::MAX));
         assert!(!deadline_passed(&request(Some(100)), 100));
         assert!(deadline_passed(&request(Some(100)), 101));
-        let now = monotonic_ns();
-        assert!(now > 0 && monotonic_ns() >= now);
-    }
-
-    #[test]
-    fn read_errors_map_to_wire_codes() {
-        let ring: std::sync::Arc<str> = "r".into();
-        let stale = ReadError::Stale {
-            ring: ring.clone(),
-            slot: 0,
-            expected_seq: 2,
-            found_seq: 4,
-        };
-        assert_eq!(read_error_code(&stale), ErrorCode::StaleFrame);
-        let odd = ReadError::InvalidSeq {
-            ring: ring.clone(),
-            slot: 0,
-            seq: 3,
-        };
-        assert_eq!(read_error_code(&odd), ErrorCode::InvalidMessage);
-        assert_eq!(
-            read_error_code(&ReadError::WriterGone { ring: ring.clone() }),
-            ErrorCode::StaleFrame
-        );
-        assert_eq!(
-            read_error_code(&ReadError::Truncated { ring }),
-            ErrorCode::UnknownRing
-        );
+        let now = MonoNanos::now().get();
+        assert!(now > 0 && MonoNanos::now().get() >= now);
     }
 
     #[test]

@@ -11,10 +11,12 @@ pub mod error;
 pub mod exit;
 pub mod framing;
 pub mod message;
+pub mod name;
 pub mod onnx_sniff;
 pub mod pixel;
 pub mod redact;
 pub mod segment;
+pub mod time;
 
 /// Version of the wire protocol carried in every message as `"v"`.
 pub const PROTOCOL_VERSION: u16 = 1;

@@ -20,7 +20,7 @@ use crate::pixel::{FrameGeometry, PixelFormat, MAX_DIMENSION, MIN_DIMENSION};
 use crate::PROTOCOL_VERSION;
 
 /// Longest camera, model or ring name, in bytes.
-pub const MAX_NAME_LEN: usize = 64;
+pub use crate::name::MAX_NAME_LEN;
 /// Largest accepted row stride in a [`FrameMeta`], in bytes (room for 8192 RGB pixels plus
 /// alignment padding).
 pub const MAX_STRIDE: u32 = 4 * MAX_DIMENSION;
@@ -29,21 +29,10 @@ pub const MAX_CLASS_NAME_LEN: usize = 128;
 /// The latency stages reported in [`StatsReport::latency_us`], in pipeline order.
 pub const LATENCY_STAGES: [&str; 5] = ["queue", "preprocess", "inference", "postprocess", "total"];
 
-/// Whether `name` is a valid camera, model or ring name: `^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`.
-///
-/// The rule keeps names safe as file names (no `/`, no `..`, no leading `-` or `.`).
+/// Whether `name` is a valid camera, model or ring name (the rule of
+/// [`crate::name::validate`]).
 pub fn is_valid_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    match bytes.split_first() {
-        Some((first, rest)) => {
-            bytes.len() <= MAX_NAME_LEN
-                && first.is_ascii_alphanumeric()
-                && rest
-                    .iter()
-                    .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
-        }
-        None => false,
-    }
+    crate::name::validate(name).is_ok()
 }
 
 /// Which ring slot holds the frame, and which version of it the client means.

@@ -7,38 +7,8 @@ use std::sync::Arc;
 
 use proto_schema::pixel::GeometryError;
 
-/// A ring name broke the rule `^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RingNameError {
-    /// The name is empty.
-    #[error("ring name is empty")]
-    Empty,
-    /// The name is longer than 64 bytes.
-    #[error("ring name {name:?} is {len} bytes long, at most 64 allowed")]
-    TooLong {
-        /// The rejected name.
-        name: String,
-        /// Its length in bytes.
-        len: usize,
-    },
-    /// The first character is not an ASCII letter or digit (so names can never be
-    /// hidden files, `..`, or options).
-    #[error("ring name {name:?} must start with an ASCII letter or digit")]
-    BadFirstChar {
-        /// The rejected name.
-        name: String,
-    },
-    /// A character other than ASCII letters, digits, `_` and `-`.
-    #[error("ring name {name:?} has invalid character {ch:?} at byte {index}")]
-    InvalidChar {
-        /// The rejected name.
-        name: String,
-        /// The offending character.
-        ch: char,
-        /// Its byte index.
-        index: usize,
-    },
-}
+/// Why a ring name is refused: the one name rule of `proto_schema::name`.
+pub use proto_schema::name::NameError as RingNameError;
 
 /// Why [`super::RingWriterBuilder::create`] failed. Nothing is left behind on failure.
 #[derive(Debug, thiserror::Error)]

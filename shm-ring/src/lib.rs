@@ -60,39 +60,14 @@ pub use writer::{RingWriter, RingWriterBuilder, SlotWriter, DEFAULT_MODE, DEFAUL
 /// could squat a ring name.
 pub const DEFAULT_RING_DIR: &str = "/dev/shm/framebus";
 /// Longest ring name, in bytes.
-pub const MAX_RING_NAME_LEN: usize = 64;
+pub const MAX_RING_NAME_LEN: usize = proto_schema::name::MAX_NAME_LEN;
 /// File name suffix of a ring.
 pub const RING_FILE_SUFFIX: &str = ".ring";
 
-/// Checks a ring name against `^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`. The rule keeps every
-/// ring a plain file directly inside the ring directory: no `/`, no `..`, no hidden
-/// files, nothing a shell or option parser treats specially.
+/// Checks a ring name: the one name rule of [`proto_schema::name::validate`], which keeps
+/// every ring a plain file directly inside the ring directory.
 pub fn validate_ring_name(name: &str) -> Result<(), RingNameError> {
-    let Some(first) = name.chars().next() else {
-        return Err(RingNameError::Empty);
-    };
-    if name.len() > MAX_RING_NAME_LEN {
-        return Err(RingNameError::TooLong {
-            name: name.to_owned(),
-            len: name.len(),
-        });
-    }
-    if !first.is_ascii_alphanumeric() {
-        return Err(RingNameError::BadFirstChar {
-            name: name.to_owned(),
-        });
-    }
-    if let Some((index, ch)) = name
-        .char_indices()
-        .find(|&(_, c)| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
-    {
-        return Err(RingNameError::InvalidChar {
-            name: name.to_owned(),
-            ch,
-            index,
-        });
-    }
-    Ok(())
+    proto_schema::name::validate(name)
 }
 
 /// `<dir>/<name>.ring`. Does not validate `name`; [`RingWriter`] and [`RingReader`] do.
@@ -160,26 +135,6 @@ pub struct RingCounters {
     pub last_frame_ns: u64,
 }
 
-/// CLOCK_MONOTONIC now, in ns: the clock of `heartbeat_ns` and `last_frame_ns`. It is
-/// system-wide, so ages computed in another process on the same host are meaningful.
-pub fn monotonic_ns() -> u64 {
-    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    timespec_ns(ts.tv_sec, ts.tv_nsec)
-}
-
-/// CLOCK_REALTIME now, in ns since the Unix epoch.
-pub fn realtime_ns() -> u64 {
-    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
-    timespec_ns(ts.tv_sec, ts.tv_nsec)
-}
-
-fn timespec_ns(sec: i64, nsec: i64) -> u64 {
-    u64::try_from(sec)
-        .unwrap_or(0)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(u64::try_from(nsec).unwrap_or(0))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,9 +199,9 @@ mod tests {
 
     #[test]
     fn clocks_advance() {
-        let a = monotonic_ns();
-        let b = monotonic_ns();
+        let a = proto_schema::time::MonoNanos::now().get();
+        let b = proto_schema::time::MonoNanos::now().get();
         assert!(b >= a && a > 0);
-        assert!(realtime_ns() > 1_600_000_000_000_000_000);
+        assert!(proto_schema::time::UnixNanos::now().get() > 1_600_000_000_000_000_000);
     }
 }

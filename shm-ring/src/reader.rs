@@ -35,7 +35,7 @@ pub struct HeaderSnapshot {
     /// Pid of the creating writer.
     pub writer_pid: u32,
     /// CLOCK_MONOTONIC ns of the writer's last heartbeat/publish (compare with
-    /// [`super::monotonic_ns`]).
+    /// [`proto_schema::time::MonoNanos`]).
     pub heartbeat_ns: u64,
     /// Publishes completed.
     pub write_seq: u64,

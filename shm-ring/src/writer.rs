@@ -9,14 +9,13 @@ use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use proto_schema::time::{MonoNanos, UnixNanos};
+
 use super::error::RingCreateError;
 use super::layout::{FixedHeader, Layout, MAGIC, MAX_GENERATION, MAX_SLOTS, MIN_SLOTS};
 use super::layout::{LiveHeader, RingCountersHandle};
 use super::shm::{WriterMap, FIXED_HEADER_LEN};
-use super::{
-    monotonic_ns, notify, realtime_ns, ring_path, validate_ring_name, FrameInfo, RingState,
-    DEFAULT_RING_DIR,
-};
+use super::{notify, ring_path, validate_ring_name, FrameInfo, RingState, DEFAULT_RING_DIR};
 use proto_schema::pixel::FrameGeometry;
 
 /// Default number of slots.
@@ -128,12 +127,13 @@ impl RingWriterBuilder {
         let mut map = WriterMap::new(&file, layout).map_err(io_err("mmap"))?;
         let generation = random_generation();
         let pid = std::process::id();
-        let fixed = FixedHeader::new(&layout, &geometry, generation, realtime_ns(), pid);
+        let fixed = FixedHeader::new(&layout, &geometry, generation, UnixNanos::now().get(), pid);
         map.write_fixed(&fixed.to_bytes());
         let live = map.live();
         live.state
             .store(RingState::Starting as u32, Ordering::Relaxed);
-        live.heartbeat_ns.store(monotonic_ns(), Ordering::Relaxed);
+        live.heartbeat_ns
+            .store(MonoNanos::now().get(), Ordering::Relaxed);
         // The link/rename below is a syscall, so every store above is visible to any
         // process that opens the ring by name afterwards.
         let replaced = install(&temp.0, &path)?;
@@ -244,7 +244,7 @@ impl RingWriter {
     pub fn heartbeat(&self) {
         self.live()
             .heartbeat_ns
-            .store(monotonic_ns(), Ordering::Relaxed);
+            .store(MonoNanos::now().get(), Ordering::Relaxed);
     }
 
     /// The counters in the header.
@@ -340,7 +340,7 @@ impl SlotWriter<'_> {
 
         let live = writer.map.live();
         live.write_seq.store(n, Ordering::Release);
-        let now = monotonic_ns();
+        let now = MonoNanos::now().get();
         live.counters
             .frames_published
             .fetch_add(1, Ordering::Relaxed);
@@ -605,8 +605,8 @@ fn random_generation() -> u64 {
     } else {
         use std::hash::BuildHasher;
         std::collections::hash_map::RandomState::new().hash_one((
-            realtime_ns(),
-            monotonic_ns(),
+            UnixNanos::now().get(),
+            MonoNanos::now().get(),
             std::process::id(),
         ))
     };

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proto_schema::pixel::{FrameGeometry, PixelFormat};
+use proto_schema::time::MonoNanos;
 use shm_ring::{
-    monotonic_ns, ring_path, ReadError, RingCreateError, RingOpenError, RingReader, RingState,
-    RingTrust, RingWriter, WaitOutcome,
+    ring_path, ReadError, RingCreateError, RingOpenError, RingReader, RingState, RingTrust,
+    RingWriter, WaitOutcome,
 };
 
 fn geometry() -> FrameGeometry {
@@ -375,12 +376,12 @@ fn header_shows_state_counters_and_heartbeat() {
     w.counters().add_reconnect();
     w.counters().set_fps_milli(29_970);
     publish(&mut w, 1);
-    let before = monotonic_ns();
+    let before = MonoNanos::now().get();
     w.heartbeat();
     let h = r.header();
     assert_eq!(h.state, RingState::Live);
     assert_eq!(h.write_seq, 1);
-    assert!(h.heartbeat_ns >= before && h.heartbeat_ns <= monotonic_ns());
+    assert!(h.heartbeat_ns >= before && h.heartbeat_ns <= MonoNanos::now().get());
     assert_eq!(h.counters.frames_decoded, 2);
     assert_eq!(h.counters.frames_published, 1);
     assert_eq!(h.counters.decode_errors, 1);

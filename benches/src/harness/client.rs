@@ -116,7 +116,7 @@ impl Client {
         mut req: InferenceRequest,
     ) -> Result<(InferenceResponse, Duration), ClientError> {
         req.id = self.id();
-        req.sent_ts_ns = shm_ring::monotonic_ns();
+        req.sent_ts_ns = proto_schema::time::MonoNanos::now().get();
         let t = Instant::now();
         match self.exchange(&Request::Infer(req))? {
             Response::InferResult(r) => Ok((r, t.elapsed())),

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use proto_schema::message::{FrameMeta, FrameRef, InferenceRequest};
 use proto_schema::pixel::{FrameGeometry, PixelFormat};
+use proto_schema::time::UnixNanos;
 use proto_schema::PROTOCOL_VERSION;
 use serde::Serialize;
-use shm_ring::{monotonic_ns, RingWriter};
+use shm_ring::RingWriter;
 
 use super::assets::{self, ModelAsset};
 use super::client::{Client, ClientError, ServerProcess};
@@ -121,7 +122,7 @@ pub fn run(
         )));
     }
     slot.data_mut().copy_from_slice(&nv12);
-    let info = slot.publish(0, monotonic_ns());
+    let info = slot.publish(0, UnixNanos::now().get());
 
     let mut data = IpcData {
         ping: Vec::new(),

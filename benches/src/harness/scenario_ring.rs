@@ -8,8 +8,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use proto_schema::pixel::{FrameGeometry, PixelFormat};
+use proto_schema::time::UnixNanos;
 use serde::Serialize;
-use shm_ring::{monotonic_ns, RingReader, RingWriter, WaitOutcome};
+use shm_ring::{RingReader, RingWriter, WaitOutcome};
 
 use super::interrupt;
 use super::report::{num, Table};
@@ -178,8 +179,7 @@ fn publish_stamped(
         std::thread::sleep(interval);
         let mut s = writer.begin_write();
         s.data_mut()[0] = 1;
-        let now = monotonic_ns();
-        s.publish(0, now);
+        s.publish(0, UnixNanos::now().get());
     }
     Ok(())
 }
@@ -192,7 +192,7 @@ pub fn wake_reader(reader: &RingReader, samples: usize) -> (Vec<f64>, usize) {
     while lat.len() + coalesced < samples {
         match reader.wait_for_publish(last, Duration::from_secs(2)) {
             WaitOutcome::Published(seq) => {
-                let woke = monotonic_ns();
+                let woke = UnixNanos::now().get();
                 if seq == last + 1 {
                     let slot = ((seq - 1) % u64::from(reader.slots())) as u32;
                     if let Some(info) = reader.slot_info(slot) {

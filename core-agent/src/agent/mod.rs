@@ -29,7 +29,7 @@ use shm_ring::{FrameInfo, RingReader};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::clock::{capture_age_ns, monotonic_now_ns, unix_now_ns};
+use crate::clock::{MonoNanos, UnixNanos};
 use crate::config::MotionConfig;
 use crate::metrics::{locked, CameraMetrics, Metrics, ModelMetrics, RingView, SubMetrics};
 use crate::peer::ExpectedPeer;
@@ -227,12 +227,9 @@ impl Agent {
             };
             // A new ring: every frame is worth a look until a gate says otherwise.
             self.due.set(0, 0);
-            let (waiter, wake) = match RingWaiter::start(
-                &self.spec.ring_dir,
-                &self.spec.ring,
-                reader.generation(),
-                self.due.clone(),
-            ) {
+            // One reader per camera: the waiter thread waits on it, the agent reads it.
+            let reader = Arc::new(reader);
+            let (waiter, wake) = match RingWaiter::start(reader.clone(), self.due.clone()) {
                 Ok(w) => w,
                 Err(e) => {
                     tracing::error!(camera = %self.spec.camera, "cannot start the ring waiter: {e}");
@@ -333,7 +330,9 @@ impl Agent {
                         ring_gone = true;
                     } else {
                         self.cam.wakeups.fetch_add(1, Ordering::Relaxed);
-                        self.on_frame(reader).await;
+                        if let Some(info) = w.frame {
+                            self.on_frame(reader, info).await;
+                        }
                         // `latest()` is None on a truncated ring (no garbage frame is sent).
                         if reader.truncated() {
                             tracing::warn!(camera = %self.spec.camera, "ring file truncated; dropping the mapping and reopening");
@@ -400,10 +399,8 @@ impl Agent {
         }
     }
 
-    async fn on_frame(&mut self, reader: &RingReader) {
-        let Some(info) = reader.latest() else {
-            return;
-        };
+    /// A frame the waiter saw (read once, by the waiter).
+    async fn on_frame(&mut self, reader: &RingReader, info: FrameInfo) {
         let key = (reader.generation(), info.frame_id);
         if self.last_frame == Some(key) {
             return;
@@ -527,7 +524,7 @@ impl Agent {
             }
             let id = self.next_id;
             self.next_id += 1;
-            let sent_ts_ns = monotonic_now_ns();
+            let sent_ts_ns = MonoNanos::now().get();
             let frame = FrameRef {
                 ring: self.spec.ring.clone(),
                 generation: reader.generation(),
@@ -694,8 +691,8 @@ fn make_record(
     if !spec.classes.is_empty() {
         detections.retain(|d| spec.classes.contains(&d.class_name));
     }
-    let age_ns = capture_age_ns(p.capture_ts_ns);
-    let unix_ns = unix_now_ns();
+    let age_ns = UnixNanos(p.capture_ts_ns).age().as_nanos() as u64;
+    let unix_ns = UnixNanos::now().get();
     ResultRecord {
         camera: camera.to_owned(),
         model: spec.model.clone(),
@@ -727,8 +724,8 @@ fn reused_record(
     capture_ts_ns: u64,
     last: &(u64, Vec<Detection>),
 ) -> ResultRecord {
-    let age_ns = capture_age_ns(capture_ts_ns);
-    let unix_ns = unix_now_ns();
+    let age_ns = UnixNanos(capture_ts_ns).age().as_nanos() as u64;
+    let unix_ns = UnixNanos::now().get();
     ResultRecord {
         camera: camera.to_owned(),
         model: spec.model.clone(),
@@ -873,7 +870,7 @@ mod tests {
         // Let the agents open their rings before the first frame.
         tokio::time::sleep(Duration::from_millis(200)).await;
         for i in 0..frames {
-            let now = unix_now_ns();
+            let now = UnixNanos::now().get();
             for ring in &mut rings {
                 let mut slot = ring.begin_write();
                 let data = slot.data_mut();
@@ -1039,7 +1036,7 @@ mod tests {
             classes: vec!["person".into()],
             max_in_flight: 1,
         };
-        let captured = unix_now_ns() - 40_000_000;
+        let captured = UnixNanos::now().get() - 40_000_000;
         let p = Pending {
             frame_id: 7,
             capture_ts_ns: captured,

@@ -1,7 +1,8 @@
 //! Wake-ups from the ring: a small thread blocks in the ring's futex wait
-//! ([`RingReader::wait_for_publish`]) and forwards the newest write sequence to the
-//! agent's task through a watch channel. The channel keeps only the latest value, so a
-//! slow agent sees the freshest frame, never a backlog.
+//! ([`RingReader::wait_for_publish`]) on the agent's own reader (one mapping per camera)
+//! and forwards the frame it saw to the agent's task through a watch channel. The
+//! channel keeps only the latest value, so a slow agent sees the freshest frame, never
+//! a backlog.
 //!
 //! Wake only for work: the agent tells the thread, through [`Due`], the capture time from
 //! which a frame is worth looking at (the next slot start of any subscription). Before
@@ -11,22 +12,22 @@
 //! as promptly as before, and a 25 fps camera gated to 5 fps wakes the agent about 5
 //! times a second instead of 25.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use shm_ring::{RingReader, RingState, WaitOutcome};
+use shm_ring::{FrameInfo, RingReader, RingState, WaitOutcome};
 use tokio::sync::watch;
 
-use crate::clock::capture_clock_now_ns;
+use crate::clock::UnixNanos;
 
 /// The latest news from a ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Wake {
-    /// The ring's write sequence after the last publish seen.
-    pub write_seq: u64,
+    /// The newest frame when the waiter looked (`None`: it could not be read, e.g. a
+    /// truncated ring; the agent checks the ring).
+    pub frame: Option<FrameInfo>,
     /// The writer closed the ring (or it was replaced, or its file was truncated).
     pub closed: bool,
 }
@@ -80,34 +81,22 @@ pub struct RingWaiter {
 const WAIT_SLICE: Duration = Duration::from_millis(200);
 
 impl RingWaiter {
-    /// Opens its own reader of `dir/name` and starts waiting. Reports `closed` at once if
-    /// the ring's generation is no longer `generation`. Frames before `due` do not wake.
+    /// Starts waiting on the agent's reader. Frames captured before `due` do not wake.
     pub fn start(
-        dir: &Path,
-        name: &str,
-        generation: u64,
+        reader: Arc<RingReader>,
         due: Arc<Due>,
     ) -> std::io::Result<(Self, watch::Receiver<Wake>)> {
         let (tx, rx) = watch::channel(Wake::default());
         let stop = Arc::new(AtomicBool::new(false));
-        let (dir, name, flag) = (dir.to_path_buf(), name.to_owned(), stop.clone());
+        let flag = stop.clone();
+        let name = reader.name().to_owned();
         let thread = std::thread::Builder::new()
             .name(format!("ring-wait-{name}"))
             .spawn(move || {
-                let reader = match RingReader::open(&dir, &name) {
-                    Ok(r) if r.generation() == generation => r,
-                    _ => {
-                        let _ = tx.send(Wake {
-                            write_seq: 0,
-                            closed: true,
-                        });
-                        return;
-                    }
-                };
                 let mut last = reader.header().write_seq;
                 while !flag.load(Ordering::Relaxed) {
                     let (at, horizon) = due.get();
-                    let napping = nap(at, horizon, capture_clock_now_ns(at));
+                    let napping = nap(at, horizon, UnixNanos::now().get());
                     // A closed (or truncated) ring is reported by the wait below at once.
                     if let Some(d) = napping.filter(|_| reader.state() != RingState::Closed) {
                         // Nothing to do before `at`: sleep through the publishes.
@@ -133,15 +122,13 @@ impl RingWaiter {
                             let (at, horizon) = due.get();
                             // A frame that cannot be read (torn, truncated) is passed
                             // on: the agent decides.
-                            if reader
-                                .latest()
-                                .is_some_and(|f| !wanted(f.capture_ts_ns, at, horizon))
-                            {
+                            let frame = reader.latest();
+                            if frame.is_some_and(|f| !wanted(f.capture_ts_ns, at, horizon)) {
                                 continue;
                             }
                             if tx
                                 .send(Wake {
-                                    write_seq: seq,
+                                    frame,
                                     closed: false,
                                 })
                                 .is_err()
@@ -156,7 +143,7 @@ impl RingWaiter {
                         }
                         WaitOutcome::Closed => {
                             let _ = tx.send(Wake {
-                                write_seq: last,
+                                frame: None,
                                 closed: true,
                             });
                             return;

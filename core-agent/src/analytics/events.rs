@@ -92,7 +92,7 @@ static START: OnceLock<u64> = OnceLock::new();
 
 /// A new unique event id.
 pub fn next_id() -> String {
-    let start = *START.get_or_init(|| crate::clock::unix_now_ns() / 1_000_000);
+    let start = *START.get_or_init(|| crate::clock::UnixNanos::now().get() / 1_000_000);
     format!("{start:x}-{}", SEQ.fetch_add(1, Ordering::Relaxed))
 }
 

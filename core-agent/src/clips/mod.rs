@@ -209,7 +209,7 @@ impl Clips {
     /// Clips under `settings`; `None` when no camera records clips. Creates the clips
     /// and buffer folders (0750).
     pub fn new(settings: ClipsSettings) -> Result<Option<Arc<Self>>, ClipError> {
-        Self::with_clock(settings, crate::clock::unix_now_ns)
+        Self::with_clock(settings, || crate::clock::UnixNanos::now().get())
     }
 
     /// [`Clips::new`] on a given Unix clock.

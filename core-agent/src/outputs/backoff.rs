@@ -30,7 +30,7 @@ impl XorShift {
 
     /// Seeded from the wall clock and the process id.
     pub fn from_time() -> Self {
-        Self::new(crate::clock::unix_now_ns() ^ (u64::from(std::process::id()) << 32))
+        Self::new(crate::clock::UnixNanos::now().get() ^ (u64::from(std::process::id()) << 32))
     }
 }
 

@@ -458,7 +458,7 @@ pub fn spawn_status(
 }
 
 fn unix_now_ms() -> u64 {
-    crate::clock::unix_now_ns() / 1_000_000
+    crate::clock::UnixNanos::now().get() / 1_000_000
 }
 
 #[cfg(test)]

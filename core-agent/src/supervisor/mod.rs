@@ -22,7 +22,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch as wch};
 use tokio::task::JoinHandle;
 
-use crate::clock::{monotonic_now_ns, unix_now_ns, Clock};
+use crate::clock::{Clock, MonoNanos, UnixNanos};
 use crate::config::SupervisorSettings;
 use crate::peer::{ExpectedPeer, PeerTrust};
 use child::{ChildSpec, RunningChild};
@@ -235,8 +235,33 @@ impl ProcessHandle {
     }
 }
 
+/// Why one run of the child failed; it is restarted after the backoff.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    /// The process could not be started.
+    #[error(transparent)]
+    Spawn(#[from] child::SpawnError),
+    /// It started but never became ready (the readiness probe's reason).
+    #[error("{0}")]
+    NotReady(String),
+    /// It exited (the exit status, described).
+    #[error("{0}")]
+    Exited(String),
+    /// Its resident memory went over the configured limit; it was killed.
+    #[error("resident memory {rss_mib} MiB over the limit of {limit_mib} MiB")]
+    OverMemory {
+        /// Resident memory when measured, MiB.
+        rss_mib: u64,
+        /// The limit, MiB.
+        limit_mib: u64,
+    },
+    /// Too many health checks in a row failed; it was killed.
+    #[error("unhealthy, killed: {0}")]
+    Unhealthy(#[source] probe::ProbeError),
+}
+
 enum Outcome {
-    Failed(String),
+    Failed(Failure),
     /// Exited with one of the spec's permanent exit codes.
     Permanent(String),
     Restart(String),
@@ -314,7 +339,7 @@ impl Supervisor {
                     });
                     continue;
                 }
-                Outcome::Failed(reason) => reason,
+                Outcome::Failed(failure) => failure.to_string(),
                 Outcome::Permanent(reason) => {
                     // The child said retrying cannot help: failed now, no backoff; only
                     // an operator's restart or a new spec starts it again.
@@ -376,8 +401,8 @@ impl Supervisor {
                         window.as_secs()
                     );
                     tracing::error!(process = self.name(), "{why}");
-                    let next =
-                        retry_after.map(|d| unix_now_ns() / 1_000_000 + d.as_millis() as u64);
+                    let next = retry_after
+                        .map(|d| UnixNanos::now().get() / 1_000_000 + d.as_millis() as u64);
                     self.update(|s| {
                         s.state = ProcState::Failed;
                         s.pid = None;
@@ -430,7 +455,7 @@ impl Supervisor {
         if code.is_some_and(|c| self.spec.permanent_exit_codes.contains(&c)) {
             Outcome::Permanent(reason)
         } else {
-            Outcome::Failed(reason)
+            Outcome::Failed(Failure::Exited(reason))
         }
     }
 
@@ -461,7 +486,7 @@ impl Supervisor {
         let started = Instant::now();
         let mut child = match child::spawn(&self.spec.child) {
             Ok(c) => c,
-            Err(e) => return Outcome::Failed(e.to_string()),
+            Err(e) => return Outcome::Failed(e.into()),
         };
         let pid = child.pid();
         tracing::info!(process = self.name(), pid, "started");
@@ -485,7 +510,7 @@ impl Supervisor {
                 if reason.peer_refused {
                     self.update(|s| s.peer_refused += 1);
                 }
-                return Outcome::Failed(reason.message);
+                return Outcome::Failed(Failure::NotReady(reason.message));
             }
             Event::Exited(st) => {
                 settle_output().await;
@@ -539,11 +564,10 @@ impl Supervisor {
                 if let Ok(rss) = probe::rss_bytes(pid) {
                     if rss > limit {
                         let _ = child.kill().await;
-                        return Outcome::Failed(format!(
-                            "resident memory {} MiB over the limit of {} MiB",
-                            rss >> 20,
-                            limit >> 20
-                        ));
+                        return Outcome::Failed(Failure::OverMemory {
+                            rss_mib: rss >> 20,
+                            limit_mib: limit >> 20,
+                        });
                     }
                 }
             }
@@ -561,7 +585,7 @@ impl Supervisor {
                     );
                     if bad_checks >= self.settings.unhealthy_after {
                         let _ = child.kill().await;
-                        return Outcome::Failed(format!("unhealthy, killed: {reason}"));
+                        return Outcome::Failed(Failure::Unhealthy(reason));
                     }
                 }
             }
@@ -665,7 +689,7 @@ async fn health_check(
             name,
             pid,
             Duration::from_millis(s.heartbeat_timeout_ms),
-            monotonic_now_ns(),
+            MonoNanos::now().get(),
         )
         .map(|_| ()),
     }
@@ -678,7 +702,7 @@ fn ring_fresh(dir: &Path, name: &str, pid: u32, s: &SupervisorSettings) -> Resul
         name,
         pid,
         Duration::from_millis(s.heartbeat_timeout_ms),
-        monotonic_now_ns(),
+        MonoNanos::now().get(),
     )
     .map(|_| ())
     .map_err(|e| e.to_string())

@@ -6,9 +6,9 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, MonoNanos};
 use crate::config::SupervisorSettings;
 
 /// What to do after a process failed.
@@ -34,9 +34,9 @@ pub struct RestartPolicy {
     max: Duration,
     limit: u32,
     window: Duration,
-    failures: VecDeque<Instant>,
+    failures: VecDeque<MonoNanos>,
     failed_retry: Option<Duration>,
-    given_up_at: Option<Instant>,
+    given_up_at: Option<MonoNanos>,
     failed_retries: u32,
     clock: Arc<dyn Clock>,
 }
@@ -63,7 +63,7 @@ impl RestartPolicy {
     pub fn on_failure(&mut self) -> Decision {
         let now = self.clock.now();
         while let Some(&first) = self.failures.front() {
-            if now.duration_since(first) >= self.window {
+            if now.saturating_duration_since(first) >= self.window {
                 self.failures.pop_front();
             } else {
                 break;

@@ -285,7 +285,7 @@ mod tests {
             .create()
             .unwrap();
         w.set_state(RingState::Live);
-        let now = shm_ring::monotonic_ns();
+        let now = proto_schema::time::MonoNanos::now().get();
         let ok = check_ring(
             dir.path(),
             "cam",

@@ -17,7 +17,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue};
@@ -25,7 +25,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::api::auth::ApiToken;
-use crate::clock::Clock;
+use crate::clock::{Clock, MonoNanos};
 
 /// Name of the session cookie.
 pub const COOKIE: &str = "framebus_session";
@@ -39,7 +39,7 @@ pub struct Sessions {
     clock: Arc<dyn Clock>,
     ttl: Duration,
     max: usize,
-    live: Mutex<VecDeque<(String, Instant)>>,
+    live: Mutex<VecDeque<(String, MonoNanos)>>,
 }
 
 /// Why no session was opened.
@@ -64,7 +64,7 @@ impl Sessions {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(String, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(String, MonoNanos)>> {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 

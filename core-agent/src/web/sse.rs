@@ -208,7 +208,7 @@ pub(super) fn snapshot(d: &Dashboard, cpu: &mut CpuSampler, now: Instant) -> Val
         .map(|((camera, rule), n)| json!({ "camera": camera, "rule": rule, "n": n }))
         .collect();
     json!({
-        "time_ms": crate::clock::unix_now_ns() / 1_000_000,
+        "time_ms": crate::clock::UnixNanos::now().get() / 1_000_000,
         "uptime_s": shared.metrics.uptime().as_secs(),
         "stopping": shared.shutting_down.load(Ordering::Relaxed),
         "cameras": cameras,
