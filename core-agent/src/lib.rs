@@ -23,6 +23,7 @@ pub mod live;
 pub mod metrics;
 pub mod outputs;
 pub mod peer;
+pub mod queue;
 pub mod results;
 pub mod shard;
 pub mod status;

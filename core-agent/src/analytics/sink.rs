@@ -8,12 +8,11 @@
 //! Counts are never lost to this queue for `GET /counts` and `/metrics` (they are
 //! updated before it); only the CSV row or event line would be.
 
-use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -96,78 +95,9 @@ pub enum Output {
     Row(CountRow),
 }
 
-#[derive(Debug, Default)]
-struct State {
-    items: VecDeque<Output>,
-    closed: bool,
-}
-
-/// Bounded queue in front of the writer; drops the oldest when full.
-#[derive(Debug)]
-pub struct OutputQueue {
-    state: Mutex<State>,
-    ready: Condvar,
-    capacity: usize,
-    dropped: AtomicU64,
-}
-
-impl OutputQueue {
-    /// A queue of at most `capacity` entries (at least 1).
-    pub fn new(capacity: usize) -> Arc<Self> {
-        Arc::new(Self {
-            state: Mutex::new(State::default()),
-            ready: Condvar::new(),
-            capacity: capacity.max(1),
-            dropped: AtomicU64::new(0),
-        })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Adds an entry, dropping the oldest if full; `false` once closed.
-    pub fn push(&self, o: Output) -> bool {
-        let mut st = self.lock();
-        if st.closed {
-            return false;
-        }
-        if st.items.len() >= self.capacity {
-            st.items.pop_front();
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-        st.items.push_back(o);
-        drop(st);
-        self.ready.notify_one();
-        true
-    }
-
-    fn pop_all(&self, wait: Duration) -> Option<Vec<Output>> {
-        let mut st = self.lock();
-        if st.items.is_empty() && !st.closed {
-            st = self
-                .ready
-                .wait_timeout(st, wait)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        if st.items.is_empty() && st.closed {
-            return None;
-        }
-        Some(st.items.drain(..).collect())
-    }
-
-    /// Refuses further entries; what is queued is still written.
-    pub fn close(&self) {
-        self.lock().closed = true;
-        self.ready.notify_all();
-    }
-
-    /// Entries dropped because the queue was full.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-}
+/// Bounded queue in front of the writer; drops the oldest when full (see
+/// [`crate::queue`]).
+pub type OutputQueue = crate::queue::DropOldestQueue<Output>;
 
 /// The thread writing events and counts rows.
 #[derive(Debug)]

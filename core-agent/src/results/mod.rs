@@ -7,9 +7,8 @@
 
 mod sink;
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -82,103 +81,9 @@ impl ResultRecord {
     }
 }
 
-#[derive(Debug, Default)]
-struct QueueState {
-    items: VecDeque<ResultRecord>,
-    closed: bool,
-}
-
-/// Bounded multi-producer queue in front of the sinks; drops the oldest when full.
-#[derive(Debug)]
-pub struct ResultQueue {
-    state: Mutex<QueueState>,
-    ready: Condvar,
-    capacity: usize,
-    dropped: AtomicU64,
-    pushed: AtomicU64,
-}
-
-impl ResultQueue {
-    /// A queue holding at most `capacity` records (at least 1).
-    pub fn new(capacity: usize) -> Arc<Self> {
-        Arc::new(Self {
-            state: Mutex::new(QueueState::default()),
-            ready: Condvar::new(),
-            capacity: capacity.max(1),
-            dropped: AtomicU64::new(0),
-            pushed: AtomicU64::new(0),
-        })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Adds a record, dropping the oldest one if full. `false` if the queue is closed.
-    pub fn push(&self, record: ResultRecord) -> bool {
-        let mut st = self.lock();
-        if st.closed {
-            return false;
-        }
-        if st.items.len() >= self.capacity {
-            st.items.pop_front();
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-        st.items.push_back(record);
-        self.pushed.fetch_add(1, Ordering::Relaxed);
-        drop(st);
-        self.ready.notify_one();
-        true
-    }
-
-    /// Takes everything queued, waiting up to `wait` for the first record. `None` once
-    /// the queue is closed and empty.
-    pub fn pop_all(&self, wait: Duration) -> Option<Vec<ResultRecord>> {
-        let mut st = self.lock();
-        if st.items.is_empty() && !st.closed {
-            st = self
-                .ready
-                .wait_timeout(st, wait)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        if st.items.is_empty() && st.closed {
-            return None;
-        }
-        Some(st.items.drain(..).collect())
-    }
-
-    /// Refuses further records; what is queued is still delivered.
-    pub fn close(&self) {
-        self.lock().closed = true;
-        self.ready.notify_all();
-    }
-
-    /// Records dropped because the queue was full.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-
-    /// Records accepted.
-    pub fn pushed(&self) -> u64 {
-        self.pushed.load(Ordering::Relaxed)
-    }
-
-    /// Records waiting now.
-    pub fn len(&self) -> usize {
-        self.lock().items.len()
-    }
-
-    /// Whether nothing is waiting.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The queue's capacity.
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-}
+/// Bounded multi-producer queue in front of the sinks; drops the oldest when full (see
+/// [`crate::queue`]).
+pub type ResultQueue = crate::queue::DropOldestQueue<ResultRecord>;
 
 /// A step run on every record in the dispatcher thread before the sinks (analytics).
 pub trait RecordStage: Send {
