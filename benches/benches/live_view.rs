@@ -263,7 +263,9 @@ fn bench(c: &mut Criterion) {
                 );
             }
         }
-        None => eprintln!("live_view: callgrind counts not measured (valgrind, ffmpeg or the footage missing)"),
+        None => eprintln!(
+            "live_view: callgrind counts not measured (valgrind, ffmpeg or the footage missing)"
+        ),
     }
 }
 

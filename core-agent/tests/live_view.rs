@@ -412,7 +412,10 @@ fn snapshot_and_mjpeg_draw_boxes_lines_and_zones_on_the_ring_frames() {
     let idle = metric(&agent, "framebus_live_frames_encoded_total");
     let (p1, p2) = (parts(&v1), parts(&v2));
     let (n1, n2) = (p1.len() as u64, p2.len() as u64);
-    eprintln!("two viewers got {n1} and {n2} frames; {} encoded", idle - before);
+    eprintln!(
+        "two viewers got {n1} and {n2} frames; {} encoded",
+        idle - before
+    );
     assert!(n1 >= 3 && n2 >= 3, "both viewers got frames: {n1}, {n2}");
     // Both were sent the frames of the one encoder (the same ring frames).
     let common = p1.iter().filter(|p| p2.contains(p)).count();

@@ -28,7 +28,9 @@ impl Layout {
             Layout::Rgb | Layout::Bgr => width.checked_mul(height)?.checked_mul(3),
             Layout::I420 => {
                 let chroma = width.div_ceil(2).checked_mul(height.div_ceil(2))?;
-                width.checked_mul(height)?.checked_add(chroma.checked_mul(2)?)
+                width
+                    .checked_mul(height)?
+                    .checked_add(chroma.checked_mul(2)?)
             }
         }
     }

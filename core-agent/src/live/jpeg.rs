@@ -209,7 +209,18 @@ mod tests {
         let y = vec![76u8; w * h];
         let (cb, cr) = (vec![85u8; 17 * 9], vec![255u8; 17 * 9]);
         let mut out = Vec::new();
-        encode(Source::I420 { y: &y, cb: &cb, cr: &cr }, w, h, 90, &mut out).unwrap();
+        encode(
+            Source::I420 {
+                y: &y,
+                cb: &cb,
+                cr: &cr,
+            },
+            w,
+            h,
+            90,
+            &mut out,
+        )
+        .unwrap();
         let (dw, dh, px) = decode(&out);
         assert_eq!((dw, dh), (34, 18));
         // Full-range Y 76, Cb 85, Cr 255 is pure red.
@@ -235,8 +246,15 @@ mod tests {
         let mut out = vec![1, 2, 3];
         let y = vec![0u8; 15];
         let c = vec![0u8; 4];
-        let short = Source::I420 { y: &y, cb: &c, cr: &c };
-        assert!(matches!(encode(short, 4, 4, 80, &mut out), Err(JpegError::Size { .. })));
+        let short = Source::I420 {
+            y: &y,
+            cb: &c,
+            cr: &c,
+        };
+        assert!(matches!(
+            encode(short, 4, 4, 80, &mut out),
+            Err(JpegError::Size { .. })
+        ));
         assert!(matches!(
             encode(Source::Rgb(&[0; 3]), 0, 1, 80, &mut out),
             Err(JpegError::Size { .. })
