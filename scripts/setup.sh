@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the project needs on a Debian 12 machine, idempotently:
 #   - Debian packages: FFmpeg dev libraries (+ clang for bindgen), the ffmpeg CLI used by
-#     tests as a reference decoder, GStreamer's RTSP server for the fake test cameras, the
+#     tests as a reference decoder, libjpeg-turbo (the live view's JPEG encoder), valgrind
+#     (the live_view bench's instruction counts), GStreamer's RTSP server for the fake test cameras, the
 #     brokers the output tests start on loopback (mosquitto, redis-server), and headless
 #     Chromium + ChromeDriver for the dashboard's browser tests.
 #   - ONNX Runtime: libonnxruntime.so from the PyPI `onnxruntime` wheel (the CUDA build from
@@ -15,7 +16,7 @@ local_dir="$root/.local"
 mkdir -p "$local_dir"
 
 debs=(pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev libswscale-dev
-      libavdevice-dev libavfilter-dev libswresample-dev ffmpeg
+      libavdevice-dev libavfilter-dev libswresample-dev ffmpeg libturbojpeg0-dev valgrind
       python3 python3-venv python3-pip python3-gi gir1.2-gst-rtsp-server-1.0
       gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
       gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools

@@ -7,9 +7,10 @@
 //! FPS gate → inference request by frame reference → result record), sends the records
 //! to the [`results`] sinks, and reports everything through the HTTP [`api`].
 //!
-//! `unsafe` lives in two places only: [`supervisor::child`] (the `pre_exec` hook that
-//! sets the parent-death signal and CPU affinity, and `kill(2)` on process groups) and
-//! [`clock::MonoNanos`] (`clock_gettime`).
+//! `unsafe` lives in three places only: [`supervisor::child`] (the `pre_exec` hook that
+//! sets the parent-death signal and CPU affinity, and `kill(2)` on process groups),
+//! the clip muxer `clips::mux` (stream parameters set on FFmpeg's codecpar) and [`live::jpeg`] (the calls into
+//! libjpeg-turbo).
 
 pub mod agent;
 pub mod analytics;

@@ -1,7 +1,8 @@
 //! Drawing boxes, labels, lines and zones into the encoder's input buffer.
 //!
-//! The buffer is one plane of packed 3-byte pixels in the order the encoder is told
-//! ([`Layout`]): RGB, BGR or full-range YCbCr (JFIF). Colours are given as RGB and
+//! The buffer is what the encoder reads ([`Layout`]): one plane of packed 3-byte RGB or
+//! BGR pixels, or full-range (JFIF) YCbCr 4:2:0 in three planes, where a colour's
+//! chroma covers each 2x2 block the primitive touches. Colours are given as RGB and
 //! converted once per primitive. Every primitive clips to the frame, so a box that
 //! sticks out of the picture, a degenerate box or a rule far outside it draws what is
 //! visible and never indexes out of bounds. Coordinates are `i64` pixels (normalised
@@ -14,8 +15,25 @@ pub enum Layout {
     Rgb,
     /// B, G, R.
     Bgr,
-    /// Full-range Y, Cb, Cr (JFIF, BT.601 matrix).
-    Ycbcr,
+    /// Full-range Y, Cb, Cr (JFIF, BT.601 matrix), 4:2:0 planar: the Y plane
+    /// (`width x height`), then Cb and Cr (`ceil(width / 2) x ceil(height / 2)` each),
+    /// no padding.
+    I420,
+}
+
+impl Layout {
+    /// Bytes of a `width x height` frame in this layout; `None` on overflow.
+    pub fn frame_len(self, width: usize, height: usize) -> Option<usize> {
+        match self {
+            Layout::Rgb | Layout::Bgr => width.checked_mul(height)?.checked_mul(3),
+            Layout::I420 => {
+                let chroma = width.div_ceil(2).checked_mul(height.div_ceil(2))?;
+                width
+                    .checked_mul(height)?
+                    .checked_add(chroma.checked_mul(2)?)
+            }
+        }
+    }
 }
 
 /// An RGB colour.
@@ -64,7 +82,7 @@ impl Rgb {
         match layout {
             Layout::Rgb => [r, g, b],
             Layout::Bgr => [b, g, r],
-            Layout::Ycbcr => {
+            Layout::I420 => {
                 let (r, g, b) = (f32::from(r), f32::from(g), f32::from(b));
                 let y = 0.299 * r + 0.587 * g + 0.114 * b;
                 let cb = 128.0 - 0.168_736 * r - 0.331_264 * g + 0.5 * b;
@@ -76,7 +94,7 @@ impl Rgb {
     }
 }
 
-/// A frame being drawn on: `width * height` packed 3-byte pixels.
+/// A frame being drawn on: `width x height` pixels in a [`Layout`].
 #[derive(Debug)]
 pub struct Canvas<'a> {
     px: &'a mut [u8],
@@ -88,8 +106,8 @@ pub struct Canvas<'a> {
 /// Why a buffer cannot be drawn on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CanvasError {
-    /// The buffer is not `width * height * 3` bytes.
-    #[error("buffer of {len} bytes is not {width}x{height}x3")]
+    /// The buffer is not [`Layout::frame_len`] bytes.
+    #[error("buffer of {len} bytes does not hold a {width}x{height} frame in its layout")]
     Size {
         /// Buffer length.
         len: usize,
@@ -101,14 +119,15 @@ pub enum CanvasError {
 }
 
 impl<'a> Canvas<'a> {
-    /// A canvas over `px`, which must hold exactly `width * height` pixels.
+    /// A canvas over `px`, which must hold exactly one `width x height` frame in
+    /// `layout` ([`Layout::frame_len`]).
     pub fn new(
         px: &'a mut [u8],
         width: usize,
         height: usize,
         layout: Layout,
     ) -> Result<Self, CanvasError> {
-        if width.checked_mul(height).and_then(|n| n.checked_mul(3)) != Some(px.len()) {
+        if layout.frame_len(width, height) != Some(px.len()) {
             return Err(CanvasError::Size {
                 len: px.len(),
                 width,
@@ -139,8 +158,21 @@ impl<'a> Canvas<'a> {
         if x >= self.width || y >= self.height {
             return None;
         }
+        if self.layout == Layout::I420 {
+            let (luma, cb, cr) = self.planes();
+            let c = (y / 2) * self.width.div_ceil(2) + x / 2;
+            return Some([luma[y * self.width + x], cb[c], cr[c]]);
+        }
         let i = (y * self.width + x) * 3;
         Some([self.px[i], self.px[i + 1], self.px[i + 2]])
+    }
+
+    /// The Y, Cb and Cr planes of an [`Layout::I420`] canvas (the size was checked by
+    /// [`Canvas::new`]).
+    fn planes(&self) -> (&[u8], &[u8], &[u8]) {
+        let (luma, chroma) = self.px.split_at(self.width * self.height);
+        let (cb, cr) = chroma.split_at(chroma.len() / 2);
+        (luma, cb, cr)
     }
 
     /// Fills the half-open rectangle `[x0, x1) x [y0, y1)`, clipped to the frame.
@@ -154,6 +186,23 @@ impl<'a> Canvas<'a> {
         let (x0, x1) = (clip(x0, self.width), clip(x1, self.width));
         let (y0, y1) = (clip(y0, self.height), clip(y1, self.height));
         if x0 >= x1 || y0 >= y1 {
+            return;
+        }
+        if self.layout == Layout::I420 {
+            let w = self.width;
+            let (luma, chroma) = self.px.split_at_mut(w * self.height);
+            for row in luma.chunks_exact_mut(w).take(y1).skip(y0) {
+                row[x0..x1].fill(c[0]);
+            }
+            // Every 2x2 chroma block the rectangle touches takes its colour.
+            let cw = w.div_ceil(2);
+            let (cb, cr) = chroma.split_at_mut(chroma.len() / 2);
+            let (cx0, cx1, cy0, cy1) = (x0 / 2, x1.div_ceil(2), y0 / 2, y1.div_ceil(2));
+            for (plane, v) in [(cb, c[1]), (cr, c[2])] {
+                for row in plane.chunks_exact_mut(cw).take(cy1).skip(cy0) {
+                    row[cx0..cx1].fill(v);
+                }
+            }
             return;
         }
         for y in y0..y1 {
@@ -480,9 +529,9 @@ mod tests {
     fn colours_follow_the_layout() {
         assert_eq!(Rgb(1, 2, 3).bytes(Layout::Rgb), [1, 2, 3]);
         assert_eq!(Rgb(1, 2, 3).bytes(Layout::Bgr), [3, 2, 1]);
-        assert_eq!(Rgb(255, 255, 255).bytes(Layout::Ycbcr), [255, 128, 128]);
-        assert_eq!(Rgb(0, 0, 0).bytes(Layout::Ycbcr), [0, 128, 128]);
-        assert_eq!(Rgb(255, 0, 0).bytes(Layout::Ycbcr), [76, 85, 255]);
+        assert_eq!(Rgb(255, 255, 255).bytes(Layout::I420), [255, 128, 128]);
+        assert_eq!(Rgb(0, 0, 0).bytes(Layout::I420), [0, 128, 128]);
+        assert_eq!(Rgb(255, 0, 0).bytes(Layout::I420), [76, 85, 255]);
     }
 
     #[test]
@@ -537,8 +586,33 @@ mod tests {
             class: "x".into(),
             track: Some(u64::MAX),
         });
-        let mut b = blank(10, 10);
-        draw_overlay(&mut Canvas::new(&mut b, 10, 10, Layout::Ycbcr).unwrap(), &o);
+        let mut b = vec![0; 11 * 9 + 2 * 6 * 5];
+        draw_overlay(&mut Canvas::new(&mut b, 11, 9, Layout::I420).unwrap(), &o);
+    }
+
+    #[test]
+    fn i420_rectangles_paint_luma_exactly_and_the_chroma_blocks_they_touch() {
+        // 7x5: chroma planes are 4x3 (odd sizes round up).
+        assert_eq!(Layout::I420.frame_len(7, 5), Some(35 + 2 * 12));
+        let mut b = vec![0; 35 + 2 * 12];
+        assert!(Canvas::new(&mut b[..58], 7, 5, Layout::I420).is_err());
+        let mut c = Canvas::new(&mut b, 7, 5, Layout::I420).unwrap();
+        c.fill_rect(1, 1, 3, 2, RED);
+        let [y, cb, cr] = RED.bytes(Layout::I420);
+        assert_eq!(c.pixel(1, 1), Some([y, cb, cr]));
+        assert_eq!(c.pixel(2, 1), Some([y, cb, cr]));
+        // (0, 0) shares a chroma block with (1, 1), not its luma.
+        assert_eq!(c.pixel(0, 0), Some([0, cb, cr]));
+        assert_eq!(c.pixel(3, 1), Some([0, cb, cr]));
+        assert_eq!(c.pixel(4, 1), Some([0, 0, 0]));
+        assert_eq!(c.pixel(1, 2), Some([0, 0, 0]));
+        // A box at the odd right/bottom edge reaches the last, half-used chroma block.
+        c.stroke_rect(6, 4, 6, 4, 1, RED);
+        assert_eq!(c.pixel(6, 4), Some([y, cb, cr]));
+        assert_eq!(c.pixel(7, 4), None);
+        let (luma, chroma) = b.split_at(35);
+        assert_eq!(luma.iter().filter(|&&v| v == y).count(), 3);
+        assert_eq!(chroma[..12].iter().filter(|&&v| v == cb).count(), 3);
     }
 
     #[test]

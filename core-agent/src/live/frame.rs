@@ -2,10 +2,13 @@
 //! buffer (converting the layout on the way), a seqlock check, the overlay drawn into
 //! that buffer, then the encoder.
 //!
-//! NV12 and I420 frames become full-range YCbCr for the encoder: the kernel writes
+//! NV12 and I420 frames become full-range YCbCr 4:2:0 planes, which the encoder takes
+//! as they are ([`super::jpeg`]: no RGB, no chroma upsampling). The kernel writes
 //! limited-range (video) YUV, so Y is stretched from 16..235 and chroma from 16..240
-//! to 0..255 with two lookup tables, and chroma is repeated over each 2x2 block.
-//! BGR24 and RGB24 are copied row by row (strides dropped).
+//! to 0..255 with two lookup tables on the way (JFIF JPEGs are full range: without
+//! this, blacks would show grey; it is about a fifth of the render's instructions),
+//! and NV12's interleaved chroma is split into its two planes. BGR24 and RGB24 are
+//! copied row by row (strides dropped).
 
 use std::time::Duration;
 
@@ -13,6 +16,7 @@ use proto_schema::pixel::{FrameGeometry, PixelFormat};
 use shm_ring::{FrameInfo, ReadError, RingReader};
 
 use super::draw::{draw_overlay, Canvas, Layout, Overlay};
+use super::jpeg::{self, JpegError, Source};
 
 /// Reads of a slot that the writer changed underneath (torn) before giving up for
 /// this frame.
@@ -57,12 +61,13 @@ pub enum FrameError {
         reason: &'static str,
     },
     /// The encoder failed.
-    #[error("ring {ring}: JPEG encoder: {reason}")]
+    #[error("ring {ring}: JPEG encoder: {source}")]
     Encode {
         /// Ring name.
         ring: String,
-        /// The encoder's message.
-        reason: String,
+        /// The encoder's error.
+        #[source]
+        source: JpegError,
     },
 }
 
@@ -91,7 +96,7 @@ fn chroma_table() -> [u8; 256] {
 /// The layout the encoder gets for frames of `format`.
 pub fn layout_of(format: PixelFormat) -> Layout {
     match format {
-        PixelFormat::Nv12 | PixelFormat::I420 => Layout::Ycbcr,
+        PixelFormat::Nv12 | PixelFormat::I420 => Layout::I420,
         PixelFormat::Bgr24 => Layout::Bgr,
         PixelFormat::Rgb24 => Layout::Rgb,
     }
@@ -118,15 +123,17 @@ fn covers(g: &FrameGeometry, bytes: &[u8]) -> bool {
 }
 
 /// Copies one frame of geometry `g` from `bytes` into `out` (resized to
-/// `width * height * 3`) as packed pixels in [`layout_of`]`(g.format)`. `false` (and
-/// `out` untouched in content) when `bytes` is too short for `g`; never panics on any
-/// byte content.
+/// [`Layout::frame_len`]) in [`layout_of`]`(g.format)`. `false` (and `out` untouched
+/// in content) when `bytes` is too short for `g`; never panics on any byte content.
 pub fn copy_frame(g: &FrameGeometry, bytes: &[u8], out: &mut Vec<u8>) -> bool {
     if !covers(g, bytes) {
         return false;
     }
     let (w, h) = (g.width as usize, g.height as usize);
-    out.resize(w * h * 3, 0);
+    let Some(len) = layout_of(g.format).frame_len(w, h) else {
+        return false;
+    };
+    out.resize(len, 0);
     let s = |p: usize| (g.offsets[p] as usize, g.strides[p] as usize);
     match g.format {
         PixelFormat::Bgr24 | PixelFormat::Rgb24 => {
@@ -138,28 +145,37 @@ pub fn copy_frame(g: &FrameGeometry, bytes: &[u8], out: &mut Vec<u8>) -> bool {
         }
         PixelFormat::Nv12 | PixelFormat::I420 => {
             let (ly, lc) = (luma_table(), chroma_table());
+            let (luma, chroma) = out.split_at_mut(w * h);
+            let (cb, cr) = chroma.split_at_mut(chroma.len() / 2);
+            // Sizes are even ([`covers`]): chroma is (w / 2) x (h / 2).
+            let cw = w / 2;
             let (yo, ys) = s(0);
-            let nv12 = g.format == PixelFormat::Nv12;
-            for (y, dst) in out.chunks_exact_mut(w * 3).enumerate() {
-                let yrow = &bytes[yo + y * ys..yo + y * ys + w];
-                let cy = y / 2;
-                if nv12 {
-                    let (uo, us) = s(1);
-                    let uv = &bytes[uo + cy * us..];
-                    for (x, (p, &l)) in dst.chunks_exact_mut(3).zip(yrow).enumerate() {
-                        let c = (x / 2) * 2;
-                        p[0] = ly[usize::from(l)];
-                        p[1] = lc[usize::from(uv[c])];
-                        p[2] = lc[usize::from(uv[c + 1])];
+            for (y, dst) in luma.chunks_exact_mut(w).enumerate() {
+                let src = &bytes[yo + y * ys..yo + y * ys + w];
+                for (d, &v) in dst.iter_mut().zip(src) {
+                    *d = ly[usize::from(v)];
+                }
+            }
+            let rows = cb.chunks_exact_mut(cw).zip(cr.chunks_exact_mut(cw));
+            if g.format == PixelFormat::Nv12 {
+                let (uo, us) = s(1);
+                for (cy, (u, v)) in rows.enumerate() {
+                    let uv = &bytes[uo + cy * us..uo + cy * us + 2 * cw];
+                    for ((u, v), pair) in u.iter_mut().zip(v.iter_mut()).zip(uv.chunks_exact(2)) {
+                        *u = lc[usize::from(pair[0])];
+                        *v = lc[usize::from(pair[1])];
                     }
-                } else {
-                    let ((uo, us), (vo, vs)) = (s(1), s(2));
-                    let u = &bytes[uo + cy * us..];
-                    let v = &bytes[vo + cy * vs..];
-                    for (x, (p, &l)) in dst.chunks_exact_mut(3).zip(yrow).enumerate() {
-                        p[0] = ly[usize::from(l)];
-                        p[1] = lc[usize::from(u[x / 2])];
-                        p[2] = lc[usize::from(v[x / 2])];
+                }
+            } else {
+                let ((uo, us), (vo, vs)) = (s(1), s(2));
+                for (cy, (u, v)) in rows.enumerate() {
+                    let su = &bytes[uo + cy * us..uo + cy * us + cw];
+                    let sv = &bytes[vo + cy * vs..vo + cy * vs + cw];
+                    for (d, &c) in u.iter_mut().zip(su) {
+                        *d = lc[usize::from(c)];
+                    }
+                    for (d, &c) in v.iter_mut().zip(sv) {
+                        *d = lc[usize::from(c)];
                     }
                 }
             }
@@ -230,22 +246,25 @@ pub fn draw_and_encode(
     let (Ok(w16), Ok(h16)) = (u16::try_from(g.width), u16::try_from(g.height)) else {
         return Err(geometry("JPEG frames are at most 65535 pixels a side"));
     };
+    let (w, h) = (usize::from(w16), usize::from(h16));
     let layout = layout_of(g.format);
-    let mut canvas = Canvas::new(buf, g.width as usize, g.height as usize, layout)
+    let mut canvas = Canvas::new(buf, w, h, layout)
         .map_err(|_| geometry("the buffer does not match the geometry"))?;
     draw_overlay(&mut canvas, overlay);
-    out.clear();
-    let colour = match layout {
-        Layout::Rgb => jpeg_encoder::ColorType::Rgb,
-        Layout::Bgr => jpeg_encoder::ColorType::Bgr,
-        Layout::Ycbcr => jpeg_encoder::ColorType::Ycbcr,
+    let src = match layout {
+        Layout::Rgb => Source::Rgb(buf),
+        Layout::Bgr => Source::Bgr(buf),
+        Layout::I420 => {
+            // Canvas::new checked the length: Y, then two equal chroma planes.
+            let (y, chroma) = buf.split_at(w * h);
+            let (cb, cr) = chroma.split_at(chroma.len() / 2);
+            Source::I420 { y, cb, cr }
+        }
     };
-    jpeg_encoder::Encoder::new(&mut *out, quality.clamp(1, 100))
-        .encode(buf, w16, h16, colour)
-        .map_err(|e| FrameError::Encode {
-            ring: ring.to_owned(),
-            reason: e.to_string(),
-        })
+    jpeg::encode(src, w, h, quality, out).map_err(|source| FrameError::Encode {
+        ring: ring.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -253,18 +272,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn nv12_becomes_full_range_ycbcr_with_shared_chroma() {
+    fn nv12_becomes_full_range_i420_planes() {
         let g = FrameGeometry::packed(4, 2, PixelFormat::Nv12).unwrap();
         let mut bytes = vec![0u8; g.frame_size as usize];
         bytes[..8].copy_from_slice(&[16, 235, 126, 126, 16, 16, 16, 16]);
         bytes[8..12].copy_from_slice(&[16, 240, 128, 128]);
         let mut out = Vec::new();
         assert!(copy_frame(&g, &bytes, &mut out));
-        assert_eq!(out.len(), 4 * 2 * 3);
-        assert_eq!(&out[..6], &[0, 1, 255, 255, 1, 255]);
-        assert_eq!(&out[6..9], &[128, 128, 128]);
-        // Row 1 shares row 0's chroma.
-        assert_eq!(&out[12..15], &[0, 1, 255]);
+        assert_eq!(out.len(), 4 * 2 + 2 * 2);
+        assert_eq!(&out[..8], &[0, 255, 128, 128, 0, 0, 0, 0]);
+        // Cb plane, then Cr plane: NV12's pairs split.
+        assert_eq!(&out[8..], &[1, 128, 255, 128]);
     }
 
     #[test]
@@ -273,7 +291,7 @@ mod tests {
         let bytes = vec![16, 16, 235, 235, 100, 200];
         let mut out = Vec::new();
         assert!(copy_frame(&g, &bytes, &mut out));
-        assert_eq!(out[6..9], [255, luma_or(100), luma_or(200)]);
+        assert_eq!(out, [0, 0, 255, 255, luma_or(100), luma_or(200)]);
         let g = FrameGeometry::packed(2, 1, PixelFormat::Bgr24).unwrap();
         assert!(copy_frame(&g, &[1, 2, 3, 4, 5, 6], &mut out));
         assert_eq!(out, vec![1, 2, 3, 4, 5, 6]);

@@ -6,7 +6,7 @@
 //! [`frame::read_latest`]); then the camera's newest result ([`store`], fed from the
 //! result path after the analytics stage) is drawn into that buffer — boxes with class
 //! and track id — with the camera's counting lines and zones ([`draw`]), and the buffer
-//! is encoded (`jpeg-encoder`, pure Rust).
+//! is encoded ([`jpeg`]: libjpeg-turbo, straight from the YUV planes).
 //!
 //! Work only while someone watches: an MJPEG viewer joins its camera's [`hub`]; the
 //! first viewer starts one encoder thread for the camera, every viewer of the camera
@@ -25,6 +25,7 @@ pub mod draw;
 pub mod frame;
 pub mod http;
 pub mod hub;
+pub mod jpeg;
 pub mod store;
 
 use std::collections::{BTreeMap, HashMap};
