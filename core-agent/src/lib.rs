@@ -8,9 +8,9 @@
 //! to the [`results`] sinks, and reports everything through the HTTP [`api`].
 //!
 //! `unsafe` lives in three places only: [`supervisor::child`] (the `pre_exec` hook that
-//! sets the parent-death signal and CPU affinity, and `kill(2)` on process groups),
-//! the clip muxer `clips::mux` (stream parameters set on FFmpeg's codecpar) and [`live::jpeg`] (the calls into
-//! libjpeg-turbo).
+//! sets the parent-death signal and CPU affinity, and `kill(2)` on process groups), the
+//! clip muxer `clips::mux` (stream parameters set on FFmpeg's codecpar) and
+//! [`live::jpeg`] (the calls into libjpeg-turbo).
 
 pub mod agent;
 pub mod analytics;
