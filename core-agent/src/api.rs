@@ -335,36 +335,14 @@ async fn live_stream(
     crate::live::http::stream(st.shared, id, q).await
 }
 
-/// `GET /events/{id}/clip.mp4`: the clip, once written.
-async fn event_clip(State(st): State<AppState>, Path(id): Path<String>) -> Response {
-    use crate::clips::{valid_id, ClipState};
-    if !valid_id(&id) {
-        return error(StatusCode::BAD_REQUEST, format!("invalid event id {id:?}"));
-    }
-    let Some(clips) = st.shared.clips.clone() else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "clips are off ([clips] cameras is empty)",
-        );
-    };
-    let lookup = id.clone();
-    let state = tokio::task::spawn_blocking(move || clips.state_of(&lookup))
-        .await
-        .unwrap_or(ClipState::Missing);
-    let path = match state {
-        ClipState::Ready(p) => p,
-        ClipState::Recording => {
-            return error(
-                StatusCode::NOT_FOUND,
-                format!("clip of event {id} is being recorded; try again after its post-roll"),
-            )
-        }
-        ClipState::Missing => {
-            return error(StatusCode::NOT_FOUND, format!("no clip for event {id}"))
-        }
-    };
-    match tokio::fs::read(&path).await {
-        Ok(bytes) => ([(header::CONTENT_TYPE, "video/mp4")], bytes).into_response(),
-        Err(e) => error(StatusCode::NOT_FOUND, format!("clip of event {id}: {e}")),
+/// `GET /events/{id}/clip.mp4`: the clip, once written, streamed (Range supported).
+async fn event_clip(
+    State(st): State<AppState>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    match id {
+        Ok(Path(id)) => crate::clips::http::serve(st.shared.clips.clone(), id, &headers).await,
+        Err(e) => error(StatusCode::BAD_REQUEST, format!("invalid event id: {e}")),
     }
 }
