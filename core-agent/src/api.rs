@@ -11,7 +11,7 @@
 //! | `GET /models`, `GET /models/{id}` | state, restarts, last error, latency percentiles |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /cameras/{id}/snapshot.jpg`, `GET /cameras/{id}/stream.mjpeg?fps=` | live view: the newest frame with boxes, track ids, lines and zones drawn, as a JPEG or an MJPEG stream (see [`crate::live::http`]) |
-//! | `GET /events/{id}/clip.mp4` | the event's clip (`video/mp4`) once written; 404 with a JSON error while it is recorded, when it failed or has none |
+//! | `GET /events/{id}/clip.mp4` | the event's clip (`video/mp4`, streamed; one `Range` gives 206) once written; 404 with a JSON error while it is recorded, when it failed or has none |
 //! | `GET /counts?camera=&from=&to=&interval=` | analytics counts per interval (closed intervals; `from`/`to` Unix ms, default the last 24 h; `interval` seconds, a multiple of `[analytics] interval_s`), with totals across cameras |
 //!
 //! Every request passes [`auth::guard`]: a loopback `Host`, no foreign `Origin`, JSON
