@@ -567,8 +567,7 @@ mod tests {
         let c = config(
             r#"
 [brokers.mqtt]
-url = "mqtt://h"
-ca_file = "/ca.pem"
+url = "ftp://h"
 client_id = ""
 topic_prefix = "a/#"
 password_file = "/x"
@@ -593,7 +592,6 @@ batch = 0
             .collect();
         for k in [
             "brokers.mqtt.url",
-            "brokers.mqtt.ca_file",
             "brokers.mqtt.client_id",
             "brokers.mqtt.topic_prefix",
             "brokers.mqtt.password_file",
