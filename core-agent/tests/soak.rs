@@ -161,7 +161,9 @@ fn memory_and_fds_of_every_process_stay_flat_under_steady_load() {
         "{health}"
     );
     assert!(
-        health["clips"]["errors"].as_object().is_some_and(|e| e.is_empty()),
+        health["clips"]["errors"]
+            .as_object()
+            .is_some_and(|e| e.is_empty()),
         "{health}"
     );
     for b in health["brokers"].as_array().expect("brokers") {
