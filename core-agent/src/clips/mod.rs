@@ -169,7 +169,7 @@ pub struct ClipsHealth {
     /// The last failure, if any.
     pub last_error: Option<String>,
     /// How long after its end (the post-roll's end on the capture clock) each written
-    /// clip was finished and readable: the last one and the largest, ms.
+    /// clip was finished and readable, ms (0 when it was readable at its end already).
     pub finish_delay_ms: FinishDelay,
 }
 
