@@ -20,7 +20,7 @@ debs=(pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev
       python3 python3-venv python3-pip python3-gi gir1.2-gst-rtsp-server-1.0
       gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
       gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
-      mosquitto mosquitto-clients redis-server chromium chromium-driver)
+      mosquitto mosquitto-clients redis-server chromium chromium-driver openssl)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

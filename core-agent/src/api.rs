@@ -11,7 +11,7 @@
 //! | `GET /models`, `GET /models/{id}` | state, restarts, last error, latency percentiles |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /cameras/{id}/snapshot.jpg`, `GET /cameras/{id}/stream.mjpeg?fps=` | live view: the newest frame with boxes, track ids, lines and zones drawn, as a JPEG or an MJPEG stream (see [`crate::live::http`]) |
-//! | `GET /events/{id}/clip.mp4` | the event's clip (`video/mp4`) once written; 404 with a JSON error while it is recorded, when it failed or has none |
+//! | `GET /events/{id}/clip.mp4` | the event's clip (`video/mp4`, streamed; one `Range` gives 206) once written; 404 with a JSON error while it is recorded, when it failed or has none |
 //! | `GET /counts?camera=&from=&to=&interval=` | analytics counts per interval (closed intervals; `from`/`to` Unix ms, default the last 24 h; `interval` seconds, a multiple of `[analytics] interval_s`), with totals across cameras |
 //!
 //! Every request passes [`auth::guard`]: a loopback `Host`, no foreign `Origin`, JSON
@@ -335,36 +335,14 @@ async fn live_stream(
     crate::live::http::stream(st.shared, id, q).await
 }
 
-/// `GET /events/{id}/clip.mp4`: the clip, once written.
-async fn event_clip(State(st): State<AppState>, Path(id): Path<String>) -> Response {
-    use crate::clips::{valid_id, ClipState};
-    if !valid_id(&id) {
-        return error(StatusCode::BAD_REQUEST, format!("invalid event id {id:?}"));
-    }
-    let Some(clips) = st.shared.clips.clone() else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "clips are off ([clips] cameras is empty)",
-        );
-    };
-    let lookup = id.clone();
-    let state = tokio::task::spawn_blocking(move || clips.state_of(&lookup))
-        .await
-        .unwrap_or(ClipState::Missing);
-    let path = match state {
-        ClipState::Ready(p) => p,
-        ClipState::Recording => {
-            return error(
-                StatusCode::NOT_FOUND,
-                format!("clip of event {id} is being recorded; try again after its post-roll"),
-            )
-        }
-        ClipState::Missing => {
-            return error(StatusCode::NOT_FOUND, format!("no clip for event {id}"))
-        }
-    };
-    match tokio::fs::read(&path).await {
-        Ok(bytes) => ([(header::CONTENT_TYPE, "video/mp4")], bytes).into_response(),
-        Err(e) => error(StatusCode::NOT_FOUND, format!("clip of event {id}: {e}")),
+/// `GET /events/{id}/clip.mp4`: the clip, once written, streamed (Range supported).
+async fn event_clip(
+    State(st): State<AppState>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    match id {
+        Ok(Path(id)) => crate::clips::http::serve(st.shared.clips.clone(), id, &headers).await,
+        Err(e) => error(StatusCode::BAD_REQUEST, format!("invalid event id: {e}")),
     }
 }

@@ -21,6 +21,7 @@
 //! - Retention ([`retention`]) runs after every clip and every minute.
 
 pub mod cursor;
+pub mod http;
 pub mod mux;
 pub mod retention;
 
@@ -167,6 +168,54 @@ pub struct ClipsHealth {
     pub errors: BTreeMap<String, u64>,
     /// The last failure, if any.
     pub last_error: Option<String>,
+    /// How long after its end (the post-roll's end on the capture clock) each written
+    /// clip was finished and readable, ms (0 when it was readable at its end already).
+    pub finish_delay_ms: FinishDelay,
+}
+
+/// Finish delays of the written clips (see [`ClipsHealth::finish_delay_ms`]).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct FinishDelay {
+    /// Clips measured.
+    pub count: u64,
+    /// The last clip's delay, ms.
+    pub last: f64,
+    /// The largest delay, ms.
+    pub max: f64,
+    /// The mean delay, ms.
+    pub mean: f64,
+}
+
+/// Running finish-delay totals.
+#[derive(Debug, Default)]
+struct DelayTotals {
+    count: u64,
+    sum_ns: u64,
+    max_ns: u64,
+    last_ns: u64,
+}
+
+impl DelayTotals {
+    fn add(&mut self, ns: u64) {
+        self.count += 1;
+        self.sum_ns = self.sum_ns.saturating_add(ns);
+        self.max_ns = self.max_ns.max(ns);
+        self.last_ns = ns;
+    }
+
+    fn report(&self) -> FinishDelay {
+        let ms = |ns: u64| ns as f64 / 1e6;
+        FinishDelay {
+            count: self.count,
+            last: ms(self.last_ns),
+            max: ms(self.max_ns),
+            mean: if self.count == 0 {
+                0.0
+            } else {
+                ms(self.sum_ns) / self.count as f64
+            },
+        }
+    }
 }
 
 /// The clips of every camera: claims from the analytics stage, state for the API.
@@ -178,6 +227,7 @@ pub struct Clips {
     stop: AtomicBool,
     written: AtomicU64,
     refused: AtomicU64,
+    delays: Mutex<DelayTotals>,
     unix_ns: fn() -> u64,
 }
 
@@ -197,6 +247,48 @@ fn event_unix_ns(e: &Event) -> u64 {
 
 fn secs_ns(s: f64) -> u64 {
     (s * 1e9).round().max(0.0) as u64
+}
+
+/// Whether `path` (under `root`) is a regular file reached through real folders only:
+/// no component between `root` and the file, the file included, is a symlink.
+pub fn real_clip(root: &Path, path: &Path) -> bool {
+    let Ok(rel) = path.strip_prefix(root) else {
+        return false;
+    };
+    let mut at = root.to_path_buf();
+    let mut parts = rel.components().peekable();
+    while let Some(c) = parts.next() {
+        if !matches!(c, std::path::Component::Normal(_)) {
+            return false;
+        }
+        at.push(c);
+        let Ok(m) = std::fs::symlink_metadata(&at) else {
+            return false;
+        };
+        let want = if parts.peek().is_some() {
+            m.file_type().is_dir()
+        } else {
+            m.file_type().is_file()
+        };
+        if !want {
+            return false;
+        }
+    }
+    true
+}
+
+/// Opens the clip at `path` for reading without following a symlink at its last
+/// component (`O_NOFOLLOW`; [`real_clip`] checked the folders), and checks that what
+/// was opened is a regular file.
+pub fn open_clip(path: &Path) -> std::io::Result<std::fs::File> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    if !f.metadata()?.file_type().is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok(f)
 }
 
 /// Whether `id` may name an event's clip: the event id alphabet only (hex, digits,
@@ -237,6 +329,7 @@ impl Clips {
             stop: AtomicBool::new(false),
             written: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            delays: Mutex::default(),
             unix_ns,
         })))
     }
@@ -308,7 +401,7 @@ impl Clips {
         }
         if let Some(rel) = st.finished.get(id) {
             let p = self.settings.dir.join(rel);
-            return if p.is_file() {
+            return if real_clip(&self.settings.dir, &p) {
                 ClipState::Ready(p)
             } else {
                 ClipState::Missing
@@ -323,7 +416,10 @@ impl Clips {
     fn find_on_disk(&self, id: &str) -> Option<PathBuf> {
         let name = format!("{id}.mp4");
         for cam in std::fs::read_dir(&self.settings.dir).ok()?.flatten() {
-            if cam.file_name().to_string_lossy().starts_with('.') {
+            // Real folders only: a symlink planted in the tree is never followed.
+            if cam.file_name().to_string_lossy().starts_with('.')
+                || !cam.file_type().is_ok_and(|t| t.is_dir())
+            {
                 continue;
             }
             for day in std::fs::read_dir(cam.path())
@@ -332,7 +428,7 @@ impl Clips {
                 .flatten()
             {
                 let p = day.path().join(&name);
-                if p.is_file() {
+                if day.file_type().is_ok_and(|t| t.is_dir()) && real_clip(&self.settings.dir, &p) {
                     return Some(p);
                 }
             }
@@ -352,6 +448,7 @@ impl Clips {
                 .last_error
                 .as_ref()
                 .map(|(_, m, at)| format!("{m} (at {})", crate::analytics::counts::utc_time(*at))),
+            finish_delay_ms: lock(&self.delays).report(),
         }
     }
 
@@ -382,6 +479,18 @@ impl Clips {
             let cam = cam.replace('\\', "\\\\").replace('"', "\\\"");
             let _ = writeln!(out, "framebus_clip_errors_total{{camera=\"{cam}\"}} {n}");
         }
+        let d = lock(&self.delays);
+        let _ = writeln!(
+            out,
+            "# HELP framebus_clip_finish_delay_seconds Time from a clip's end (post-roll end, capture clock) to the clip finished and readable.\n# TYPE framebus_clip_finish_delay_seconds summary\nframebus_clip_finish_delay_seconds_sum {}\nframebus_clip_finish_delay_seconds_count {}",
+            d.sum_ns as f64 / 1e9,
+            d.count
+        );
+        let _ = writeln!(
+            out,
+            "# HELP framebus_clip_finish_delay_max_seconds Largest clip finish delay.\n# TYPE framebus_clip_finish_delay_max_seconds gauge\nframebus_clip_finish_delay_max_seconds {}",
+            d.max_ns as f64 / 1e9
+        );
     }
 
     /// Asks the recorder to finish every clip with what it has and stop.
@@ -464,7 +573,10 @@ impl Job {
         for dir in [day.parent().unwrap_or(root), day] {
             match std::fs::DirBuilder::new().mode(DIR_MODE).create(dir) {
                 Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+                // A real folder only: never write through a symlink planted in the tree.
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AlreadyExists
+                        && std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) => {}
                 Err(e) => return Err(create(dir, e)),
             }
         }
@@ -701,7 +813,19 @@ fn run(clips: &Clips) {
                 }
             };
             match &result {
-                Ok(p) => tracing::info!(camera = %camera, clip = %p.display(), "clip written"),
+                Ok(p) => {
+                    // Finished and readable (renamed into place) this long after the
+                    // clip's end on the capture clock.
+                    let end = ends.get(&id).copied().unwrap_or(now);
+                    let delay_ns = (clips.unix_ns)().saturating_sub(end);
+                    lock(&clips.delays).add(delay_ns);
+                    tracing::info!(
+                        camera = %camera,
+                        clip = %p.display(),
+                        finish_delay_ms = delay_ns as f64 / 1e6,
+                        "clip written"
+                    );
+                }
                 Err(e) => tracing::warn!(error = %e, "clip failed"),
             }
             clips.finished(std::slice::from_ref(&id), &result, &id);

@@ -35,20 +35,34 @@ pub fn plan(
     out
 }
 
+/// Whether `path` is a real folder (not a symlink to one).
+fn real_dir(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_dir())
+}
+
 /// The finished clips (`*.mp4`, not the `.part` files being written) of one camera
-/// folder: `<camera>/<date>/<id>.mp4`.
+/// folder: `<camera>/<date>/<id>.mp4`. Symlinks are never followed nor listed (one
+/// planted in the tree must not make retention delete or count anything outside it).
 pub fn scan(camera_dir: &Path) -> Vec<ClipFile> {
     let mut out = Vec::new();
+    if !real_dir(camera_dir) {
+        return out;
+    }
     let Ok(days) = std::fs::read_dir(camera_dir) else {
         return out;
     };
     for day in days.flatten() {
+        if !day.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
         let Ok(files) = std::fs::read_dir(day.path()) else {
             continue;
         };
         for f in files.flatten() {
             let path = f.path();
-            if path.extension().is_none_or(|e| e != "mp4") {
+            if path.extension().is_none_or(|e| e != "mp4")
+                || !f.file_type().is_ok_and(|t| t.is_file())
+            {
                 continue;
             }
             let Ok(m) = f.metadata() else { continue };

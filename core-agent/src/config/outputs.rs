@@ -111,18 +111,24 @@ impl Credentials {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttSettings {
-    /// Broker address: `mqtt://host:port` or `host:port` (port default 1883).
-    /// `mqtts://` (TLS) is refused by validation in this build (see `ca_file`).
-    /// Default `mqtt://127.0.0.1:1883`.
+    /// Broker address: `mqtt://host:port` or `host:port` (port default 1883), or
+    /// `mqtts://host:port` for TLS (port default 8883; the broker's certificate must
+    /// name `host`, a DNS name or an IP address). Default `mqtt://127.0.0.1:1883`.
     pub url: String,
     /// MQTT client id, 1..=64 characters. Default `framebus`.
     pub client_id: String,
     /// Credentials; default anonymous.
     #[serde(flatten)]
     pub credentials: Credentials,
-    /// CA certificate (PEM) for TLS. Reserved: this build has no TLS, so a set
-    /// `ca_file` (or an `mqtts://` url) is a validation error naming the key.
+    /// CA certificate(s) (PEM) the broker's certificate must chain to; `mqtts://`
+    /// only. Default: none, i.e. the system trust store (`/etc/ssl/certs`).
     pub ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM) for brokers that require one; `mqtts://` only,
+    /// together with `client_key_file`. Default: none.
+    pub client_cert_file: Option<PathBuf>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of `client_cert_file`; must not be
+    /// readable by group or others (mode `0600` or `0400`). Default: none.
+    pub client_key_file: Option<PathBuf>,
     /// Prefix of every topic, ending in `/`; default `framebus/`.
     pub topic_prefix: String,
     /// Keep-alive, s, `5..=3600`. Default `30`.
@@ -149,6 +155,8 @@ impl Default for MqttSettings {
             client_id: "framebus".into(),
             credentials: Credentials::default(),
             ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
             topic_prefix: "framebus/".into(),
             keep_alive_s: 30,
             inflight: 100,
@@ -334,25 +342,79 @@ fn check_credentials(errs: &mut Vec<ConfigError>, t: &str, c: &Credentials, chec
     }
 }
 
+/// The TLS keys of `[brokers.mqtt]`: only with `mqtts://`, cert and key together,
+/// and (when `check_files`) files that load, with a key no other user can read.
+fn check_tls(errs: &mut Vec<ConfigError>, m: &MqttSettings, tls: bool, check_files: bool) {
+    use crate::outputs::tls::{load_certs, load_key};
+    let t = "brokers.mqtt";
+    let files = [
+        ("ca_file", &m.ca_file),
+        ("client_cert_file", &m.client_cert_file),
+        ("client_key_file", &m.client_key_file),
+    ];
+    if !tls {
+        for (k, v) in files {
+            if v.is_some() {
+                bad(
+                    errs,
+                    format!("{t}.{k}"),
+                    "is a TLS setting: use an mqtts:// url".into(),
+                );
+            }
+        }
+        return;
+    }
+    if m.client_cert_file.is_some() != m.client_key_file.is_some() {
+        bad(
+            errs,
+            format!("{t}.client_cert_file"),
+            "set client_cert_file and client_key_file together".into(),
+        );
+    }
+    if !check_files {
+        return;
+    }
+    let mut report = |e: crate::outputs::tls::TlsError| {
+        bad(errs, format!("{t}.tls"), e.to_string());
+    };
+    if let Some(p) = &m.ca_file {
+        if let Err(e) = load_certs("brokers.mqtt.ca_file", p) {
+            report(e);
+        }
+    }
+    if let Some(p) = &m.client_cert_file {
+        if let Err(e) = load_certs("brokers.mqtt.client_cert_file", p) {
+            report(e);
+        }
+    }
+    if let Some(p) = &m.client_key_file {
+        use std::os::unix::fs::PermissionsExt as _;
+        match std::fs::metadata(p) {
+            Ok(md) if md.permissions().mode() & 0o077 != 0 => bad(
+                errs,
+                format!("{t}.client_key_file"),
+                format!(
+                    "{} has mode {:o}: a private key must not be readable by group or others (chmod 600)",
+                    p.display(),
+                    md.permissions().mode() & 0o7777
+                ),
+            ),
+            _ => {
+                if let Err(e) = load_key(p) {
+                    bad(errs, format!("{t}.client_key_file"), e.to_string());
+                }
+            }
+        }
+    }
+}
+
 /// Checks `[brokers]`, pushing every problem found (keys named in full).
 pub fn check(c: &Config, check_files: bool, errs: &mut Vec<ConfigError>) {
     if let Some(m) = &c.brokers.mqtt {
         let t = "brokers.mqtt";
         match parse_mqtt_url(&m.url) {
-            Ok((_, _, true)) => bad(
-                errs,
-                format!("{t}.url"),
-                "mqtts:// (TLS) is not built into this agent; use mqtt:// on a trusted network or a local TLS-terminating bridge".into(),
-            ),
-            Ok(_) => {}
+            Ok((_, _, tls)) => check_tls(errs, m, tls, check_files),
             Err(reason) => bad(errs, format!("{t}.url"), reason),
-        }
-        if m.ca_file.is_some() {
-            bad(
-                errs,
-                format!("{t}.ca_file"),
-                "TLS is not built into this agent (reserved key)".into(),
-            );
         }
         if m.client_id.is_empty()
             || m.client_id.len() > 64
@@ -505,8 +567,7 @@ mod tests {
         let c = config(
             r#"
 [brokers.mqtt]
-url = "mqtts://h"
-ca_file = "/ca.pem"
+url = "ftp://h"
 client_id = ""
 topic_prefix = "a/#"
 password_file = "/x"
@@ -531,7 +592,6 @@ batch = 0
             .collect();
         for k in [
             "brokers.mqtt.url",
-            "brokers.mqtt.ca_file",
             "brokers.mqtt.client_id",
             "brokers.mqtt.topic_prefix",
             "brokers.mqtt.password_file",
@@ -543,6 +603,54 @@ batch = 0
         ] {
             assert!(keys.iter().any(|x| x == k), "{k} missing in {keys:?}");
         }
+    }
+
+    #[test]
+    fn tls_keys_need_mqtts_and_loadable_private_files() {
+        let errs_of = |toml: &str, files: bool| -> Vec<String> {
+            let mut errs = Vec::new();
+            check(&config(toml), files, &mut errs);
+            errs.iter().map(ToString::to_string).collect()
+        };
+        // TLS keys on a plain url.
+        let e = errs_of(
+            "[brokers.mqtt]\nurl = \"mqtt://h\"\nca_file = \"/x\"\n",
+            false,
+        );
+        assert!(
+            e.iter()
+                .any(|e| e.contains("ca_file") && e.contains("mqtts://")),
+            "{e:?}"
+        );
+        // Cert without key.
+        let e = errs_of(
+            "[brokers.mqtt]\nurl = \"mqtts://h\"\nclient_cert_file = \"/x\"\n",
+            false,
+        );
+        assert!(e.iter().any(|e| e.contains("together")), "{e:?}");
+        // mqtts:// alone is fine (system trust store).
+        assert!(errs_of("[brokers.mqtt]\nurl = \"mqtts://h\"\n", true).is_empty());
+        // Missing files, a file with no certificate, a key others can read.
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not pem\n").unwrap();
+        let key = dir.path().join("k.pem");
+        std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIJ+DYvh6SEqVTm50DFtMDoQikTmiCqirVv9mWG9qfSnF\n-----END PRIVATE KEY-----\n").unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let toml = format!(
+            "[brokers.mqtt]\nurl = \"mqtts://h\"\nca_file = \"{}/missing.pem\"\nclient_cert_file = \"{}\"\nclient_key_file = \"{}\"\n",
+            dir.path().display(),
+            junk.display(),
+            key.display()
+        );
+        let e = errs_of(&toml, true);
+        assert!(e.iter().any(|e| e.contains("missing.pem")), "{e:?}");
+        assert!(e.iter().any(|e| e.contains("no PEM CERTIFICATE")), "{e:?}");
+        assert!(e.iter().any(|e| e.contains("mode 644")), "{e:?}");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let e = errs_of(&toml, true);
+        assert!(!e.iter().any(|e| e.contains("client_key_file")), "{e:?}");
     }
 
     #[test]

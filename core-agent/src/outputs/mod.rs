@@ -19,6 +19,7 @@ pub mod buffer;
 pub mod mqtt;
 pub mod payload;
 pub mod redis_streams;
+pub mod tls;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -186,6 +187,15 @@ pub enum BrokerStartError {
         sink: &'static str,
         /// What is wrong.
         reason: String,
+    },
+    /// The TLS configuration (`mqtts://`) could not be built from its files.
+    #[error("{sink}: {source}")]
+    Tls {
+        /// `mqtt`.
+        sink: &'static str,
+        /// Underlying error.
+        #[source]
+        source: tls::TlsError,
     },
     /// The worker thread could not be started.
     #[error("{sink}: cannot start the worker thread: {source}")]

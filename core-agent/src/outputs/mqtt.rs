@@ -1,5 +1,6 @@
 //! The MQTT worker: one thread running a single-threaded Tokio runtime with a
-//! `rumqttc` client, MQTT 3.1.1 over plain TCP.
+//! `rumqttc` client, MQTT 3.1.1 over TCP, or over TLS (rustls) for an `mqtts://` url
+//! ([`super::tls`]).
 //!
 //! Each connection starts clean (`clean_session`), publishes `<prefix>available` =
 //! `online` (retained; the last will is a retained `offline`), then sends the buffer
@@ -14,7 +15,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{
+    AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport,
+};
 
 use super::backoff::{Backoff, XorShift};
 use super::payload::{available_topic, ItemKind, OFFLINE, ONLINE};
@@ -40,7 +43,7 @@ struct Worker {
 
 /// Starts the worker for `s`.
 pub fn start(s: &MqttSettings) -> Result<(Arc<BrokerLink>, JoinHandle<()>), BrokerStartError> {
-    let (host, port, _tls) =
+    let (host, port, tls) =
         parse_mqtt_url(&s.url).map_err(|reason| BrokerStartError::Settings {
             sink: "mqtt",
             reason,
@@ -57,6 +60,13 @@ pub fn start(s: &MqttSettings) -> Result<(Arc<BrokerLink>, JoinHandle<()>), Brok
             QoS::AtLeastOnce,
             true,
         ));
+    if tls {
+        let config = super::tls::client_config(s).map_err(|source| BrokerStartError::Tls {
+            sink: "mqtt",
+            source,
+        })?;
+        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
+    }
     let password = s
         .credentials
         .password()
