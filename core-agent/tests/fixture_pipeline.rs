@@ -49,12 +49,19 @@ fn fixture_camera_and_demo_model_give_person_results() {
     // empty dark rows above and below.
     let (lo, hi) = ((60.0 - 16.0) / 360.0, (310.0 + 16.0) / 360.0);
     for rec in &with_people {
-        let firm: Vec<_> = rec.detections.iter().filter(|d| d.confidence >= 0.5).collect();
+        let firm: Vec<_> = rec
+            .detections
+            .iter()
+            .filter(|d| d.confidence >= 0.5)
+            .collect();
         assert!(firm.len() <= 2 * fixtures::BOXES, "{rec:?}");
         for d in firm {
             assert!(d.bbox[2] > d.bbox[0] && d.bbox[3] > d.bbox[1], "{d:?}");
             let cy = (d.bbox[1] + d.bbox[3]) / 2.0;
-            assert!((lo..=hi).contains(&cy), "detection off the boxes' band: {d:?}");
+            assert!(
+                (lo..=hi).contains(&cy),
+                "detection off the boxes' band: {d:?}"
+            );
         }
     }
     assert!(agent.stop(Duration::from_secs(30)).success());

@@ -33,7 +33,12 @@ fn fixture_frames_equal_ffmpeg_nv12() {
     let g = reader.geometry();
     assert_eq!((g.width, g.height, g.format.as_str()), (w, h, "NV12"));
     let frames = collect_frames(&reader, N, Duration::from_secs(20));
-    assert_eq!(frames.len(), N, "a reader must see every frame\n{}", k.log());
+    assert_eq!(
+        frames.len(),
+        N,
+        "a reader must see every frame\n{}",
+        k.log()
+    );
     let size = (w * h * 3 / 2) as usize;
     let checked = ffmpeg_frames(&clip, "nv12", size, Some(N), |i, want| {
         let (info, got) = &frames[i];

@@ -124,7 +124,11 @@ mod tests {
             PathBuf::from("/srv/assets")
         );
         let default = assets_dir_from(None);
-        assert!(default.ends_with("../shared/assets"), "{}", default.display());
+        assert!(
+            default.ends_with("../shared/assets"),
+            "{}",
+            default.display()
+        );
         assert_eq!(assets_dir_from(Some("".into())), default);
     }
 

@@ -25,7 +25,9 @@ pub enum BinError {
         source: std::io::Error,
     },
     /// `cargo build` failed, or did not produce the binary.
-    #[error("cargo could not build {binary} into {dir} (run `cargo build --workspace --bins` first)")]
+    #[error(
+        "cargo could not build {binary} into {dir} (run `cargo build --workspace --bins` first)"
+    )]
     Build {
         /// The binary that is missing.
         binary: String,

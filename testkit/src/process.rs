@@ -64,7 +64,9 @@ impl ChildGuard {
 
     /// The child (for its pipes). Panics after [`ChildGuard::release`] or a reaping call.
     pub fn child_mut(&mut self) -> &mut Child {
-        self.child.as_mut().expect("the guarded child was already reaped")
+        self.child
+            .as_mut()
+            .expect("the guarded child was already reaped")
     }
 
     /// Sends `sig` to the child.
@@ -220,7 +222,9 @@ mod tests {
     fn terminate_reports_the_signal() {
         use std::os::unix::process::ExitStatusExt;
         let mut guard = ChildGuard::new(sleeper());
-        let st = guard.terminate(Duration::from_secs(5)).expect("sleep exits on SIGTERM");
+        let st = guard
+            .terminate(Duration::from_secs(5))
+            .expect("sleep exits on SIGTERM");
         assert_eq!(st.signal(), Some(libc::SIGTERM));
         assert!(!guard.is_held());
         assert_eq!(guard.id(), 0);

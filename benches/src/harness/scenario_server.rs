@@ -600,7 +600,8 @@ impl ServerProc {
     ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let rings = dir.path().join("rings");
-        std::fs::create_dir(&rings)?;
+        // An owned 0750 ring dir, as the server requires (a plain mkdir follows the umask).
+        shm_ring::owned_dir::ensure_owned_dir(&rings)?;
         let socket = dir.path().join("bench.sock");
         let child = Command::new(bin)
             .arg("--model")
@@ -678,7 +679,10 @@ impl Client {
         Ok(())
     }
 
-    fn infer(&mut self, req: &InferenceRequest) -> Result<proto_schema::message::InferenceResponse> {
+    fn infer(
+        &mut self,
+        req: &InferenceRequest,
+    ) -> Result<proto_schema::message::InferenceResponse> {
         let (r, _) = self.0.infer(req.clone())?;
         if let Some(e) = &r.error {
             if e.code != proto_schema::error::ErrorCode::Overloaded {

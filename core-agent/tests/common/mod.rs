@@ -115,7 +115,9 @@ impl FakeCamera {
                     *self = cam;
                     return;
                 }
-                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(300)),
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(300))
+                }
                 Err(e) => panic!("fake camera cannot listen on port {} again: {e}", self.port),
             }
         }

@@ -9,14 +9,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use framebus_testkit::process::ChildGuard;
+use framebus_testkit::{self as testkit, assets};
 use proto_schema::framing::{self, blocking};
 use proto_schema::message::{
     decode_response, FrameMeta, FrameRef, InferenceRequest, InferenceResponse, Request, Response,
 };
 use proto_schema::pixel::{FrameGeometry, PixelFormat};
 use proto_schema::PROTOCOL_VERSION;
-use framebus_testkit::process::ChildGuard;
-use framebus_testkit::{self as testkit, assets};
 use shm_ring::{FrameInfo, RingWriter};
 
 pub const MAX_FRAME: usize = framing::DEFAULT_MAX_FRAME;
