@@ -620,7 +620,7 @@ pub fn run(cli: &KernelArgs) -> Result<()> {
     );
     let mut results = Vec::new();
     for (clip, name) in [(&clip540, "540p footage"), (&clip1080, "1080p synthetic")] {
-        let r = cpu_per_frame(&kernel, clip, name, &cli, ring_dir.path())?;
+        let r = cpu_per_frame(&kernel, clip, name, cli, ring_dir.path())?;
         let (k, n, c) = (r.kernel, r.ffmpeg_null, r.ffmpeg_nv12);
         println!(
             "{} ({} frames), CPU ms/frame min (median):",
@@ -662,7 +662,7 @@ pub fn run(cli: &KernelArgs) -> Result<()> {
         for (clip, r) in &results {
             let predicted = cores as f64 / (r.kernel.min_ms / 1000.0 * 25.0);
             println!("{} (CPU model predicts {:.1} cameras):", r.name, predicted);
-            let (best, _) = live_capacity(&kernel, clip, predicted, &cli, ring_dir.path())?;
+            let (best, _) = live_capacity(&kernel, clip, predicted, cli, ring_dir.path())?;
             println!(
                 "{}: {best} cameras sustained on {cores} cores (load average now {})",
                 r.name,

@@ -177,7 +177,7 @@ pub fn run(cli: &ServerArgs) -> Result<()> {
     );
     let ping_us = {
         let server = ServerProc::start(
-            &cli,
+            cli,
             &server_bin,
             &assets.join("models/yolox_nano.onnx"),
             cores,
@@ -192,7 +192,7 @@ pub fn run(cli: &ServerArgs) -> Result<()> {
         let path = assets.join(format!("models/{name}.onnx"));
         ensure!(path.is_file(), "no model {}", path.display());
         models.push(bench_model(
-            &cli,
+            cli,
             &runtime,
             &server_bin,
             &path,
