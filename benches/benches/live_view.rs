@@ -41,11 +41,7 @@ const RENDERS_ENV: &str = "FRAMEBUS_LIVE_VIEW_RENDERS";
 const FRAME_ENV: &str = "FRAMEBUS_LIVE_VIEW_FRAME";
 
 fn assets() -> PathBuf {
-    std::env::var_os("FRAMEBUS_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/assets"))
-        })
+    framebus_testkit::assets_dir()
 }
 
 /// Frame 100 of the footage as NV12, or a synthetic gradient when ffmpeg or the

@@ -7,30 +7,10 @@ use std::process::Command;
 
 use benches::harness::results::{parse_lines, Record};
 
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
-
 /// The assets, or `None` (SKIP) when absent outside CI.
 fn assets() -> Option<PathBuf> {
-    let dir = std::env::var_os("FRAMEBUS_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/assets"));
-    if dir.join("video/people_walk_540p.mp4").is_file()
-        && dir.join("models/yolox_nano.onnx").is_file()
-    {
-        return Some(dir);
-    }
-    assert!(
-        !ci(),
-        "CI is set but the assets are missing in {}",
-        dir.display()
-    );
-    println!(
-        "SKIP: assets not found in {} (set FRAMEBUS_ASSETS)",
-        dir.display()
-    );
-    None
+    use framebus_testkit::assets::{assets_with, PEOPLE_WALK, YOLOX};
+    assets_with(&[PEOPLE_WALK, YOLOX])
 }
 
 #[test]

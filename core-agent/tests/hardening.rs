@@ -502,7 +502,7 @@ fn kill_9_of_the_agent_takes_its_children_and_leftovers_are_reported() {
         }
         let mut next = next.spawn().unwrap();
         let lines = common::Lines::default();
-        lines.pump_public(next.stderr.take().unwrap());
+        lines.pump(next.stderr.take().unwrap(), "[agent] ");
         (next, lines)
     };
     let (mut second, lines) = start_next();

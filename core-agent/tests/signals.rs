@@ -49,7 +49,7 @@ fn a_second_signal_exits_at_once_and_cleans_up() {
         .spawn()
         .unwrap();
     let stderr = Lines::default();
-    stderr.pump_public(child.stderr.take().unwrap());
+    stderr.pump(child.stderr.take().unwrap(), "[agent] ");
     let server_pid: u32 = wait_for(Duration::from_secs(20), "the model server to start", || {
         let line = stderr.find("started process=\"model:m\"")?;
         line.split("pid=")

@@ -132,7 +132,7 @@ fn kernel_creates_its_owned_ring_dir_and_goes_live_despite_a_squatter() {
             .env_clear()
             .spawn()
             .unwrap();
-        Some(KillOnDrop(child))
+        Some(framebus_testkit::process::ChildGuard::new(child))
     } else {
         eprintln!("attacker part skipped: needs root to act as uid {NOBODY}");
         None
@@ -160,13 +160,4 @@ fn kernel_creates_its_owned_ring_dir_and_goes_live_despite_a_squatter() {
     let ring_meta = std::fs::metadata(ring_path(&ring_dir, "cam1")).unwrap();
     assert_eq!(ring_meta.mode() & 0o7777, 0o640);
     k.terminate();
-}
-
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -44,7 +44,7 @@ fn reference_index(cam: &Camera) -> HashMap<u64, Vec<usize>> {
 #[test]
 fn rtsp_frames_equal_ffmpeg_decode_of_served_stream() {
     let Some(s) = setup() else { return };
-    let cam = Camera::start(&s.py, 0, &[("cam", &s.clip)]);
+    let cam = start_camera(&s.py, 0, &[("cam", &s.clip)]);
     let dir = ring_dir();
     let d = dir.path().to_str().unwrap();
     let url = cam.url("cam");
@@ -145,7 +145,7 @@ fn reconnects(r: &RingReader) -> u64 {
 #[test]
 fn camera_killed_and_restarted_frames_resume_without_leaks() {
     let Some(s) = setup() else { return };
-    let mut cam = Camera::start(&s.py, 0, &[("cam", &s.clip)]);
+    let mut cam = start_camera(&s.py, 0, &[("cam", &s.clip)]);
     let port = cam.port;
     let dir = ring_dir();
     let d = dir.path().to_str().unwrap();
@@ -190,7 +190,7 @@ fn camera_killed_and_restarted_frames_resume_without_leaks() {
             "heartbeat {age_ms} ms old while reconnecting"
         );
         let before = reader.write_seq();
-        cam = Camera::start(&s.py, port, &[("cam", &s.clip)]);
+        cam = start_camera(&s.py, port, &[("cam", &s.clip)]);
         let ready = cam.ready_at;
         let resumed = wait_until(
             &reader,
@@ -239,7 +239,7 @@ fn camera_killed_and_restarted_frames_resume_without_leaks() {
 #[test]
 fn frozen_camera_is_detected_and_recovered() {
     let Some(s) = setup() else { return };
-    let cam = Camera::start(&s.py, 0, &[("cam", &s.clip)]);
+    let cam = start_camera(&s.py, 0, &[("cam", &s.clip)]);
     let dir = ring_dir();
     let d = dir.path().to_str().unwrap();
     let url = cam.url("cam");

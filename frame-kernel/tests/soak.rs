@@ -82,7 +82,7 @@ fn file_source_memory_and_fds_stay_flat_for_a_minute() {
 fn rtsp_source_memory_and_fds_stay_flat_for_a_minute() {
     let Some(clip) = asset(CLIP) else { return };
     let Some(py) = camera_python() else { return };
-    let cam = Camera::start(&py, 0, &[("cam", &clip)]);
+    let cam = start_camera(&py, 0, &[("cam", &clip)]);
     let dir = ring_dir();
     let d = dir.path().to_str().unwrap();
     let url = cam.url("cam");

@@ -4,7 +4,7 @@
 //! reader call. A ring file is outside input (any process of the service user could
 //! write one); the reader must refuse or serve it without panicking, and never touch
 //! memory outside its mapping. The same exercise runs as a proptest in
-//! `proto-schema/tests/ring_fuzz_props.rs`, so CI covers it without nightly.
+//! `shm-ring/tests/ring_fuzz_props.rs`, so CI covers it without nightly.
 #![no_main]
 
 use std::fs::{self, OpenOptions};

@@ -14,7 +14,8 @@ use benches::harness::{
     measure::RunTiming,
     ort_raw, peer,
     report::{now_utc, num, Report, Table},
-    scenario_ipc, scenario_live, scenario_recovery, scenario_ring, scenario_saturate, system,
+    scenario_ipc, scenario_kernel, scenario_live, scenario_recovery, scenario_ring,
+    scenario_saturate, scenario_server, system,
 };
 use clap::{Parser, Subcommand};
 use serde::Serialize;
@@ -63,6 +64,10 @@ enum Cmd {
     All(Opts),
     /// The raw ONNX Runtime ceiling alone (every threads x instances setting; no system).
     Raw(Opts),
+    /// model-server alone: overhead over raw session.run, ping, throughput vs clients.
+    Server(scenario_server::ServerArgs),
+    /// frame-kernel alone: CPU per frame vs the ffmpeg CLI, decode options, live capacity.
+    Kernel(scenario_kernel::KernelArgs),
     /// Internal: the reader process of `bench ring`.
     #[command(hide = true)]
     RingReader {
@@ -171,6 +176,8 @@ fn main() {
             };
             std::process::exit(code);
         }
+        Cmd::Server(args) => single("server", || scenario_server::run(&args)),
+        Cmd::Kernel(args) => single("kernel", || scenario_kernel::run(&args)),
         Cmd::Saturate(o) => (Scenario::Saturate, o),
         Cmd::Live(o) => (Scenario::Live, o),
         Cmd::Ipc(o) => (Scenario::Ipc, o),
@@ -203,6 +210,19 @@ fn main() {
             code = 1;
         }
     }
+    std::process::exit(code);
+}
+
+/// Runs a single-process scenario (`server`, `kernel`: their own tables on stdout, no
+/// whole-system report) and exits.
+fn single(name: &str, run: impl FnOnce() -> Result<()>) -> ! {
+    let code = match run() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("bench {name}: error: {}", error_chain(&e));
+            1
+        }
+    };
     std::process::exit(code);
 }
 

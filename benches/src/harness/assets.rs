@@ -26,10 +26,7 @@ pub fn assets_dir(explicit: Option<&Path>) -> PathBuf {
     if let Some(p) = explicit {
         return p.to_path_buf();
     }
-    if let Some(p) = std::env::var_os("FRAMEBUS_ASSETS").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/assets")
+    framebus_testkit::assets_dir()
 }
 
 /// A model the harness can run: its short id (used as model id in the system) and file.

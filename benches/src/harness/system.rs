@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -84,10 +84,7 @@ pub fn become_subreaper() {
 
 /// The directory of the running executable (where cargo puts the other binaries).
 pub fn default_bin_dir() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-        .unwrap_or_else(|| PathBuf::from("."))
+    framebus_testkit::bins::bin_dir().unwrap_or_else(|_| PathBuf::from("."))
 }
 
 /// What happened when the system was stopped.
@@ -132,7 +129,7 @@ fn new_api_token() -> std::io::Result<String> {
 
 /// A free loopback port (bound and released; the race with other users is harmless here).
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    framebus_testkit::net::free_port()
 }
 
 impl System {

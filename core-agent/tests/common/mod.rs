@@ -1,24 +1,25 @@
-//! Harness for the integration tests: the real `core-agent`, `frame-kernel` and
-//! `model-server` binaries, fake RTSP cameras, temp dirs and a tiny HTTP client.
-//!
-//! The sibling binaries are looked up next to `core-agent` in the same target dir
-//! (`cargo build --workspace --bins` builds them; `scripts/test.sh` does). When one is
-//! missing, the harness builds it with the same cargo and target dir.
-#![allow(dead_code)]
+//! Harness for core-agent's integration tests: the real `core-agent` on a temp dir, its
+//! config tables, a tiny HTTP client and result helpers. Assets, the sibling binaries
+//! (looked up in the same target dir, built there when missing), fake cameras and the
+//! process guard come from `framebus-testkit`.
+#![allow(dead_code, unused_imports)]
 
 /// `/proc` sampling and the flat-after-warm-up check, shared with frame-kernel's soak
 /// tests (one implementation).
 #[path = "../../../frame-kernel/tests/common/soak.rs"]
 pub mod soak;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use core_agent::results::ResultRecord;
+use framebus_testkit::camera::{CameraError, RtspCamera};
+use framebus_testkit::process::ChildGuard;
+use framebus_testkit::{self as testkit, bins};
 use serde_json::Value;
 
 /// Serialises the heavy tests of one test binary (two cores: one system at a time).
@@ -27,241 +28,99 @@ pub fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+pub use framebus_testkit::process::{signal as kill_u32, wait_for, Lines};
+pub use framebus_testkit::workspace_root;
 
 pub fn agent_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_core-agent"))
 }
 
-/// The directory of the built binaries, with `frame-kernel` and `model-server` present.
+/// The directory of the built binaries, with `frame-kernel` and `model-server` present
+/// (built into the same target dir when missing).
 pub fn bin_dir() -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = agent_bin().parent().unwrap().to_path_buf();
-        let missing: Vec<&str> = ["frame-kernel", "model-server"]
-            .into_iter()
-            .filter(|b| !dir.join(b).is_file())
-            .collect();
-        if !missing.is_empty() {
-            // target/<profile>/core-agent: build the siblings into the same place.
-            let profile = dir.file_name().unwrap().to_string_lossy().into_owned();
-            let target = dir.parent().unwrap().to_path_buf();
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            eprintln!("building {missing:?} into {}", target.display());
-            let mut cmd = Command::new(cargo);
-            cmd.current_dir(workspace_root())
-                .args([
-                    "build",
-                    "-p",
-                    "frame-kernel",
-                    "-p",
-                    "model-server",
-                    "--target-dir",
-                ])
-                .arg(&target);
-            if profile == "release" {
-                cmd.arg("--release");
-            }
-            let st = cmd.status().expect("run cargo build");
-            assert!(
-                st.success(),
-                "cannot build {missing:?}: run `cargo build --workspace --bins` first"
-            );
-        }
-        dir
-    })
-    .clone()
+    for b in ["frame-kernel", "model-server"] {
+        bins::bin(b).unwrap_or_else(|e| panic!("{b}: {e}"));
+    }
+    bins::bin_dir().expect("the target dir of this build")
 }
 
 /// The real assets, or `None` (printing SKIP) when absent and not in CI. In CI a
 /// missing asset fails the test.
 pub fn assets() -> Option<PathBuf> {
-    let dir = std::env::var_os("FRAMEBUS_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("../shared/assets"));
-    let need = [
-        "video/people_walk_540p.mp4",
-        "models/yolov8n_int8.onnx",
-        "models/yolox_nano.onnx",
-    ];
-    if need.iter().all(|f| dir.join(f).is_file()) {
-        return Some(dir);
-    }
-    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
-    assert!(
-        !ci,
-        "CI is set but the assets are missing in {}",
-        dir.display()
-    );
-    println!(
-        "SKIP: assets not found in {} (set FRAMEBUS_ASSETS)",
-        dir.display()
-    );
-    None
+    testkit::assets::assets_with(&[
+        testkit::assets::PEOPLE_WALK,
+        testkit::assets::YOLOV8,
+        testkit::assets::YOLOX,
+    ])
 }
 
 /// The ONNX Runtime library for the model servers.
 pub fn ort_dylib() -> Option<PathBuf> {
-    std::env::var_os("ORT_DYLIB_PATH")
-        .map(PathBuf::from)
-        .or_else(|| {
-            let p = workspace_root().join(".local/lib/libonnxruntime.so");
-            p.is_file().then_some(p)
-        })
-}
-
-/// Polls `f` every 100 ms until it returns `Some` or `timeout` passes.
-pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    testkit::assets::ort_dylib()
 }
 
 pub fn kill(pid: u32, sig: libc::c_int) {
-    // SAFETY: kill(2) takes no pointers.
-    unsafe {
-        libc::kill(pid as i32, sig);
-    }
-}
-
-/// Lines of a child's output, kept and echoed with a prefix.
-#[derive(Clone, Default)]
-pub struct Lines(Arc<Mutex<Vec<String>>>);
-
-impl Lines {
-    fn pump(&self, stream: impl Read + Send + 'static, prefix: String) {
-        let lines = self.0.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("{prefix}{line}");
-                lines.lock().unwrap().push(line);
-            }
-        });
-    }
-
-    /// Collects the lines of `stream` (echoed to stderr).
-    pub fn pump_public(&self, stream: impl Read + Send + 'static) {
-        self.pump(stream, "[agent] ".into());
-    }
-
-    pub fn all(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
-    }
-
-    pub fn find(&self, needle: &str) -> Option<String> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|l| l.contains(needle))
-            .cloned()
-    }
+    kill_u32(pid, sig);
 }
 
 /// A fake RTSP camera process serving one file as `rtsp://127.0.0.1:<port>/<name>`.
 pub struct FakeCamera {
-    child: Child,
+    cam: RtspCamera,
     pub port: u16,
     pub name: String,
     video: PathBuf,
 }
 
 impl FakeCamera {
-    fn script() -> PathBuf {
-        let own = workspace_root().join("tools/fake_rtsp_camera.py");
-        if own.is_file() {
-            own
-        } else {
-            PathBuf::from("/work/shared/tools/fake_rtsp_camera.py")
-        }
-    }
-
     /// Starts serving `video` on `port` (0: any free port).
     pub fn start(name: &str, video: &Path, port: u16) -> FakeCamera {
+        FakeCamera::try_start(name, video, port).unwrap_or_else(|e| panic!("fake camera: {e}"))
+    }
+
+    fn try_start(name: &str, video: &Path, port: u16) -> Result<FakeCamera, CameraError> {
         let python = if Path::new("/usr/bin/python3").is_file() {
             PathBuf::from("/usr/bin/python3")
         } else {
             PathBuf::from(std::env::var("FRAMEBUS_PYTHON").unwrap_or_else(|_| "python3".into()))
         };
-        let mut child = Command::new(python)
-            .arg(Self::script())
-            .args(["--port", &port.to_string()])
-            .arg(format!("{name}={}", video.display()))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start fake camera");
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if let Some(p) = line.strip_prefix("READY ") {
-                    let _ = tx.send(p.trim().parse::<u16>().unwrap());
-                }
-            }
-        });
         // The first start converts the mp4 once (cached): allow for it.
-        let port = rx
-            .recv_timeout(Duration::from_secs(300))
-            .expect("fake camera did not print READY");
-        FakeCamera {
-            child,
-            port,
+        let cam = RtspCamera::builder(python)
+            .port(port)
+            .camera(name, video)
+            .timeout(Duration::from_secs(300))
+            .start()?;
+        Ok(FakeCamera {
+            port: cam.port,
+            cam,
             name: name.to_owned(),
             video: video.to_path_buf(),
-        }
+        })
     }
 
     pub fn url(&self) -> String {
-        format!("rtsp://127.0.0.1:{}/{}", self.port, self.name)
+        self.cam.url(&self.name)
     }
 
     /// SIGKILL: the camera vanishes mid-stream.
     pub fn vanish(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.cam.kill();
     }
 
     /// Starts again on the same port.
     pub fn come_back(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let mut again = FakeCamera::start_maybe(&self.name, &self.video, self.port);
-            match again.take() {
-                Some(cam) => {
+            match FakeCamera::try_start(&self.name, &self.video, self.port) {
+                Ok(cam) => {
                     *self = cam;
                     return;
                 }
-                None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(300)),
-                None => panic!("fake camera cannot listen on port {} again", self.port),
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(300))
+                }
+                Err(e) => panic!("fake camera cannot listen on port {} again: {e}", self.port),
             }
         }
-    }
-
-    fn start_maybe(name: &str, video: &Path, port: u16) -> Option<FakeCamera> {
-        std::panic::catch_unwind(|| FakeCamera::start(name, video, port)).ok()
-    }
-}
-
-impl Drop for FakeCamera {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -270,7 +129,7 @@ pub const TEST_TOKEN: &str = "test-token-0123456789abcdef";
 
 /// A running `core-agent` on a temp dir.
 pub struct Agent {
-    child: Option<Child>,
+    child: ChildGuard,
     pub dir: tempfile::TempDir,
     pub api: SocketAddr,
     pub stderr: Lines,
@@ -361,8 +220,8 @@ impl Agent {
         let mut child = cmd.spawn().expect("start core-agent");
         let stderr = Lines::default();
         let stdout = Lines::default();
-        stderr.pump(child.stderr.take().unwrap(), "[agent] ".into());
-        stdout.pump(child.stdout.take().unwrap(), "[agent stdout] ".into());
+        stderr.pump(child.stderr.take().unwrap(), "[agent] ");
+        stdout.pump(child.stdout.take().unwrap(), "[agent stdout] ");
         let api = wait_for(Duration::from_secs(30), "the API address", || {
             if let Ok(Some(st)) = child.try_wait() {
                 panic!("core-agent exited early ({st}): {:#?}", stderr.all());
@@ -371,7 +230,7 @@ impl Agent {
             line.rsplit("http://").next()?.trim().parse().ok()
         });
         Agent {
-            child: Some(child),
+            child: ChildGuard::new(child).grace(Duration::from_secs(10)),
             dir: dirs.root,
             api,
             stderr,
@@ -476,41 +335,15 @@ impl Agent {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
+        self.child.id()
     }
 
     /// SIGTERM and wait (up to `timeout`) for a clean exit.
     pub fn stop(&mut self, timeout: Duration) -> ExitStatus {
-        let mut child = self.child.take().unwrap();
-        kill(child.id(), libc::SIGTERM);
-        let start = Instant::now();
-        loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                return st;
-            }
-            if start.elapsed() > timeout {
-                let _ = child.kill();
-                panic!("core-agent did not stop within {timeout:?}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            kill(c.id(), libc::SIGTERM);
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(10) {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        assert!(self.child.is_held(), "core-agent is not running");
+        self.child
+            .terminate(timeout)
+            .unwrap_or_else(|| panic!("core-agent did not stop within {timeout:?}"))
     }
 }
 

@@ -1,116 +1,29 @@
-//! Shared helpers for the integration tests: the real `frame-kernel` binary, the
-//! project's fake RTSP camera, the `ffmpeg` CLI as reference decoder, and ring readers.
-#![allow(dead_code)]
+//! Helpers of frame-kernel's integration tests: the real `frame-kernel` binary and ring
+//! readers. Assets, fake cameras, ffmpeg and temp dirs come from `framebus-testkit`.
+#![allow(dead_code, unused_imports)]
 
 pub mod soak;
 
-use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use framebus_testkit::camera::RtspCamera;
+use framebus_testkit::process::ChildGuard;
 use shm_ring::{FrameInfo, ReadError, RingReader, RingState, WaitOutcome};
 
+pub use framebus_testkit::camera::camera_python;
+pub use framebus_testkit::dirs::ring_dir;
+pub use framebus_testkit::ffmpeg::{ffmpeg_cli, frames as ffmpeg_frames, has_content, hash};
+pub use framebus_testkit::{asset, assets_dir, missing};
+
 pub const KERNEL: &str = env!("CARGO_BIN_EXE_frame-kernel");
-pub const CLIP: &str = "video/people_walk_540p.mp4";
-
-/// Whether a missing prerequisite must fail the test (CI) or may skip it.
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
-}
-
-/// Fails in CI, otherwise prints a SKIP line and returns `None`.
-pub fn missing<T>(what: &str) -> Option<T> {
-    assert!(
-        !in_ci(),
-        "CI is set but {what} is missing: real-data tests must run in CI"
-    );
-    println!("SKIP: {what} is missing");
-    None
-}
-
-/// The workspace's asset folder: `$FRAMEBUS_ASSETS`, default `<workspace>/../shared/assets`.
-pub fn assets_dir() -> PathBuf {
-    std::env::var_os("FRAMEBUS_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/assets"))
-}
-
-/// An asset by relative path, or `None` (SKIP) outside CI.
-pub fn asset(rel: &str) -> Option<PathBuf> {
-    let p = assets_dir().join(rel);
-    if p.is_file() {
-        Some(p)
-    } else {
-        missing(&format!("asset {}", p.display()))
-    }
-}
-
-/// The `ffmpeg` CLI, or `None` (SKIP) outside CI.
-pub fn ffmpeg_cli() -> Option<()> {
-    let ok = Command::new("ffmpeg")
-        .arg("-version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        Some(())
-    } else {
-        missing("the ffmpeg CLI")
-    }
-}
-
-/// A python that can run the fake camera (GStreamer through python3-gi).
-pub fn camera_python() -> Option<PathBuf> {
-    let candidates = std::env::var_os("FRAMEBUS_PYTHON")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([PathBuf::from("/usr/bin/python3")]);
-    for py in candidates {
-        let ok = Command::new(&py)
-            .args([
-                "-c",
-                "import gi; gi.require_version('GstRtspServer','1.0'); from gi.repository import GstRtspServer",
-            ])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return Some(py);
-        }
-    }
-    missing("python3 with GStreamer RTSP server (python3-gi, gir1.2-gst-rtsp-server-1.0)")
-}
-
-pub fn camera_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/fake_rtsp_camera.py")
-}
-
-/// Ring directory for one test: under /dev/shm when present (like production).
-/// Mode 0700: the kernel only accepts a ring directory it owns that others cannot
-/// enter (tempfile's default mode follows the umask).
-pub fn ring_dir() -> tempfile::TempDir {
-    use std::os::unix::fs::PermissionsExt;
-    let base = Path::new("/dev/shm");
-    let dir = if base.is_dir() {
-        tempfile::Builder::new()
-            .prefix("fk-test-")
-            .tempdir_in(base)
-            .unwrap()
-    } else {
-        tempfile::tempdir().unwrap()
-    };
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-    dir
-}
+pub const CLIP: &str = framebus_testkit::assets::PEOPLE_WALK;
 
 /// A running `frame-kernel`; killed on drop. Its log goes to a file, printed on
 /// failure paths by `log()`.
 pub struct Kernel {
-    pub child: Child,
+    pub child: ChildGuard,
     pub log: PathBuf,
 }
 
@@ -125,7 +38,10 @@ impl Kernel {
             .stderr(file)
             .spawn()
             .expect("spawn frame-kernel");
-        Kernel { child, log }
+        Kernel {
+            child: ChildGuard::new(child),
+            log,
+        }
     }
 
     pub fn pid(&self) -> i32 {
@@ -137,8 +53,7 @@ impl Kernel {
     }
 
     pub fn signal(&self, sig: i32) {
-        // SAFETY: sending a signal to our own child.
-        unsafe { libc::kill(self.pid(), sig) };
+        self.child.signal(sig);
     }
 
     /// SIGTERM and wait (up to 10 s) for the exit status.
@@ -149,16 +64,7 @@ impl Kernel {
     }
 
     pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let end = Instant::now() + timeout;
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return Some(s);
-            }
-            if Instant::now() > end {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.child.wait_timeout(timeout)
     }
 
     pub fn fd_count(&self) -> usize {
@@ -175,105 +81,25 @@ impl Kernel {
     }
 }
 
-impl Drop for Kernel {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The project's fake RTSP camera (tools/fake_rtsp_camera.py); killed on drop.
-pub struct Camera {
-    pub child: Child,
-    pub port: u16,
-    /// Served .h264 file per camera name (for reference decoding).
-    pub sources: HashMap<String, PathBuf>,
-    pub ready_at: Instant,
-}
+/// The project's fake RTSP camera (tools/fake_rtsp_camera.py); stopped on drop.
+pub type Camera = RtspCamera;
 
 /// Converted clips are cached across test runs here (one conversion per target dir).
 pub fn camera_cache() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("fake-camera-cache")
 }
 
-impl Camera {
-    /// Starts the camera serving `name=source` pairs on `port` (0 = free port) and waits
-    /// for READY (the first run converts the mp4, which can take a while).
-    pub fn start(py: &Path, port: u16, cams: &[(&str, &Path)]) -> Camera {
-        let mut cmd = Command::new(py);
-        cmd.arg(camera_script())
-            .args(["--port", &port.to_string(), "--cache"])
-            .arg(camera_cache());
-        for (name, src) in cams {
-            cmd.arg(format!("{name}={}", src.display()));
-        }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn fake camera");
-        let stdout = child.stdout.take().unwrap();
-        let mut stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        std::thread::spawn(move || {
-            // Drain stderr so GStreamer warnings never block the camera.
-            let mut sink = Vec::new();
-            let _ = stderr.read_to_end(&mut sink);
-        });
-        let mut sources = HashMap::new();
-        loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(180))
-                .unwrap_or_else(|_| {
-                    let _ = child.kill();
-                    panic!("fake camera did not become ready")
-                });
-            let parts: Vec<&str> = line.split_whitespace().collect();
-            match parts.as_slice() {
-                ["SOURCE", name, path] => {
-                    sources.insert((*name).to_owned(), PathBuf::from(path));
-                }
-                ["READY", port] => {
-                    return Camera {
-                        child,
-                        port: port.parse().unwrap(),
-                        sources,
-                        ready_at: Instant::now(),
-                    };
-                }
-                _ => {}
-            }
-        }
+/// Starts the camera serving `name=source` pairs on `port` (0 = free port) and waits
+/// for READY (the first run converts the mp4, which can take a while).
+pub fn start_camera(py: &Path, port: u16, cams: &[(&str, &Path)]) -> Camera {
+    let mut b = RtspCamera::builder(py)
+        .port(port)
+        .cache(camera_cache())
+        .timeout(Duration::from_secs(180));
+    for (name, src) in cams {
+        b = b.camera(name, *src);
     }
-
-    pub fn url(&self, name: &str) -> String {
-        format!("rtsp://127.0.0.1:{}/{name}", self.port)
-    }
-
-    pub fn signal(&self, sig: i32) {
-        // SAFETY: sending a signal to our own child.
-        unsafe { libc::kill(self.child.id() as i32, sig) };
-    }
-
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Camera {
-    fn drop(&mut self) {
-        self.signal(libc::SIGCONT);
-        self.kill();
-    }
+    b.start().unwrap_or_else(|e| panic!("fake camera: {e}"))
 }
 
 /// Waits until `<dir>/<name>.ring` opens.
@@ -344,60 +170,4 @@ pub fn collect_frames(
         }
     }
     out
-}
-
-/// Decodes `input` with the ffmpeg CLI to raw `pix_fmt` frames of `frame_size` bytes,
-/// calling `f(index, bytes)` for each (streamed; nothing kept).
-pub fn ffmpeg_frames(
-    input: &Path,
-    pix_fmt: &str,
-    frame_size: usize,
-    max: Option<usize>,
-    mut f: impl FnMut(usize, &[u8]),
-) -> usize {
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-v", "error", "-i"]).arg(input);
-    if let Some(n) = max {
-        cmd.args(["-frames:v", &n.to_string()]);
-    }
-    let mut child = cmd
-        .args([
-            "-fps_mode",
-            "passthrough",
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            pix_fmt,
-            "-",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run ffmpeg");
-    let mut stdout = child.stdout.take().unwrap();
-    let mut buf = vec![0u8; frame_size];
-    let mut i = 0;
-    while stdout.read_exact(&mut buf).is_ok() {
-        f(i, &buf);
-        i += 1;
-    }
-    assert!(
-        child.wait().unwrap().success(),
-        "ffmpeg failed on {}",
-        input.display()
-    );
-    i
-}
-
-pub fn hash(bytes: &[u8]) -> u64 {
-    let mut h = DefaultHasher::new();
-    bytes.hash(&mut h);
-    h.finish()
-}
-
-/// Content check for a frame: not constant (a real picture, not a blank slot).
-pub fn has_content(bytes: &[u8]) -> bool {
-    let (min, max) = bytes
-        .iter()
-        .fold((255u8, 0u8), |(lo, hi), &b| (lo.min(b), hi.max(b)));
-    max - min > 64
 }

@@ -1,15 +1,16 @@
-//! Shared helpers of the integration tests: locating the real assets, decoding frames with
-//! the ffmpeg CLI, writing them into rings, starting the real `model-server` binary on a
-//! temporary directory, and a blocking client.
+//! Helpers of model-server's integration tests: frames written into rings, the real
+//! `model-server` binary on a temporary directory, a blocking client, and the reference
+//! detector. Assets, ffmpeg decoding and the process guard come from `framebus-testkit`.
 #![allow(dead_code)] // each test file uses a different subset
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use framebus_testkit::process::ChildGuard;
+use framebus_testkit::{self as testkit, assets};
 use proto_schema::framing::{self, blocking};
 use proto_schema::message::{
     decode_response, FrameMeta, FrameRef, InferenceRequest, InferenceResponse, Request, Response,
@@ -21,31 +22,6 @@ use shm_ring::{FrameInfo, RingWriter};
 pub const MAX_FRAME: usize = framing::DEFAULT_MAX_FRAME;
 pub const WIDTH: u32 = 960;
 pub const HEIGHT: u32 = 540;
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Whether a missing prerequisite must fail the test (CI) rather than skip it.
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
-}
-
-/// A required file or the reason it is missing: in CI a missing prerequisite panics;
-/// elsewhere the test prints a SKIP line and returns early.
-fn require(what: &str, path: PathBuf) -> Option<PathBuf> {
-    if path.exists() {
-        return Some(path);
-    }
-    if in_ci() {
-        panic!(
-            "{what} missing at {} (CI=true: real-data tests must run)",
-            path.display()
-        );
-    }
-    println!("SKIP: {what} missing at {}", path.display());
-    None
-}
 
 /// Everything a real-model test needs.
 #[derive(Debug, Clone)]
@@ -59,24 +35,9 @@ impl Env {
     /// The environment, or `None` (after printing SKIP) outside CI when something is
     /// missing.
     pub fn get() -> Option<Env> {
-        let assets = std::env::var_os("FRAMEBUS_ASSETS")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace_root().join("../shared/assets"));
-        let assets = require("FRAMEBUS_ASSETS", assets)?;
-        require(
-            "model yolov8n_int8",
-            assets.join("models/yolov8n_int8.onnx"),
-        )?;
-        require("model yolox_nano", assets.join("models/yolox_nano.onnx"))?;
-        require("video", assets.join("video/people_walk_540p.mp4"))?;
-        let ort_dylib = std::env::var_os("ORT_DYLIB_PATH")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace_root().join(".local/lib/libonnxruntime.so"));
-        let ort_dylib = require("ONNX Runtime (ORT_DYLIB_PATH)", ort_dylib)?;
-        let python = std::env::var_os("FRAMEBUS_PYTHON")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace_root().join(".local/venv/bin/python"));
-        let python = require("FRAMEBUS_PYTHON", python)?;
+        let assets = assets::assets_with(&[assets::YOLOV8, assets::YOLOX, assets::PEOPLE_WALK])?;
+        let ort_dylib = assets::require_ort()?;
+        let python = assets::python().or_else(|| testkit::missing("FRAMEBUS_PYTHON"))?;
         Some(Env {
             assets,
             ort_dylib,
@@ -89,45 +50,14 @@ impl Env {
     }
 
     pub fn video(&self) -> PathBuf {
-        self.assets.join("video/people_walk_540p.mp4")
+        self.assets.join(assets::PEOPLE_WALK)
     }
 }
-
-/// Frames decoded once per test process: `(index, pix_fmt)` to bytes.
-type FrameCache = Mutex<std::collections::HashMap<(u32, String), Vec<u8>>>;
-static FRAMES: OnceLock<FrameCache> = OnceLock::new();
 
 /// Frame `index` of the test video as raw `pix_fmt` bytes (`nv12`, `yuv420p`, `bgr24`,
 /// `rgb24`), decoded by the ffmpeg CLI with its default conversion.
 pub fn decode_frame(env: &Env, index: u32, pix_fmt: &str) -> Vec<u8> {
-    let cache = FRAMES.get_or_init(Default::default);
-    let key = (index, pix_fmt.to_owned());
-    if let Some(f) = cache.lock().unwrap().get(&key) {
-        return f.clone();
-    }
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-nostdin", "-i"])
-        .arg(env.video())
-        .args([
-            "-vf",
-            &format!("select=eq(n\\,{index})"),
-            "-frames:v",
-            "1",
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            pix_fmt,
-            "-",
-        ])
-        .output()
-        .expect("ffmpeg CLI runs");
-    assert!(
-        out.status.success(),
-        "ffmpeg failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    cache.lock().unwrap().insert(key, out.stdout.clone());
-    out.stdout
+    testkit::ffmpeg::decode_frame(&env.video(), index, pix_fmt)
 }
 
 /// A ring holding one published frame.
@@ -190,7 +120,7 @@ impl Ring {
 
 /// A running `model-server` on a temporary directory; stopped (SIGTERM) on drop.
 pub struct Server {
-    pub child: Option<Child>,
+    pub child: ChildGuard,
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub rings: PathBuf,
@@ -233,7 +163,7 @@ impl Server {
             .spawn()
             .expect("model-server starts");
         let mut server = Server {
-            child: Some(child),
+            child: ChildGuard::new(child).grace(Duration::from_secs(10)),
             dir,
             socket,
             rings,
@@ -246,7 +176,7 @@ impl Server {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+            if let Some(status) = self.child.try_wait() {
                 panic!("model-server exited during start-up: {status}");
             }
             if let Ok(mut c) = Client::connect(&self.socket) {
@@ -277,50 +207,23 @@ impl Server {
     }
 
     pub fn pid(&self) -> i32 {
-        self.child.as_ref().unwrap().id() as i32
+        self.child.id() as i32
     }
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
-        // SAFETY: plain kill(2) on our own child's pid.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        wait_timeout(&mut child, Duration::from_secs(30))
+        assert!(self.child.is_held(), "model-server is not running");
+        self.child
+            .terminate(Duration::from_secs(30))
+            .expect("model-server did not exit within 30 s of SIGTERM")
     }
 
     /// Waits for the server to exit by itself.
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
-        wait_timeout(&mut child, Duration::from_secs(30))
-    }
-}
-
-fn wait_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("model-server did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: plain kill(2) on our own child's pid.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        assert!(self.child.is_held(), "model-server is not running");
+        self.child
+            .wait_timeout(Duration::from_secs(30))
+            .expect("model-server did not exit within 30 s")
     }
 }
 

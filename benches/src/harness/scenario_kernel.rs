@@ -1,4 +1,4 @@
-//! `kernel_bench`: frame-kernel benchmarks, reported as ratios against baselines measured
+//! `bench kernel`: frame-kernel benchmarks, reported as ratios against baselines measured
 //! in the same run.
 //!
 //! 1. CPU time per frame (user + sys of the child, from `wait4`) of `frame-kernel --fast`
@@ -17,22 +17,18 @@
 //!    none is behind at the end of the window, and every decoded frame was published.
 //!
 //! Build both binaries in release mode, then run:
-//! `cargo build --release -p frame-kernel -p benches && target/release/kernel_bench`.
+//! `cargo build --release -p frame-kernel -p benches && target/release/bench kernel`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use clap::Parser;
 use shm_ring::RingReader;
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "kernel_bench",
-    about = "frame-kernel CPU/frame vs ffmpeg, and live camera capacity"
-)]
-struct Cli {
+/// `bench kernel`'s options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KernelArgs {
     /// The frame-kernel binary (default: next to this one).
     #[arg(long)]
     kernel: Option<PathBuf>,
@@ -169,7 +165,7 @@ fn cpu_per_frame(
     kernel: &Path,
     clip: &Path,
     name: &str,
-    cli: &Cli,
+    cli: &KernelArgs,
     ring_dir: &Path,
 ) -> Result<CpuResult> {
     let per_pass = frame_count(clip)?;
@@ -266,7 +262,7 @@ const DECODE_OPTIONS: [(&str, &[&str], &[&str]); 6] = [
 /// CPU ms per source frame of the kernel and of the ffmpeg CLI for each of
 /// [`DECODE_OPTIONS`] (one pass over `clip` per run, runs interleaved), and the frames
 /// the kernel published.
-fn decode_options(kernel: &Path, clip: &Path, cli: &Cli, ring_dir: &Path) -> Result<()> {
+fn decode_options(kernel: &Path, clip: &Path, cli: &KernelArgs, ring_dir: &Path) -> Result<()> {
     let frames = frame_count(clip)?;
     let n = DECODE_OPTIONS.len();
     let (mut kern, mut ff) = (vec![vec![]; n], vec![vec![]; n]);
@@ -484,7 +480,7 @@ fn live_capacity(
     kernel: &Path,
     clip: &Path,
     predicted: f64,
-    cli: &Cli,
+    cli: &KernelArgs,
     ring_dir: &Path,
 ) -> Result<(usize, Vec<LiveStep>)> {
     let window = Duration::from_secs(cli.window_s);
@@ -523,8 +519,8 @@ fn live_capacity(
     Ok((best, steps))
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+/// Runs `bench kernel`: prints the tables.
+pub fn run(cli: &KernelArgs) -> Result<()> {
     if cli.nice != 0 {
         // SAFETY: plain syscall on this process; children inherit the niceness.
         let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, cli.nice) };
@@ -537,18 +533,14 @@ fn main() -> Result<()> {
     }
     let kernel = match &cli.kernel {
         Some(k) => k.clone(),
-        None => std::env::current_exe()?.with_file_name("frame-kernel"),
+        None => super::system::default_bin_dir().join("frame-kernel"),
     };
     ensure!(
         kernel.is_file(),
         "no frame-kernel at {} (build it or pass --kernel)",
         kernel.display()
     );
-    let assets = cli.assets.clone().unwrap_or_else(|| {
-        std::env::var_os("FRAMEBUS_ASSETS")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/assets"))
-    });
+    let assets = super::assets::assets_dir(cli.assets.as_deref());
     let clip540 = assets.join("video/people_walk_540p.mp4");
     ensure!(clip540.is_file(), "missing {}", clip540.display());
     let tmp = tempfile::tempdir()?;
@@ -563,7 +555,7 @@ fn main() -> Result<()> {
         println!(
             "\n== Decode options: CPU per source frame, kernel vs ffmpeg CLI (same decoder options) =="
         );
-        return decode_options(&kernel, &clip540, &cli, ring_dir.path());
+        return decode_options(&kernel, &clip540, cli, ring_dir.path());
     }
     if let Some(n) = cli.cameras {
         let s = live_step(
@@ -628,7 +620,7 @@ fn main() -> Result<()> {
     );
     let mut results = Vec::new();
     for (clip, name) in [(&clip540, "540p footage"), (&clip1080, "1080p synthetic")] {
-        let r = cpu_per_frame(&kernel, clip, name, &cli, ring_dir.path())?;
+        let r = cpu_per_frame(&kernel, clip, name, cli, ring_dir.path())?;
         let (k, n, c) = (r.kernel, r.ffmpeg_null, r.ffmpeg_nv12);
         println!(
             "{} ({} frames), CPU ms/frame min (median):",
@@ -660,7 +652,7 @@ fn main() -> Result<()> {
     println!(
         "\n== Decode options: CPU per source frame, kernel vs ffmpeg CLI (same decoder options) =="
     );
-    decode_options(&kernel, &clip540, &cli, ring_dir.path())?;
+    decode_options(&kernel, &clip540, cli, ring_dir.path())?;
 
     if !cli.no_live {
         println!(
@@ -670,7 +662,7 @@ fn main() -> Result<()> {
         for (clip, r) in &results {
             let predicted = cores as f64 / (r.kernel.min_ms / 1000.0 * 25.0);
             println!("{} (CPU model predicts {:.1} cameras):", r.name, predicted);
-            let (best, _) = live_capacity(&kernel, clip, predicted, &cli, ring_dir.path())?;
+            let (best, _) = live_capacity(&kernel, clip, predicted, cli, ring_dir.path())?;
             println!(
                 "{}: {best} cameras sustained on {cores} cores (load average now {})",
                 r.name,

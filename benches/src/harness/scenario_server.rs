@@ -1,4 +1,4 @@
-//! `server_bench`: what the model server costs on top of ONNX Runtime, measured in one run
+//! `bench server`: what the model server costs on top of ONNX Runtime, measured in one run
 //! on this machine, reported as differences and ratios against raw `session.run`.
 //!
 //! 1. Overhead: end-to-end request latency through the real `model-server` binary (client
@@ -16,34 +16,32 @@
 //!
 //! ```text
 //! cargo build --release -p model-server -p benches
-//! target/release/server_bench [--duration-s 8] [--models yolox_nano,yolov8n_int8]
+//! target/release/bench server [--duration-s 8] [--models yolox_nano,yolov8n_int8]
 //! ```
 //! Needs `ORT_DYLIB_PATH` (source .local/env.sh), the ffmpeg CLI and the assets
 //! (`FRAMEBUS_ASSETS`, default `../shared/assets`).
 
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use clap::Parser;
+use framebus_testkit::process::ChildGuard;
 use model_server::family::{self, FamilyChoice};
 use model_server::preprocess;
 use model_server::session::{self, Device, Instance, Runtime, SessionConfig};
-use proto_schema::framing::{blocking, DEFAULT_MAX_FRAME};
-use proto_schema::message::{
-    decode_response, FrameMeta, FrameRef, InferenceRequest, Request, Response,
-};
+use proto_schema::framing::DEFAULT_MAX_FRAME;
+use proto_schema::message::{FrameMeta, FrameRef, InferenceRequest, Request};
 use proto_schema::pixel::{FrameGeometry, PixelFormat};
 use proto_schema::PROTOCOL_VERSION;
 use serde::Serialize;
 use shm_ring::RingWriter;
 
-#[derive(Debug, Parser)]
-#[command(about = "model-server overhead, ping and throughput versus raw ONNX Runtime")]
-struct Cli {
+/// `bench server`'s options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
     /// Assets directory (models/, video/).
     #[arg(long, env = "FRAMEBUS_ASSETS")]
     assets: Option<PathBuf>,
@@ -146,12 +144,9 @@ struct Report {
     models: Vec<ModelResult>,
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
-    let assets = cli
-        .assets
-        .clone()
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/assets"));
+/// Runs `bench server`: prints the report (and writes `--json`).
+pub fn run(cli: &ServerArgs) -> Result<()> {
+    let assets = super::assets::assets_dir(cli.assets.as_deref());
     ensure!(
         assets.join("video/people_walk_540p.mp4").is_file(),
         "assets not found at {} (set FRAMEBUS_ASSETS)",
@@ -159,7 +154,7 @@ fn main() -> Result<()> {
     );
     let server_bin = match &cli.server_bin {
         Some(p) => p.clone(),
-        None => std::env::current_exe()?.with_file_name("model-server"),
+        None => super::system::default_bin_dir().join("model-server"),
     };
     ensure!(
         server_bin.is_file(),
@@ -171,7 +166,7 @@ fn main() -> Result<()> {
     let frame = decode_frame(&assets.join("video/people_walk_540p.mp4"), 100)?;
     let duration = Duration::from_secs_f64(cli.duration_s);
     eprintln!(
-        "server_bench: {cores} cores, {} s per point",
+        "bench server: {cores} cores, {} s per point",
         cli.duration_s
     );
 
@@ -182,7 +177,7 @@ fn main() -> Result<()> {
     );
     let ping_us = {
         let server = ServerProc::start(
-            &cli,
+            cli,
             &server_bin,
             &assets.join("models/yolox_nano.onnx"),
             cores,
@@ -197,7 +192,7 @@ fn main() -> Result<()> {
         let path = assets.join(format!("models/{name}.onnx"));
         ensure!(path.is_file(), "no model {}", path.display());
         models.push(bench_model(
-            &cli,
+            cli,
             &runtime,
             &server_bin,
             &path,
@@ -263,7 +258,7 @@ fn load(
 
 #[allow(clippy::too_many_arguments)]
 fn bench_model(
-    cli: &Cli,
+    cli: &ServerArgs,
     runtime: &Runtime,
     server_bin: &Path,
     model: &Path,
@@ -482,7 +477,6 @@ fn server_window(
                     while !stop.load(Ordering::Relaxed) {
                         id += 1;
                         let r = client.infer(&ring.request(id))?;
-                        ensure!(r.id == id, "response {} for request {id}", r.id);
                         if r.error.is_some() {
                             errors.fetch_add(1, Ordering::Relaxed);
                         } else {
@@ -568,8 +562,8 @@ struct BenchRing {
 }
 
 impl BenchRing {
-    fn request(&self, id: u64) -> Request {
-        Request::Infer(InferenceRequest {
+    fn request(&self, id: u64) -> InferenceRequest {
+        InferenceRequest {
             v: PROTOCOL_VERSION,
             id,
             camera_id: "bench".into(),
@@ -583,13 +577,14 @@ impl BenchRing {
             meta: FrameMeta::from_geometry(self.frame_id, &geometry(), 0),
             sent_ts_ns: 0,
             deadline_ts_ns: None,
-        })
+        }
     }
 }
 
-/// A `model-server` child process on a temporary directory; SIGTERM on drop.
+/// A `model-server` child process on a temporary directory; SIGTERM on drop (then
+/// SIGKILL after 10 s).
 struct ServerProc {
-    child: Child,
+    child: ChildGuard,
     _dir: tempfile::TempDir,
     socket: PathBuf,
     rings: PathBuf,
@@ -597,7 +592,7 @@ struct ServerProc {
 
 impl ServerProc {
     fn start(
-        cli: &Cli,
+        cli: &ServerArgs,
         bin: &Path,
         model: &Path,
         threads: usize,
@@ -605,7 +600,8 @@ impl ServerProc {
     ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let rings = dir.path().join("rings");
-        std::fs::create_dir(&rings)?;
+        // An owned 0750 ring dir, as the server requires (a plain mkdir follows the umask).
+        shm_ring::owned_dir::ensure_owned_dir(&rings)?;
         let socket = dir.path().join("bench.sock");
         let child = Command::new(bin)
             .arg("--model")
@@ -625,14 +621,14 @@ impl ServerProc {
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
         let mut server = ServerProc {
-            child,
+            child: ChildGuard::new(child).grace(Duration::from_secs(10)),
             _dir: dir,
             socket,
             rings,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(status) = server.child.try_wait()? {
+            if let Some(status) = server.child.try_wait() {
                 bail!("model-server exited during start-up: {status}");
             }
             if let Ok(mut c) = Client::connect(&server.socket) {
@@ -668,51 +664,32 @@ impl ServerProc {
     }
 }
 
-impl Drop for ServerProc {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
-struct Client {
-    stream: UnixStream,
-}
+/// Protocol calls go through the harness's client ([`super::client::Client`]); an error in
+/// a response other than `overloaded` fails the run.
+struct Client(super::client::Client);
 
 impl Client {
     fn connect(path: &Path) -> Result<Client> {
-        let stream = UnixStream::connect(path)?;
-        stream.set_read_timeout(Some(Duration::from_secs(120)))?;
-        Ok(Client { stream })
+        Ok(Client(super::client::Client::connect(path)?))
     }
 
-    fn call(&mut self, req: &Request) -> Result<Response> {
-        blocking::write_message(&mut self.stream, req, DEFAULT_MAX_FRAME)?;
-        let payload = blocking::read_frame(&mut self.stream, DEFAULT_MAX_FRAME)?
-            .context("server closed the connection")?;
-        Ok(decode_response(&payload)?)
+    /// One ping (the client numbers its requests itself).
+    fn ping(&mut self, _id: u64) -> Result<()> {
+        self.0.ping()?;
+        Ok(())
     }
 
-    fn ping(&mut self, id: u64) -> Result<()> {
-        match self.call(&Request::ping(id))? {
-            Response::Pong { id: got, .. } if got == id => Ok(()),
-            other => bail!("expected pong {id}, got {other:?}"),
-        }
-    }
-
-    fn infer(&mut self, req: &Request) -> Result<proto_schema::message::InferenceResponse> {
-        match self.call(req)? {
-            Response::InferResult(r) => {
-                if let Some(e) = &r.error {
-                    if e.code != proto_schema::error::ErrorCode::Overloaded {
-                        bail!("inference failed: {e}");
-                    }
-                }
-                Ok(r)
+    fn infer(
+        &mut self,
+        req: &InferenceRequest,
+    ) -> Result<proto_schema::message::InferenceResponse> {
+        let (r, _) = self.0.infer(req.clone())?;
+        if let Some(e) = &r.error {
+            if e.code != proto_schema::error::ErrorCode::Overloaded {
+                bail!("inference failed: {e}");
             }
-            other => bail!("expected infer_result, got {other:?}"),
         }
+        Ok(r)
     }
 }
 
