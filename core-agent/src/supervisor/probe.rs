@@ -107,13 +107,17 @@ async fn exchange(
         let stream = framebus_client::connect(socket, timeout).await?;
         check_peer(&stream, socket, peer)?;
         let client = Client::from_stream(stream, socket, options);
-        client
-            .call(request)
-            .await
-            .map_err(|source| ProbeError::Protocol {
+        client.call(request).await.map_err(|source| match source {
+            // The client's own limit is the same as ours: the same timeout.
+            CallError::Timeout { .. } => ProbeError::Timeout {
+                path: socket.to_path_buf(),
+                timeout,
+            },
+            source => ProbeError::Protocol {
                 path: socket.to_path_buf(),
                 source,
-            })
+            },
+        })
     };
     // One limit on the whole exchange, as before: connect, send and answer together.
     tokio::time::timeout(timeout, work)
