@@ -29,15 +29,15 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use framebus_client::Connection;
 use proto_schema::error::{ErrorBody, ErrorCode};
-use proto_schema::framing::{self, FrameDecoder, FrameError};
+use proto_schema::framing::{self, FrameError};
 use proto_schema::message::{
     decode_request, InferenceRequest, InferenceResponse, Request, Response, ServerState,
     StatusReport,
 };
 use proto_schema::PROTOCOL_VERSION;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -374,33 +374,32 @@ async fn connection(
         shared.open_connections.fetch_add(1, Ordering::Relaxed);
     }
     let _guard = counted.then(|| ConnectionGuard(&shared.open_connections));
-    let (mut rd, mut wr) = stream.into_split();
+    let limits = shared.limits;
+    let (mut rd, wr) = Connection::new(stream, limits.max_frame).into_split();
     let (answer_tx, mut answers) = mpsc::unbounded_channel::<InferenceResponse>();
     let mut conn = Conn {
         shared: &shared,
         answer_tx,
-        out: Vec::with_capacity(4096),
+        out: wr,
         outstanding: 0,
         role,
     };
-    let limits = shared.limits;
-    let mut dec = FrameDecoder::new(limits.max_frame);
     let mut frame_started: Option<Instant> = None;
     let mut reading = true;
     loop {
         if reading {
-            if let Some(body) = conn.take_frames(&mut dec) {
+            if let Some(body) = conn.take_frames(&mut rd) {
                 conn.push(&Response::error(None, body));
                 reading = false;
             }
         }
-        if !conn.out.is_empty() && !flush(&mut wr, &mut conn.out, limits.read_timeout).await {
+        if conn.out.pending_write() > 0 && !flush(&mut conn.out, limits.read_timeout).await {
             return; // client gone or not reading
         }
         if !reading && conn.outstanding == 0 {
             break;
         }
-        frame_started = match (dec.buffered(), frame_started) {
+        frame_started = match (rd.buffered(), frame_started) {
             (0, _) => None,
             (_, Some(t)) => Some(t),
             (_, None) => Some(Instant::now()),
@@ -409,15 +408,10 @@ async fn connection(
             Some(t) => Some((t + limits.read_timeout).saturating_duration_since(Instant::now())),
             None => limits.idle_timeout,
         };
-        if dec.buffer_mut().capacity() - dec.buffered() < 4096 {
-            dec.buffer_mut().reserve(16 * 1024);
-        }
         let read = async {
             match wait {
-                Some(d) => tokio::time::timeout(d, rd.read_buf(dec.buffer_mut()))
-                    .await
-                    .ok(),
-                None => Some(rd.read_buf(dec.buffer_mut()).await),
+                Some(d) => tokio::time::timeout(d, rd.fill()).await.ok(),
+                None => Some(rd.fill().await),
             }
         };
         tokio::select! {
@@ -432,7 +426,7 @@ async fn connection(
             result = read, if reading => match result {
                 Some(Ok(0)) => {
                     reading = false;
-                    if let Err(e) = dec.finish() {
+                    if let Err(e) = rd.finish() {
                         // Half-closed mid-frame: the client may still read the answer.
                         let body = ErrorBody::new(ErrorCode::MalformedFrame, e.to_string());
                         conn.push(&Response::error(None, body));
@@ -453,7 +447,7 @@ async fn connection(
                             ErrorCode::MalformedFrame,
                             format!(
                                 "incomplete frame: {} bytes received, the rest did not arrive within {} ms",
-                                dec.buffered(),
+                                rd.buffered(),
                                 limits.read_timeout.as_millis()
                             ),
                         );
@@ -463,13 +457,13 @@ async fn connection(
             },
         }
     }
-    let _ = wr.shutdown().await;
+    let _ = conn.out.shutdown().await;
 }
 
-/// Writes `out` (then clears it) within `timeout`; `false` when the client is gone or
-/// does not read.
-async fn flush(wr: &mut OwnedWriteHalf, out: &mut Vec<u8>, timeout: Duration) -> bool {
-    let ok = match tokio::time::timeout(timeout, wr.write_all(out)).await {
+/// Writes the queued answers within `timeout`; `false` when the client is gone or does
+/// not read.
+async fn flush(out: &mut Connection<OwnedWriteHalf>, timeout: Duration) -> bool {
+    match tokio::time::timeout(timeout, out.flush()).await {
         Ok(Ok(())) => true,
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "client went away");
@@ -479,9 +473,7 @@ async fn flush(wr: &mut OwnedWriteHalf, out: &mut Vec<u8>, timeout: Duration) ->
             tracing::warn!("client does not read its responses; closing the connection");
             false
         }
-    };
-    out.clear();
-    ok
+    }
 }
 
 /// Per-connection state of [`connection`].
@@ -489,8 +481,8 @@ struct Conn<'a> {
     shared: &'a Arc<Shared>,
     /// Handed to the workers with each queued request.
     answer_tx: mpsc::UnboundedSender<InferenceResponse>,
-    /// Encoded responses waiting to be written.
-    out: Vec<u8>,
+    /// The write half, with the encoded responses waiting to be written.
+    out: Connection<OwnedWriteHalf>,
     /// Requests handed to the workers and not answered yet.
     outstanding: usize,
     /// Which socket the connection came in on.
@@ -499,7 +491,7 @@ struct Conn<'a> {
 
 impl Conn<'_> {
     fn push(&mut self, resp: &Response) {
-        self.out.extend_from_slice(&self.shared.encode(resp));
+        self.out.queue_encoded(&self.shared.encode(resp));
     }
 
     fn answered(&mut self, answer: InferenceResponse) {
@@ -509,9 +501,9 @@ impl Conn<'_> {
 
     /// Handles every complete message buffered in `dec`. Returns the error to send before
     /// closing when the stream cannot go on.
-    fn take_frames(&mut self, dec: &mut FrameDecoder) -> Option<ErrorBody> {
+    fn take_frames(&mut self, rd: &mut Connection<OwnedReadHalf>) -> Option<ErrorBody> {
         loop {
-            match dec.next() {
+            match rd.next_buffered() {
                 Ok(Some(payload)) => self.dispatch(&payload),
                 Ok(None) => return None,
                 Err(e @ FrameError::ZeroLength) => {

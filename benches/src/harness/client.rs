@@ -1,16 +1,14 @@
-//! A blocking model-server client over its Unix socket (one persistent connection), and a
-//! model server started directly by the harness (for `bench ipc`).
+//! The harness's model-server client (a thin layer over `framebus_client::BlockingClient`
+//! that times each exchange), and a model server started directly by the harness (for
+//! `bench ipc`).
 
-use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use proto_schema::framing::{blocking, FrameError, DEFAULT_MAX_FRAME};
-use proto_schema::message::{
-    decode_response, InferenceRequest, InferenceResponse, Request, Response,
-};
+use framebus_client::{BlockingClient, CallError, ClientOptions, ConnectError, InferError};
+use proto_schema::message::{InferenceRequest, InferenceResponse};
 
 use super::interrupt;
 use super::ort_raw::SessionSettings;
@@ -18,28 +16,20 @@ use super::ort_raw::SessionSettings;
 /// A failed exchange with a model server.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("connecting to {path}: {source}")]
-    Connect {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: {source}")]
-    Frame {
-        path: PathBuf,
-        #[source]
-        source: FrameError,
-    },
-    #[error("{path}: server closed the connection")]
-    Closed { path: PathBuf },
-    #[error("{path}: {reason}")]
-    Protocol { path: PathBuf, reason: String },
+    /// Connecting failed.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// A request got no valid answer.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// The server did not come up.
     #[error("model-server did not answer a ping within {waited:?} at {path}; last log lines:\n{log_tail}")]
     NotReady {
         path: PathBuf,
         waited: Duration,
         log_tail: String,
     },
+    /// The server could not be started.
     #[error("starting {bin}: {source}")]
     Spawn {
         bin: PathBuf,
@@ -53,77 +43,36 @@ pub enum ClientError {
 /// One persistent connection to a model server.
 #[derive(Debug)]
 pub struct Client {
-    path: PathBuf,
-    stream: UnixStream,
-    next_id: u64,
+    inner: BlockingClient,
 }
 
 impl Client {
     pub fn connect(path: &Path) -> Result<Client, ClientError> {
-        let stream = UnixStream::connect(path).map_err(|source| ClientError::Connect {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+        let options = ClientOptions::default()
+            .send_timeout(Duration::from_secs(30))
+            .request_timeout(Duration::from_secs(30));
         Ok(Client {
-            path: path.to_path_buf(),
-            stream,
-            next_id: 1,
+            inner: BlockingClient::connect_with(path, options)?,
         })
-    }
-
-    fn exchange(&mut self, req: &Request) -> Result<Response, ClientError> {
-        let frame = |source| ClientError::Frame {
-            path: self.path.clone(),
-            source,
-        };
-        blocking::write_message(&mut self.stream, req, DEFAULT_MAX_FRAME).map_err(frame)?;
-        let payload = blocking::read_frame(&mut self.stream, DEFAULT_MAX_FRAME)
-            .map_err(|source| ClientError::Frame {
-                path: self.path.clone(),
-                source,
-            })?
-            .ok_or_else(|| ClientError::Closed {
-                path: self.path.clone(),
-            })?;
-        decode_response(&payload).map_err(|e| ClientError::Protocol {
-            path: self.path.clone(),
-            reason: e.to_string(),
-        })
-    }
-
-    fn id(&mut self) -> u64 {
-        self.next_id += 1;
-        self.next_id
     }
 
     /// One ping; returns the round-trip time.
     pub fn ping(&mut self) -> Result<Duration, ClientError> {
-        let id = self.id();
-        let t = Instant::now();
-        match self.exchange(&Request::ping(id))? {
-            Response::Pong { id: got, .. } if got == id => Ok(t.elapsed()),
-            other => Err(ClientError::Protocol {
-                path: self.path.clone(),
-                reason: format!("expected pong {id}, got {}", other.type_name()),
-            }),
-        }
+        Ok(self.inner.ping()?)
     }
 
-    /// One inference request (its id is replaced); returns the response and the round trip.
+    /// One inference request (its id is replaced); returns the response (an error answer
+    /// included: the harness counts those) and the round trip.
     pub fn infer(
         &mut self,
         mut req: InferenceRequest,
     ) -> Result<(InferenceResponse, Duration), ClientError> {
-        req.id = self.id();
         req.sent_ts_ns = proto_schema::time::MonoNanos::now().get();
         let t = Instant::now();
-        match self.exchange(&Request::Infer(req))? {
-            Response::InferResult(r) => Ok((r, t.elapsed())),
-            other => Err(ClientError::Protocol {
-                path: self.path.clone(),
-                reason: format!("expected infer_result, got {}", other.type_name()),
-            }),
+        match self.inner.infer(req) {
+            Ok(r) => Ok((r, t.elapsed())),
+            Err(InferError::Server { response, .. }) => Ok((*response, t.elapsed())),
+            Err(InferError::Call(e)) => Err(e.into()),
         }
     }
 }

@@ -6,10 +6,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use proto_schema::framing::{read_frame, write_message};
-use proto_schema::message::{decode_response, Request, Response};
-use tokio::net::unix::OwnedWriteHalf;
-use tokio::net::UnixStream;
+use framebus_client::{Backoff, ClientOptions, ConnectError, RequestSender, SendError};
+use proto_schema::message::{Request, Response};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -19,13 +17,8 @@ use crate::peer::{check_peer, ExpectedPeer, PeerError};
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
     /// No connection and connecting failed.
-    #[error("cannot connect to {path}: {source}")]
-    Connect {
-        /// Socket path.
-        path: PathBuf,
-        /// Underlying error.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     /// Someone else than the model server the supervisor started listens on the
     /// socket; the connection was closed without sending anything.
     #[error(transparent)]
@@ -38,7 +31,7 @@ pub enum LinkError {
     NotConnected,
     /// Writing the request failed; the connection was dropped.
     #[error("send failed: {0}")]
-    Send(#[source] proto_schema::framing::FrameError),
+    Send(#[source] SendError),
     /// The socket did not take the request within the send timeout.
     #[error("send failed: write blocked for {0:?}")]
     Blocked(Duration),
@@ -85,12 +78,12 @@ pub struct Pending {
 pub struct Link {
     sub: usize,
     socket: PathBuf,
-    max_message: usize,
-    retry_every: Duration,
-    writer: Option<OwnedWriteHalf>,
+    options: ClientOptions,
+    /// At most one connection attempt per 50 ms.
+    retry: Backoff,
+    writer: Option<RequestSender>,
     reader: Option<JoinHandle<()>>,
     conn: u64,
-    last_attempt: Option<Instant>,
     /// Requests in flight by id.
     pub in_flight: HashMap<u64, Pending>,
 }
@@ -101,12 +94,11 @@ impl Link {
         Self {
             sub,
             socket,
-            max_message,
-            retry_every: Duration::from_millis(50),
+            options: ClientOptions::default().max_frame(max_message),
+            retry: Backoff::constant(Duration::from_millis(50)),
             writer: None,
             reader: None,
             conn: 0,
-            last_attempt: None,
             in_flight: HashMap::new(),
         }
     }
@@ -123,7 +115,7 @@ impl Link {
 
     /// Allows an immediate reconnect attempt (the server just became ready).
     pub fn reset_retry(&mut self) {
-        self.last_attempt = None;
+        self.retry.reset();
     }
 
     /// Connects if not connected, at most once per retry interval, and only to
@@ -136,46 +128,35 @@ impl Link {
         if self.writer.is_some() {
             return Ok(());
         }
-        if let Some(t) = self.last_attempt {
-            let since = t.elapsed();
-            if since < self.retry_every {
-                return Err(LinkError::Waiting(self.retry_every - since));
-            }
-        }
-        self.last_attempt = Some(Instant::now());
-        let stream =
-            UnixStream::connect(&self.socket)
-                .await
-                .map_err(|source| LinkError::Connect {
-                    path: self.socket.clone(),
-                    source,
-                })?;
+        self.retry
+            .attempt(Instant::now())
+            .map_err(LinkError::Waiting)?;
+        let stream = framebus_client::connect(&self.socket, self.options.connect_timeout).await?;
         check_peer(&stream, &self.socket, expected)?;
-        let (read, write) = stream.into_split();
+        let (write, mut read) = framebus_client::split(stream, &self.options);
         self.conn += 1;
-        let (sub, conn, max, tx) = (self.sub, self.conn, self.max_message, events.clone());
+        let (sub, conn, tx) = (self.sub, self.conn, events.clone());
         self.reader = Some(tokio::spawn(async move {
-            let mut read = read;
             let reason = loop {
-                match read_frame(&mut read, max).await {
-                    Ok(Some(frame)) => match decode_response(&frame) {
-                        Ok(response) => {
-                            if tx
-                                .send(LinkEvent::Answer {
-                                    sub,
-                                    conn,
-                                    response,
-                                })
-                                .await
-                                .is_err()
-                            {
-                                return;
-                            }
+                match read.recv().await {
+                    Ok(Some(response)) => {
+                        if tx
+                            .send(LinkEvent::Answer {
+                                sub,
+                                conn,
+                                response,
+                            })
+                            .await
+                            .is_err()
+                        {
+                            return;
                         }
-                        Err(e) => break format!("undecodable answer: {e}"),
-                    },
+                    }
                     Ok(None) => break "closed by the server".to_owned(),
-                    Err(e) => break e.to_string(),
+                    Err(e @ framebus_client::ReadError::Decode(_)) => {
+                        break format!("undecodable answer: {}", error_chain(&e))
+                    }
+                    Err(e) => break error_chain(&e),
                 }
             };
             let _ = tx.send(LinkEvent::Closed { sub, conn, reason }).await;
@@ -190,10 +171,10 @@ impl Link {
         let Some(w) = self.writer.as_mut() else {
             return Err(LinkError::NotConnected);
         };
-        match tokio::time::timeout(timeout, write_message(w, request, self.max_message)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(LinkError::Send(e)),
-            Err(_) => Err(LinkError::Blocked(timeout)),
+        match w.send_within(request, timeout).await {
+            Ok(()) => Ok(()),
+            Err(SendError::Blocked(d)) => Err(LinkError::Blocked(d)),
+            Err(e) => Err(LinkError::Send(e)),
         }
     }
 
@@ -214,6 +195,18 @@ impl Link {
         self.in_flight.retain(|_, p| p.sent_at.elapsed() < limit);
         before - self.in_flight.len()
     }
+}
+
+/// `e` and its causes, `: `-separated (the close reason is logged as one string).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 impl Drop for Link {

@@ -749,7 +749,7 @@ fn reused_record(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proto_schema::message::{decode_request, Detection, InferenceResponse, Timings};
+    use proto_schema::message::{Detection, InferenceResponse, Timings};
     use proto_schema::pixel::{FrameGeometry, PixelFormat};
     use shm_ring::{RingState, RingWriter};
 
@@ -757,10 +757,9 @@ mod tests {
     async fn fake_server(listener: tokio::net::UnixListener) {
         while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let (mut r, mut w) = stream.into_split();
-                while let Ok(Some(frame)) = proto_schema::framing::read_frame(&mut r, 1 << 20).await
-                {
-                    let Ok(Request::Infer(req)) = decode_request(&frame) else {
+                let mut conn = framebus_client::Connection::with_default_limit(stream);
+                while let Ok(Some(request)) = conn.read_request().await {
+                    let Request::Infer(req) = request else {
                         return;
                     };
                     let answer = Response::InferResult(InferenceResponse {
@@ -773,10 +772,7 @@ mod tests {
                         timings: Timings::default(),
                         error: None,
                     });
-                    if proto_schema::framing::write_message(&mut w, &answer, 1 << 20)
-                        .await
-                        .is_err()
-                    {
+                    if conn.write_message(&answer).await.is_err() {
                         return;
                     }
                 }

@@ -776,21 +776,22 @@ mod tests {
         path: &std::path::Path,
         answer: Arc<std::sync::atomic::AtomicBool>,
     ) -> tokio::task::JoinHandle<()> {
-        use proto_schema::framing::{read_frame, write_message};
-        use proto_schema::message::{decode_request, Request, Response, ServerState, StatusReport};
+        use framebus_client::Connection;
+        use proto_schema::message::{Request, Response, ServerState, StatusReport};
         let listener = tokio::net::UnixListener::bind(path).unwrap();
         tokio::spawn(async move {
             loop {
-                let Ok((mut s, _)) = listener.accept().await else {
+                let Ok((s, _)) = listener.accept().await else {
                     return;
                 };
                 let answer = answer.clone();
                 tokio::spawn(async move {
-                    while let Ok(Some(frame)) = read_frame(&mut s, 1 << 20).await {
+                    let mut s = Connection::with_default_limit(s);
+                    while let Ok(Some(request)) = s.read_request().await {
                         if !answer.load(std::sync::atomic::Ordering::SeqCst) {
                             continue;
                         }
-                        let resp = match decode_request(&frame).unwrap() {
+                        let resp = match request {
                             Request::Ping { id, .. } => Response::pong(id),
                             Request::GetStatus { id, .. } => Response::Status(StatusReport {
                                 v: 1,
@@ -815,7 +816,7 @@ mod tests {
                             }),
                             _ => continue,
                         };
-                        let _ = write_message(&mut s, &resp, 1 << 20).await;
+                        let _ = s.write_message(&resp).await;
                     }
                 });
             }

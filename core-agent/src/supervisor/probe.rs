@@ -5,10 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use proto_schema::framing::{read_frame, write_message};
-use proto_schema::message::{decode_response, Request, Response, ServerState, StatusReport};
+use framebus_client::{CallError, Client, ClientOptions, ConnectError};
+use proto_schema::message::{Request, Response, ServerState, StatusReport};
 use shm_ring::{peek_header, RingState, RingTrust};
-use tokio::net::UnixStream;
 
 use crate::peer::{check_peer, ExpectedPeer, PeerError};
 
@@ -16,13 +15,8 @@ use crate::peer::{check_peer, ExpectedPeer, PeerError};
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     /// The socket could not be reached.
-    #[error("cannot connect to {path}: {source}")]
-    Connect {
-        /// Socket path.
-        path: PathBuf,
-        /// Underlying error.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     /// Someone else than the expected model server listens on the socket; nothing was
     /// sent to it.
     #[error(transparent)]
@@ -36,12 +30,13 @@ pub enum ProbeError {
         timeout: Duration,
     },
     /// Reading or writing the socket failed, or the answer was not understood.
-    #[error("{path}: {message}")]
+    #[error("{path}: {source}")]
     Protocol {
         /// Socket path.
         path: PathBuf,
         /// What went wrong.
-        message: String,
+        #[source]
+        source: CallError,
     },
     /// The server answers but is not serving.
     #[error("model server is {state:?}")]
@@ -99,38 +94,49 @@ pub enum ProbeError {
 async fn exchange(
     socket: &Path,
     peer: ExpectedPeer,
-    request: &Request,
+    request: Request,
     timeout: Duration,
     max: usize,
 ) -> Result<Response, ProbeError> {
+    let options = ClientOptions::default()
+        .max_frame(max)
+        .connect_timeout(timeout)
+        .send_timeout(timeout)
+        .request_timeout(timeout);
     let work = async {
-        let mut stream =
-            UnixStream::connect(socket)
-                .await
-                .map_err(|source| ProbeError::Connect {
-                    path: socket.to_path_buf(),
-                    source,
-                })?;
+        let stream = framebus_client::connect(socket, timeout).await?;
         check_peer(&stream, socket, peer)?;
-        let proto = |message: String| ProbeError::Protocol {
-            path: socket.to_path_buf(),
-            message,
-        };
-        write_message(&mut stream, request, max)
-            .await
-            .map_err(|e| proto(e.to_string()))?;
-        let frame = read_frame(&mut stream, max)
-            .await
-            .map_err(|e| proto(e.to_string()))?
-            .ok_or_else(|| proto("connection closed before the answer".to_owned()))?;
-        decode_response(&frame).map_err(|e| proto(e.to_string()))
+        let client = Client::from_stream(stream, socket, options);
+        client.call(request).await.map_err(|source| match source {
+            // The client's own limit is the same as ours: the same timeout.
+            CallError::Timeout { .. } => ProbeError::Timeout {
+                path: socket.to_path_buf(),
+                timeout,
+            },
+            source => ProbeError::Protocol {
+                path: socket.to_path_buf(),
+                source,
+            },
+        })
     };
+    // One limit on the whole exchange, as before: connect, send and answer together.
     tokio::time::timeout(timeout, work)
         .await
         .map_err(|_| ProbeError::Timeout {
             path: socket.to_path_buf(),
             timeout,
         })?
+}
+
+fn unexpected(socket: &Path, got: &Response, expected: &'static str) -> ProbeError {
+    ProbeError::Protocol {
+        path: socket.to_path_buf(),
+        source: CallError::Unexpected {
+            id: got.id().unwrap_or_default(),
+            expected,
+            got: got.type_name(),
+        },
+    }
 }
 
 /// Sends `ping` and waits for `pong` (after checking that `peer` listens).
@@ -140,12 +146,9 @@ pub async fn ping(
     timeout: Duration,
     max: usize,
 ) -> Result<(), ProbeError> {
-    match exchange(socket, peer, &Request::ping(1), timeout, max).await? {
+    match exchange(socket, peer, Request::ping(1), timeout, max).await? {
         Response::Pong { .. } => Ok(()),
-        other => Err(ProbeError::Protocol {
-            path: socket.to_path_buf(),
-            message: format!("expected pong, got {}", other.type_name()),
-        }),
+        other => Err(unexpected(socket, &other, "pong")),
     }
 }
 
@@ -156,15 +159,12 @@ pub async fn serving_status(
     timeout: Duration,
     max: usize,
 ) -> Result<StatusReport, ProbeError> {
-    match exchange(socket, peer, &Request::get_status(2), timeout, max).await? {
+    match exchange(socket, peer, Request::get_status(2), timeout, max).await? {
         Response::Status(s) => match s.state {
             ServerState::Ready | ServerState::Degraded => Ok(s),
             state => Err(ProbeError::NotServing { state }),
         },
-        other => Err(ProbeError::Protocol {
-            path: socket.to_path_buf(),
-            message: format!("expected status, got {}", other.type_name()),
-        }),
+        other => Err(unexpected(socket, &other, "status")),
     }
 }
 

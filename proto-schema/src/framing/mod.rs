@@ -2,11 +2,11 @@
 //! of UTF-8 JSON.
 //!
 //! The length is checked against the receiver's limit *before* any payload byte is read or
-//! any buffer is allocated for it (check, then parse). Three ways to read frames share that
-//! rule: the incremental [`FrameDecoder`] (feed bytes, take frames), the
-//! [`tokio_util::codec`] pair [`FrameCodec`] (cancel-safe, for `select!` loops), and the
-//! straight-line readers [`read_frame`] (tokio) and [`blocking::read_frame`] (std::io).
-//! The payload is then decoded with
+//! any buffer is allocated for it (check, then parse). This module is sans-IO: the
+//! incremental [`FrameDecoder`] (feed bytes, take frames) and the encoders; the one framed
+//! connection type over tokio is `framebus_client::Connection`, which drives a
+//! [`FrameDecoder`]. [`blocking`] keeps straight-line std::io readers and writers for
+//! simple synchronous tools. The payload is then decoded with
 //! [`decode_request`](crate::message::decode_request) /
 //! [`decode_response`](crate::message::decode_response).
 
@@ -14,9 +14,8 @@ pub mod blocking;
 
 use std::io;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::{ErrorBody, ErrorCode};
 
@@ -249,138 +248,6 @@ impl FrameDecoder {
     pub fn finish(&self) -> Result<(), FrameError> {
         check_clean_end(&self.buf)
     }
-}
-
-/// [`tokio_util::codec`] decoder/encoder for this framing, for `FramedRead`/`FramedWrite`.
-///
-/// Decodes to payload [`Bytes`]; encodes any `Serialize` message. Unlike [`read_frame`],
-/// `FramedRead::next` is cancel-safe (partial frames stay in its buffer), so it is the
-/// reader to use inside `tokio::select!`.
-#[derive(Debug, Clone, Copy)]
-pub struct FrameCodec {
-    max_frame: usize,
-}
-
-impl FrameCodec {
-    /// A codec with the given payload limit for both directions.
-    pub fn new(max_frame: usize) -> Self {
-        FrameCodec { max_frame }
-    }
-
-    /// The payload limit.
-    pub fn max_frame(&self) -> usize {
-        self.max_frame
-    }
-}
-
-impl Default for FrameCodec {
-    fn default() -> Self {
-        FrameCodec::new(DEFAULT_MAX_FRAME)
-    }
-}
-
-impl tokio_util::codec::Decoder for FrameCodec {
-    type Item = Bytes;
-    type Error = FrameError;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
-        take_frame(src, self.max_frame)
-    }
-
-    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
-        match take_frame(src, self.max_frame)? {
-            Some(frame) => Ok(Some(frame)),
-            None => check_clean_end(src).map(|()| None),
-        }
-    }
-}
-
-impl<T: Serialize> tokio_util::codec::Encoder<T> for FrameCodec {
-    type Error = FrameError;
-
-    fn encode(&mut self, msg: T, dst: &mut BytesMut) -> Result<(), FrameError> {
-        let start = dst.len();
-        dst.put_slice(&[0; HEADER_LEN]);
-        let result = serde_json::to_writer(BufMut::writer(&mut *dst), &msg)
-            .map_err(FrameError::from)
-            .and_then(|()| finish_prefix(&mut dst[start..], self.max_frame));
-        if result.is_err() {
-            dst.truncate(start);
-        }
-        result
-    }
-}
-
-/// Reads one frame's payload. `Ok(None)` means the stream ended cleanly between frames;
-/// an end inside a frame is [`FrameError::Truncated`].
-///
-/// The prefix is checked before the payload buffer is allocated. Not cancel-safe (a
-/// cancelled read loses the bytes read so far); use [`FrameCodec`] inside `select!`.
-pub async fn read_frame<R>(reader: &mut R, max_frame: usize) -> Result<Option<Bytes>, FrameError>
-where
-    R: AsyncRead + Unpin + ?Sized,
-{
-    let mut prefix = [0u8; HEADER_LEN];
-    let mut got = 0;
-    while got < HEADER_LEN {
-        let n = reader.read(&mut prefix[got..]).await?;
-        if n == 0 {
-            return if got == 0 {
-                Ok(None)
-            } else {
-                Err(FrameError::Truncated {
-                    expected: HEADER_LEN,
-                    received: got,
-                })
-            };
-        }
-        got += n;
-    }
-    let len = check_len(prefix, max_frame)?;
-    let mut payload = BytesMut::zeroed(len);
-    let mut filled = 0;
-    while filled < len {
-        let n = reader.read(&mut payload[filled..]).await?;
-        if n == 0 {
-            return Err(FrameError::Truncated {
-                expected: HEADER_LEN + len,
-                received: HEADER_LEN + filled,
-            });
-        }
-        filled += n;
-    }
-    Ok(Some(payload.freeze()))
-}
-
-/// Serialises `msg` and writes it as one frame, then flushes.
-pub async fn write_message<W, T>(
-    writer: &mut W,
-    msg: &T,
-    max_frame: usize,
-) -> Result<(), FrameError>
-where
-    W: AsyncWrite + Unpin + ?Sized,
-    T: Serialize + ?Sized,
-{
-    let frame = encode(msg, max_frame)?;
-    writer.write_all(&frame).await?;
-    writer.flush().await?;
-    Ok(())
-}
-
-/// Writes an already serialised payload as one frame, then flushes.
-pub async fn write_frame<W>(
-    writer: &mut W,
-    payload: &[u8],
-    max_frame: usize,
-) -> Result<(), FrameError>
-where
-    W: AsyncWrite + Unpin + ?Sized,
-{
-    let frame = frame_payload(payload, max_frame)?;
-    writer.write_all(&frame).await?;
-    writer.flush().await?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,6 +1,5 @@
 use super::*;
 use crate::message::{decode_request, Request};
-use tokio_util::codec::{Decoder, Encoder};
 
 fn frame(payload: &[u8]) -> Vec<u8> {
     let mut v = (payload.len() as u32).to_be_bytes().to_vec();
@@ -94,99 +93,6 @@ fn decoder_finish_reports_truncation() {
             expected: 14,
             received: 5
         })
-    ));
-}
-
-#[test]
-fn codec_round_trip_and_eof() {
-    let mut codec = FrameCodec::new(128);
-    let mut buf = BytesMut::new();
-    codec.encode(Request::ping(5), &mut buf).unwrap();
-    codec.encode(&Request::shutdown(6), &mut buf).unwrap();
-    let first = codec.decode(&mut buf).unwrap().unwrap();
-    assert_eq!(decode_request(&first).unwrap(), Request::ping(5));
-    let second = codec.decode_eof(&mut buf).unwrap().unwrap();
-    assert_eq!(decode_request(&second).unwrap(), Request::shutdown(6));
-    assert_eq!(codec.decode_eof(&mut buf).unwrap(), None);
-    buf.extend_from_slice(&[0, 0, 0, 9, b'{']);
-    assert!(matches!(
-        codec.decode_eof(&mut buf),
-        Err(FrameError::Truncated {
-            expected: 13,
-            received: 5
-        })
-    ));
-    let mut small = FrameCodec::new(4);
-    let mut out = BytesMut::from(&b"ab"[..]);
-    assert!(matches!(
-        small.encode(Request::ping(1), &mut out),
-        Err(FrameError::TooLarge { .. })
-    ));
-    assert_eq!(&out[..], b"ab");
-}
-
-#[tokio::test]
-async fn async_read_write_round_trip_and_clean_eof() {
-    let (mut a, mut b) = tokio::io::duplex(64);
-    let writer = tokio::spawn(async move {
-        for id in 0..20 {
-            write_message(&mut a, &Request::ping(id), DEFAULT_MAX_FRAME)
-                .await
-                .unwrap();
-        }
-        write_frame(&mut a, b"{}", DEFAULT_MAX_FRAME).await.unwrap();
-    });
-    for id in 0..20 {
-        let payload = read_frame(&mut b, DEFAULT_MAX_FRAME)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(decode_request(&payload).unwrap(), Request::ping(id));
-    }
-    assert_eq!(
-        read_frame(&mut b, DEFAULT_MAX_FRAME)
-            .await
-            .unwrap()
-            .as_deref(),
-        Some(&b"{}"[..])
-    );
-    writer.await.unwrap();
-    assert!(read_frame(&mut b, DEFAULT_MAX_FRAME)
-        .await
-        .unwrap()
-        .is_none());
-}
-
-#[tokio::test]
-async fn async_truncation_and_limits() {
-    let mut mid_prefix: &[u8] = &[0, 0, 1];
-    assert!(matches!(
-        read_frame(&mut mid_prefix, 64).await,
-        Err(FrameError::Truncated {
-            expected: 4,
-            received: 3
-        })
-    ));
-    let mut mid_payload: &[u8] = &[0, 0, 0, 5, b'{', b'}'];
-    assert!(matches!(
-        read_frame(&mut mid_payload, 64).await,
-        Err(FrameError::Truncated {
-            expected: 9,
-            received: 6
-        })
-    ));
-    let big = [&(65u32).to_be_bytes()[..], &[b' '; 65]].concat();
-    let mut r: &[u8] = &big;
-    assert!(matches!(
-        read_frame(&mut r, 64).await,
-        Err(FrameError::TooLarge { len: 65, max: 64 })
-    ));
-    // Nothing past the prefix was consumed.
-    assert_eq!(r.len(), 65);
-    let mut zero: &[u8] = &[0, 0, 0, 0];
-    assert!(matches!(
-        read_frame(&mut zero, 64).await,
-        Err(FrameError::ZeroLength)
     ));
 }
 
