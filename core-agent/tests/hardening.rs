@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{assets, bin_dir, children_of, kill, serial, wait_for, Agent, Dirs, FakeCamera};
-use proto_schema::framing::blocking::{read_frame, write_message};
+use framebus_client::raw::{read_frame, write_message};
 use proto_schema::message::{
     decode_request, Detection, InferenceResponse, Request, Response, Timings,
 };

@@ -42,6 +42,7 @@ mod client;
 mod connection;
 mod error;
 mod options;
+pub mod raw;
 pub mod ring;
 
 pub use blocking::{connect as connect_blocking, BlockingClient};

@@ -2,13 +2,12 @@
 //! the length check that must happen before any payload is read.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 
 use proptest::collection::{btree_map, vec};
 use proptest::option;
 use proptest::prelude::*;
 use proto_schema::error::{ErrorBody, ErrorCode};
-use proto_schema::framing::{self, blocking, FrameDecoder, FrameError, DEFAULT_MAX_FRAME};
+use proto_schema::framing::{self, FrameDecoder, FrameError, DEFAULT_MAX_FRAME};
 use proto_schema::message::{
     decode_request, decode_response, Detection, FrameMeta, FrameRef, InferenceRequest,
     InferenceResponse, Percentiles, Request, Response, ServerState, StatsReport, StatusReport,
@@ -308,29 +307,16 @@ fn decode_chunked(bytes: &[u8], cuts: &[usize]) -> Vec<Request> {
     out
 }
 
-/// A reader that counts what was taken from it.
-struct Counting<'a> {
-    inner: &'a [u8],
-    taken: usize,
-}
-
-impl Read for Counting<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.taken += n;
-        Ok(n)
-    }
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
     fn request_round_trip(req in request()) {
         let bytes = framing::encode(&req, DEFAULT_MAX_FRAME).unwrap();
-        let mut r: &[u8] = &bytes;
-        let payload = blocking::read_frame(&mut r, DEFAULT_MAX_FRAME).unwrap().unwrap();
-        prop_assert!(r.is_empty());
+        let mut d = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        d.extend(&bytes);
+        let payload = d.next().unwrap().unwrap();
+        prop_assert_eq!(d.buffered(), 0);
         prop_assert_eq!(decode_request(&payload).unwrap(), req.clone());
         // The untyped serde path agrees with the validating decoder.
         prop_assert_eq!(serde_json::from_slice::<Request>(&payload).unwrap(), req);
@@ -484,11 +470,10 @@ proptest! {
         prop_assume!(len as usize > max);
         let bytes = [&len.to_be_bytes()[..], &tail].concat();
 
-        let mut r = Counting { inner: &bytes, taken: 0 };
-        let e = blocking::read_frame(&mut r, max).unwrap_err();
+        // The prefix alone decides: no payload byte is needed to refuse the frame.
+        let e = framing::check_len(len.to_be_bytes(), max).unwrap_err();
         let exact = matches!(e, FrameError::TooLarge { len: l, max: m } if l == len as usize && m == max);
         prop_assert!(exact, "{}", e);
-        prop_assert_eq!(r.taken, 4);
 
         let mut d = FrameDecoder::new(max);
         d.extend(&bytes);

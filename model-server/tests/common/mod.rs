@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use framebus_client::raw as blocking;
 use framebus_testkit::process::ChildGuard;
 use framebus_testkit::{self as testkit, assets};
-use proto_schema::framing::{self, blocking};
+use proto_schema::framing;
 use proto_schema::message::{
     decode_response, FrameMeta, FrameRef, InferenceRequest, InferenceResponse, Request, Response,
 };

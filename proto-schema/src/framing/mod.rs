@@ -5,12 +5,10 @@
 //! any buffer is allocated for it (check, then parse). This module is sans-IO: the
 //! incremental [`FrameDecoder`] (feed bytes, take frames) and the encoders; the one framed
 //! connection type over tokio is `framebus_client::Connection`, which drives a
-//! [`FrameDecoder`]. [`blocking`] keeps straight-line std::io readers and writers for
-//! simple synchronous tools. The payload is then decoded with
+//! [`FrameDecoder`]; blocking std::io clients use `framebus_client::BlockingClient`, and
+//! tests that send raw frames `framebus_client::raw`. The payload is then decoded with
 //! [`decode_request`](crate::message::decode_request) /
 //! [`decode_response`](crate::message::decode_response).
-
-pub mod blocking;
 
 use std::io;
 
@@ -81,7 +79,9 @@ impl FrameError {
 }
 
 /// Checks a received length prefix against the limit; returns the payload length.
-fn check_len(prefix: [u8; HEADER_LEN], max_frame: usize) -> Result<usize, FrameError> {
+/// Checks a length prefix against `max_frame`: the payload length, or why the frame is
+/// refused (before any payload byte is read).
+pub fn check_len(prefix: [u8; HEADER_LEN], max_frame: usize) -> Result<usize, FrameError> {
     // u32 always fits usize on the 32/64-bit targets this runs on.
     let len = u32::from_be_bytes(prefix) as usize;
     if len == 0 {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::message::{decode_request, Request};
+use crate::message::Request;
 
 fn frame(payload: &[u8]) -> Vec<u8> {
     let mut v = (payload.len() as u32).to_be_bytes().to_vec();
@@ -94,39 +94,4 @@ fn decoder_finish_reports_truncation() {
             received: 5
         })
     ));
-}
-
-#[test]
-fn blocking_round_trip_and_errors() {
-    let mut wire = Vec::new();
-    blocking::write_message(&mut wire, &Request::get_stats(3), DEFAULT_MAX_FRAME).unwrap();
-    blocking::write_frame(&mut wire, b"[]", DEFAULT_MAX_FRAME).unwrap();
-    let mut r: &[u8] = &wire;
-    let p = blocking::read_frame(&mut r, DEFAULT_MAX_FRAME)
-        .unwrap()
-        .unwrap();
-    assert_eq!(decode_request(&p).unwrap(), Request::get_stats(3));
-    let p = blocking::read_frame(&mut r, DEFAULT_MAX_FRAME)
-        .unwrap()
-        .unwrap();
-    assert_eq!(&p[..], b"[]");
-    assert!(blocking::read_frame(&mut r, DEFAULT_MAX_FRAME)
-        .unwrap()
-        .is_none());
-
-    let mut cut: &[u8] = &wire[..wire.len() - 1];
-    blocking::read_frame(&mut cut, DEFAULT_MAX_FRAME).unwrap();
-    assert!(matches!(
-        blocking::read_frame(&mut cut, DEFAULT_MAX_FRAME),
-        Err(FrameError::Truncated {
-            expected: 6,
-            received: 5
-        })
-    ));
-    let mut big: &[u8] = &[0x7f, 0xff, 0xff, 0xff, 1, 2, 3];
-    assert!(matches!(
-        blocking::read_frame(&mut big, 1024),
-        Err(FrameError::TooLarge { .. })
-    ));
-    assert_eq!(big, &[1, 2, 3]);
 }

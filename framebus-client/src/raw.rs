@@ -1,11 +1,13 @@
-//! Blocking (std::io) twins of the async frame helpers, for threads and simple clients.
+//! Raw framed I/O on a blocking `std::io` stream: one frame in, one frame out, with no
+//! id matching. For tests and tools that must send what a client never would (chosen
+//! ids, malformed or oversized frames); everything else uses [`crate::BlockingClient`].
 
 use std::io::{self, Read, Write};
 
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 
-use super::{check_len, encode, frame_payload, FrameError, HEADER_LEN};
+use proto_schema::framing::{check_len, encode, frame_payload, FrameError, HEADER_LEN};
 
 /// Reads one frame's payload. `Ok(None)` means the stream ended cleanly between frames;
 /// an end inside a frame is [`FrameError::Truncated`]. The prefix is checked before the
@@ -73,4 +75,40 @@ pub fn write_frame<W: Write + ?Sized>(
     writer.write_all(&frame)?;
     writer.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto_schema::framing::DEFAULT_MAX_FRAME;
+    use proto_schema::message::{decode_request, Request};
+
+    #[test]
+    fn round_trip_and_errors() {
+        let mut wire = Vec::new();
+        write_message(&mut wire, &Request::get_stats(3), DEFAULT_MAX_FRAME).unwrap();
+        write_frame(&mut wire, b"[]", DEFAULT_MAX_FRAME).unwrap();
+        let mut r: &[u8] = &wire;
+        let p = read_frame(&mut r, DEFAULT_MAX_FRAME).unwrap().unwrap();
+        assert_eq!(decode_request(&p).unwrap(), Request::get_stats(3));
+        let p = read_frame(&mut r, DEFAULT_MAX_FRAME).unwrap().unwrap();
+        assert_eq!(&p[..], b"[]");
+        assert!(read_frame(&mut r, DEFAULT_MAX_FRAME).unwrap().is_none());
+
+        let mut cut: &[u8] = &wire[..wire.len() - 1];
+        read_frame(&mut cut, DEFAULT_MAX_FRAME).unwrap();
+        assert!(matches!(
+            read_frame(&mut cut, DEFAULT_MAX_FRAME),
+            Err(FrameError::Truncated {
+                expected: 6,
+                received: 5
+            })
+        ));
+        let mut big: &[u8] = &[0x7f, 0xff, 0xff, 0xff, 1, 2, 3];
+        assert!(matches!(
+            read_frame(&mut big, 1024),
+            Err(FrameError::TooLarge { .. })
+        ));
+        assert_eq!(big, &[1, 2, 3]);
+    }
 }
