@@ -3,9 +3,8 @@
 //! files and config edits, and shuts everything down in order.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -14,7 +13,7 @@ use shm_ring::ring_path;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::agent::phase::PhaseRegistry;
-use crate::agent::{AgentHandle, AgentSpec, SubSpec};
+use crate::agent::AgentHandle;
 use crate::clock::Clock;
 use crate::config::diff::ConfigDiff;
 use crate::config::validate::{check_api_source, check_camera};
@@ -23,64 +22,12 @@ use crate::config::{
 };
 use crate::metrics::Metrics;
 use crate::results::ResultQueue;
-use crate::supervisor::child::{ChildSpec, StdinSecret};
 use crate::supervisor::watch::FileWatch;
-use crate::supervisor::{ProcStatus, ProcessHandle, ProcessSpec, Readiness};
+use crate::supervisor::{ProcStatus, ProcessHandle, ProcessSpec};
 
-/// File name of the frame kernel binary.
-pub const KERNEL_BIN: &str = "frame-kernel";
-/// File name of the model server binary.
-pub const SERVER_BIN: &str = "model-server";
+pub mod launch;
 
-/// Where the child binaries are.
-#[derive(Debug, Clone)]
-pub struct Binaries {
-    /// `frame-kernel`.
-    pub kernel: PathBuf,
-    /// `model-server`.
-    pub server: PathBuf,
-}
-
-/// Why the system could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// A child binary is missing.
-    #[error("{bin} not found at {path} (build the workspace first: cargo build --workspace [--release])")]
-    MissingBinary {
-        /// Binary name.
-        bin: &'static str,
-        /// Where it was looked for.
-        path: PathBuf,
-    },
-    /// A ring or socket directory could not be created, or exists and cannot be
-    /// trusted (wrong owner, too open a mode, a symlink).
-    #[error("ring/socket directory: {0}")]
-    Dir(#[from] shm_ring::owned_dir::OwnedDirError),
-}
-
-impl Binaries {
-    /// The binaries in `dir`, or next to the running executable.
-    pub fn locate(dir: Option<&Path>) -> Result<Self, StartError> {
-        let dir = match dir {
-            Some(d) => d.to_path_buf(),
-            None => std::env::current_exe()
-                .ok()
-                .and_then(|p| p.parent().map(Path::to_path_buf))
-                .unwrap_or_else(|| PathBuf::from(".")),
-        };
-        let kernel = dir.join(KERNEL_BIN);
-        let server = dir.join(SERVER_BIN);
-        for (bin, path) in [(KERNEL_BIN, &kernel), (SERVER_BIN, &server)] {
-            if !path.is_file() {
-                return Err(StartError::MissingBinary {
-                    bin,
-                    path: path.clone(),
-                });
-            }
-        }
-        Ok(Self { kernel, server })
-    }
-}
+pub use launch::{ensure_dir, Binaries, StartError, KERNEL_BIN, SERVER_BIN};
 
 /// A camera as the API sees it.
 #[derive(Debug, Clone)]
@@ -235,11 +182,6 @@ impl std::fmt::Debug for System {
     }
 }
 
-/// Creates `dir` (mode 0750) if missing.
-pub fn ensure_dir(dir: &Path) -> Result<(), StartError> {
-    Ok(shm_ring::owned_dir::ensure_owned_dir(dir)?)
-}
-
 impl System {
     /// A system for a validated `config` (read from `config_path` if given, which is
     /// then watched for edits).
@@ -264,183 +206,12 @@ impl System {
         }
     }
 
-    /// Log settings for the children: the kernel reads `FRAMEBUS_LOG[_FORMAT]`, the
-    /// model server `RUST_LOG` (and `--log-json`).
-    fn child_env(&self) -> Vec<(String, String)> {
-        let log = &self.config.agent.log;
-        vec![
-            (crate::config::ENV_LOG.to_owned(), log.clone()),
-            (
-                crate::config::ENV_LOG_FORMAT.to_owned(),
-                self.config.agent.log_format.as_str().to_owned(),
-            ),
-            ("RUST_LOG".to_owned(), format!("{log},ort=warn")),
-            // Their output is a pipe into our log: no colour codes.
-            ("NO_COLOR".to_owned(), "1".to_owned()),
-        ]
-    }
-
     fn server_spec(&self, m: &ModelConfig) -> ProcessSpec {
-        let socket = m.socket_path(&self.config.agent.socket_dir);
-        let control = m.control_socket_path(&self.config.agent.socket_dir);
-        let mut args: Vec<OsString> = Vec::new();
-        let mut arg = |k: &str, v: &dyn AsRef<std::ffi::OsStr>| {
-            args.push(k.into());
-            args.push(v.as_ref().to_os_string());
-        };
-        arg("--model", &m.path);
-        arg("--model-id", &m.id);
-        arg("--socket", &socket);
-        arg("--control-socket", &control);
-        arg(
-            "--idle-timeout-ms",
-            &self.config.limits.server_idle_timeout_ms.to_string(),
-        );
-        arg("--ring-dir", &self.config.agent.ring_dir);
-        arg("--family", &m.family.as_str());
-        arg("--device", &m.device.as_str());
-        // Absent: `auto`, the server calibrates at load (issue 16).
-        let auto = |v: Option<u32>| v.map_or_else(|| "auto".to_owned(), |n| n.to_string());
-        arg("--threads", &auto(m.threads));
-        arg("--instances", &auto(m.instances));
-        // Freshest frame over a late answer: shed requests that waited past the bound.
-        arg("--max-queue-wait-ms", &"auto");
-        arg("--spin", &m.spin.to_string());
-        // A restarted server reuses its last calibration instead of measuring again (the
-        // socket directory is private to the agent and its children).
-        arg(
-            "--calibration-cache",
-            &self
-                .config
-                .agent
-                .socket_dir
-                .join(format!("{}.calibration.json", m.id)),
-        );
-        arg("--max-batch", &m.max_batch.to_string());
-        arg("--batch-delay-us", &m.batch_delay_us.to_string());
-        arg("--score-threshold", &m.score_threshold.to_string());
-        arg("--iou-threshold", &m.iou_threshold.to_string());
-        arg(
-            "--max-frame",
-            &self.config.limits.max_message_bytes.to_string(),
-        );
-        if self.config.agent.log_format == crate::config::LogFormat::Json {
-            args.push("--log-json".into());
-        }
-        ProcessSpec {
-            child: ChildSpec {
-                name: format!("model:{}", m.id),
-                program: self.bins.server.clone(),
-                args,
-                env: self.child_env(),
-                cpu_affinity: m.cpu_affinity.clone(),
-                log_format: self.config.agent.log_format,
-                stdin: None,
-            },
-            // Health checks go to the control socket: data clients cannot exhaust it.
-            readiness: Readiness::Server {
-                socket: control.clone(),
-                peer: crate::peer::PeerTrust::SpawnedPid,
-            },
-            rss_limit_bytes: m.rss_limit_mb.map(|mb| mb << 20),
-            owned_files: vec![socket, control],
-            max_message_bytes: self.config.limits.max_message_bytes,
-            permanent_exit_codes: vec![],
-        }
+        launch::server_spec(&self.config, &self.bins, m)
     }
 
     fn kernel_spec(&self, c: &CameraConfig) -> ProcessSpec {
-        let dir = &self.config.agent.ring_dir;
-        let mut args: Vec<OsString> = Vec::new();
-        let mut arg = |k: &str, v: &dyn AsRef<std::ffi::OsStr>| {
-            args.push(k.into());
-            args.push(v.as_ref().to_os_string());
-        };
-        arg("--camera-id", &c.id);
-        arg("--ring", &c.ring_name());
-        // The source may hold a password: it goes through a pipe on the kernel's stdin,
-        // never into its command line, which every local user can read (issue 10,
-        // defect 8).
-        arg("--source-fd", &"0");
-        arg("--ring-dir", dir);
-        arg("--format", &c.format.as_str());
-        if let Some(n) = c.ring_slots {
-            arg("--slots", &n.to_string());
-        }
-        if let (Some(w), Some(h)) = (c.width, c.height) {
-            arg("--width", &w.to_string());
-            arg("--height", &h.to_string());
-        }
-        if c.is_url() {
-            arg("--transport", &c.transport.as_str());
-        } else {
-            args.push(if c.realtime { "--realtime" } else { "--fast" }.into());
-            if c.realtime && c.speed != 1.0 {
-                args.push("--speed".into());
-                args.push(c.speed.to_string().into());
-            }
-            if c.loop_file {
-                args.push("--loop".into());
-            }
-        }
-        // Only the detect `source` is decoded; `record_source` never reaches the kernel.
-        let consumer_fps = self.config.consumer_fps(&c.id);
-        args.extend(
-            c.decode
-                .kernel_args(consumer_fps)
-                .into_iter()
-                .map(Into::into),
-        );
-        // Event clips: the kernel keeps the camera's packets in segments.
-        args.extend(self.config.clips.kernel_args(&c.id));
-        ProcessSpec {
-            child: ChildSpec {
-                name: format!("kernel:{}", c.id),
-                program: self.bins.kernel.clone(),
-                args,
-                env: self.child_env(),
-                cpu_affinity: c.cpu_affinity.clone(),
-                log_format: self.config.agent.log_format,
-                stdin: Some(StdinSecret::new(c.source.as_bytes())),
-            },
-            readiness: Readiness::Ring {
-                dir: dir.clone(),
-                name: c.ring_name().to_owned(),
-            },
-            rss_limit_bytes: c.rss_limit_mb.map(|mb| mb << 20),
-            owned_files: vec![ring_path(dir, c.ring_name())],
-            max_message_bytes: self.config.limits.max_message_bytes,
-            // The kernel exits with these when its source can never work (not a video,
-            // unsupported codec, bad command line): `failed`, not restarted forever.
-            permanent_exit_codes: proto_schema::exit::KERNEL_PERMANENT.to_vec(),
-        }
-    }
-
-    fn agent_spec(&self, c: &CameraConfig) -> AgentSpec {
-        let subs = self
-            .config
-            .subscriptions_of(&c.id)
-            .filter_map(|s| {
-                let m = self.config.model(&s.model)?;
-                Some(SubSpec {
-                    model: s.model.clone(),
-                    socket: m.socket_path(&self.config.agent.socket_dir),
-                    fps: s.fps,
-                    classes: s.classes.clone(),
-                    max_in_flight: s.max_in_flight.unwrap_or(self.config.limits.max_in_flight),
-                })
-            })
-            .collect();
-        AgentSpec {
-            camera: c.id.clone(),
-            ring_dir: self.config.agent.ring_dir.clone(),
-            ring: c.ring_name().to_owned(),
-            subs,
-            request_timeout: Duration::from_millis(self.config.limits.request_timeout_ms),
-            drain_timeout: Duration::from_millis(self.config.limits.drain_timeout_ms),
-            max_message: self.config.limits.max_message_bytes,
-            motion: (*c.motion).clone(),
-        }
+        launch::kernel_spec(&self.config, &self.bins, c)
     }
 
     fn publish_view(&self) {
@@ -524,7 +295,7 @@ impl System {
     }
 
     fn spawn_agent(&self, c: &CameraConfig, kernel: watch::Receiver<ProcStatus>) -> AgentHandle {
-        let spec = self.agent_spec(c);
+        let spec = launch::agent_spec(&self.config, c);
         let statuses = spec
             .subs
             .iter()
