@@ -1,152 +1,36 @@
 //! The running system: owns the supervisors of every frame kernel and model server and
 //! the stream agents, applies control commands from the API, hot-reloads changed model
 //! files and config edits, and shuts everything down in order.
+//!
+//! The decisions are pure and tested apart: what each child is started with
+//! ([`launch`]), whether an API command is admitted ([`control`]), what the API reads
+//! ([`view`]), and what a reload changes ([`crate::config::diff::ConfigDiff`]). `System`
+//! only applies them to processes.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
-use shm_ring::ring_path;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::agent::phase::PhaseRegistry;
 use crate::agent::AgentHandle;
 use crate::clock::Clock;
 use crate::config::diff::ConfigDiff;
-use crate::config::validate::{check_api_source, check_camera};
-use crate::config::{
-    validate, CameraConfig, Config, ModelConfig, SubscriptionConfig, ValidationErrors,
-};
-use crate::metrics::Metrics;
-use crate::results::ResultQueue;
+use crate::config::{validate, CameraConfig, Config, ModelConfig, SubscriptionConfig};
 use crate::supervisor::watch::FileWatch;
 use crate::supervisor::{ProcStatus, ProcessHandle, ProcessSpec};
 
+pub mod control;
 pub mod launch;
+pub mod view;
 
 pub use launch::{ensure_dir, Binaries, StartError, KERNEL_BIN, SERVER_BIN};
 
-/// A camera as the API sees it.
-#[derive(Debug, Clone)]
-pub struct CameraView {
-    /// Its config.
-    pub config: CameraConfig,
-    /// Whether it runs (kernel and agent started).
-    pub running: bool,
-    /// Its kernel's status, while running.
-    pub kernel: Option<watch::Receiver<ProcStatus>>,
-}
-
-/// A model as the API sees it.
-#[derive(Debug, Clone)]
-pub struct ModelView {
-    /// Its config.
-    pub config: ModelConfig,
-    /// Its server's status.
-    pub status: watch::Receiver<ProcStatus>,
-}
-
-/// What the API and the live table read.
-#[derive(Debug, Default)]
-pub struct View {
-    /// Cameras by id.
-    pub cameras: BTreeMap<String, CameraView>,
-    /// Models by id.
-    pub models: BTreeMap<String, ModelView>,
-    /// All subscriptions.
-    pub subscriptions: Vec<SubscriptionConfig>,
-    /// Files the children own (rings, sockets), for the emergency cleanup.
-    pub owned_files: BTreeSet<PathBuf>,
-}
-
-/// State shared between the system task, the API and the live table.
-#[derive(Debug)]
-pub struct Shared {
-    /// Counters.
-    pub metrics: Arc<Metrics>,
-    /// The result queue.
-    pub results: Arc<ResultQueue>,
-    /// Analytics rules, counters and counts.
-    pub analytics: Arc<crate::analytics::stage::AnalyticsShared>,
-    /// Live view: newest results, encoders, viewers.
-    pub live: Arc<crate::live::LiveShared>,
-    /// Event clips, when a camera records them.
-    pub clips: Option<Arc<crate::clips::Clips>>,
-    /// What runs.
-    pub view: RwLock<View>,
-    /// Set once shutdown began.
-    pub shutting_down: AtomicBool,
-    /// The API's address.
-    pub api_addr: SocketAddr,
-    /// The broker sinks (MQTT, Redis), for `/health` and `/metrics`.
-    pub brokers: Arc<crate::outputs::Brokers>,
-}
-
-impl Shared {
-    /// Reads the view.
-    pub fn view(&self) -> std::sync::RwLockReadGuard<'_, View> {
-        self.view.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn view_mut(&self) -> std::sync::RwLockWriteGuard<'_, View> {
-        self.view.write().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// Why a control command was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ControlError {
-    /// No camera with that id.
-    #[error("no camera {0:?}")]
-    NotFound(String),
-    /// The camera exists already.
-    #[error("camera {0:?} exists already")]
-    Exists(String),
-    /// The camera (with its subscriptions) does not validate.
-    #[error(transparent)]
-    Invalid(ValidationErrors),
-    /// The system is shutting down.
-    #[error("shutting down")]
-    ShuttingDown,
-}
-
-/// A control command from the API.
-#[derive(Debug)]
-pub enum Command {
-    /// Add a camera (and its subscriptions), optionally starting it.
-    AddCamera {
-        /// The camera (boxed: it is much larger than the other commands).
-        camera: Box<CameraConfig>,
-        /// Its subscriptions.
-        subscriptions: Vec<SubscriptionConfig>,
-        /// Where the answer goes.
-        reply: oneshot::Sender<Result<(), ControlError>>,
-    },
-    /// Start a stopped camera.
-    StartCamera {
-        /// Camera id.
-        id: String,
-        /// Where the answer goes.
-        reply: oneshot::Sender<Result<(), ControlError>>,
-    },
-    /// Stop a running camera (kernel and agent).
-    StopCamera {
-        /// Camera id.
-        id: String,
-        /// Where the answer goes.
-        reply: oneshot::Sender<Result<(), ControlError>>,
-    },
-    /// Stop and forget a camera.
-    RemoveCamera {
-        /// Camera id.
-        id: String,
-        /// Where the answer goes.
-        reply: oneshot::Sender<Result<(), ControlError>>,
-    },
-}
+pub use control::{Command, ControlError};
+pub use view::{CameraView, ModelView, Shared, View};
 
 struct ModelRt {
     handle: ProcessHandle,
@@ -215,49 +99,15 @@ impl System {
     }
 
     fn publish_view(&self) {
-        let mut v = self.shared.view_mut();
-        v.subscriptions = self.config.subscriptions.clone();
-        v.models = self
-            .models
-            .iter()
-            .filter_map(|(id, rt)| {
-                Some((
-                    id.clone(),
-                    ModelView {
-                        config: self.config.model(id)?.clone(),
-                        status: rt.handle.status(),
-                    },
-                ))
-            })
-            .collect();
-        v.cameras = self
-            .config
-            .cameras
-            .iter()
-            .map(|c| {
-                let rt = self.cameras.get(&c.id);
-                let kernel = rt.and_then(|rt| rt.kernel.as_ref()).map(|k| k.status());
-                (
-                    c.id.clone(),
-                    CameraView {
-                        config: c.clone(),
-                        running: kernel.is_some(),
-                        kernel,
-                    },
-                )
-            })
-            .collect();
-        let dir = &self.config.agent.ring_dir;
-        v.owned_files = self
-            .config
-            .cameras
-            .iter()
-            .map(|c| ring_path(dir, c.ring_name()))
-            .chain(self.config.models.iter().flat_map(|m| {
-                let dir = &self.config.agent.socket_dir;
-                [m.socket_path(dir), m.control_socket_path(dir)]
-            }))
-            .collect();
+        let view = View::of(
+            &self.config,
+            |id| self.models.get(id).map(|rt| rt.handle.status()),
+            |id| {
+                let rt = self.cameras.get(id)?;
+                rt.kernel.as_ref().map(|k| k.status())
+            },
+        );
+        self.shared.publish(view);
     }
 
     fn start_model(&mut self, m: &ModelConfig) {
@@ -423,39 +273,10 @@ impl System {
     /// starts it when enabled.
     async fn add_camera(
         &mut self,
-        mut camera: CameraConfig,
+        camera: CameraConfig,
         subs: Vec<SubscriptionConfig>,
     ) -> Result<(), ControlError> {
-        if self.config.camera(&camera.id).is_some() {
-            return Err(ControlError::Exists(camera.id));
-        }
-        // API sources are less trusted than the file's: rtsp(s) or media_dirs only.
-        let mut own = Vec::new();
-        let source_ok = check_api_source(&mut camera, &self.config.agent.media_dirs, &mut own);
-        let mut candidate = self.config.clone();
-        candidate.cameras.push(camera.clone());
-        candidate.subscriptions.extend(subs.iter().cloned());
-        let mut errs = match validate(&candidate, false) {
-            Ok(()) => Vec::new(),
-            Err(e) => e.0,
-        };
-        // The file checks for the new camera only (the others ran at start), and only
-        // for a source allowed at all (no probing of files outside media_dirs).
-        check_camera(&camera, source_ok, &mut own);
-        for e in own {
-            if !errs.contains(&e) {
-                errs.push(e);
-            }
-        }
-        if let Some(s) = subs.iter().find(|s| s.camera != camera.id) {
-            errs.push(crate::config::ConfigError::UnknownCamera {
-                index: 1,
-                camera: s.camera.clone(),
-            });
-        }
-        if !errs.is_empty() {
-            return Err(ControlError::Invalid(ValidationErrors(errs)));
-        }
+        let (candidate, camera) = control::admit_camera(&self.config, camera, subs.clone())?;
         tracing::info!(camera = %camera.id, "camera added through the API");
         self.config = candidate;
         self.api_cameras
@@ -508,15 +329,8 @@ impl System {
             tracing::error!("config changed but is invalid, keeping the running one: {e}");
             return;
         }
-        // Rules apply at the stage's next record; they restart nothing.
-        if self.shared.analytics.set_rules(
-            next.analytics.clone(),
-            crate::analytics::stage::AnalyticsShared::rules_of(&next),
-        ) {
-            tracing::info!("config: analytics rules reloaded");
-        }
-        let old = std::mem::replace(&mut self.config, next);
-        let diff = ConfigDiff::between(&old, &self.config);
+        let diff = ConfigDiff::between(&self.config, &next);
+        self.config = next;
         if !diff.needs_restart.is_empty() {
             tracing::warn!(
                 sections = ?diff.needs_restart,
@@ -527,9 +341,19 @@ impl System {
         self.publish_view();
     }
 
-    /// Applies a reload's diff: restarts exactly what it lists.
+    /// Applies a reload's diff (the config is already the new one): restarts exactly
+    /// what it lists.
     async fn apply(&mut self, diff: &ConfigDiff) {
         let new = self.config.clone();
+        // Rules apply at the stage's next record; they restart nothing.
+        if diff.rules_changed
+            && self.shared.analytics.set_rules(
+                new.analytics.clone(),
+                crate::analytics::stage::AnalyticsShared::rules_of(&new),
+            )
+        {
+            tracing::info!("config: analytics rules reloaded");
+        }
         for id in &diff.models_removed {
             if let Some(rt) = self.models.remove(id) {
                 tracing::info!(model = %id, "model removed from the config");
