@@ -79,39 +79,8 @@ pub struct Config {
     pub brokers: outputs::BrokerSettings,
 }
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines (default).
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-impl LogFormat {
-    /// Name as written in the config and the environment.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogFormat::Text => "text",
-            LogFormat::Json => "json",
-        }
-    }
-}
-
-impl std::str::FromStr for LogFormat {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "text" => Ok(LogFormat::Text),
-            "json" => Ok(LogFormat::Json),
-            other => Err(format!(
-                "unknown log format {other:?} (expected text or json)"
-            )),
-        }
-    }
-}
+/// Log output format (`agent.log_format`), shared with the children's command lines.
+pub use framebus_launch::LogFormat;
 
 /// `[agent]` settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -271,26 +240,8 @@ impl Default for Limits {
     }
 }
 
-/// RTSP transport.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    /// RTP over the RTSP TCP connection (default; survives lossy networks).
-    #[default]
-    Tcp,
-    /// RTP over UDP.
-    Udp,
-}
-
-impl Transport {
-    /// Name as written in the config and on the kernel's command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Tcp => "tcp",
-            Transport::Udp => "udp",
-        }
-    }
-}
+/// RTSP transport (`cameras.transport`), shared with `frame-kernel --transport`.
+pub use framebus_launch::Transport;
 
 /// One `[[cameras]]` entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -427,26 +378,28 @@ pub struct DecodeConfig {
 }
 
 impl DecodeConfig {
-    /// The kernel's decode arguments, for a camera whose subscriptions ask at most
+    /// Sets the kernel's decode flags for a camera whose subscriptions ask at most
     /// `consumer_fps` (`None`: no subscriptions).
-    pub fn kernel_args(&self, consumer_fps: Option<f64>) -> Vec<String> {
-        let mut args = vec![
-            "--skip-frames".to_owned(),
-            self.skip_frames.as_str().to_owned(),
-        ];
-        if let Some(fps) = consumer_fps {
-            args.extend(["--consumer-fps".to_owned(), fps.to_string()]);
-        }
-        if self.all_frames {
-            args.push("--all-frames".to_owned());
-        }
+    pub fn apply_to(&self, launch: &mut framebus_launch::KernelLaunch, consumer_fps: Option<f64>) {
+        launch.skip_frames = self.skip_frames.as_str().to_owned();
+        launch.consumer_fps = consumer_fps;
+        launch.all_frames = self.all_frames;
         if self.skip_loop_filter {
-            args.extend(["--skip-loop-filter".to_owned(), "all".to_owned()]);
+            launch.skip_loop_filter = "all".to_owned();
         }
-        if self.hwaccel != HwAccelSetting::None {
-            args.extend(["--hwaccel".to_owned(), self.hwaccel.as_str().to_owned()]);
-        }
-        args
+        launch.hwaccel = self.hwaccel.as_str().to_owned();
+    }
+
+    /// The kernel's decode arguments (as [`DecodeConfig::apply_to`] sets them), for a
+    /// camera whose subscriptions ask at most `consumer_fps`.
+    pub fn kernel_args(&self, consumer_fps: Option<f64>) -> Vec<String> {
+        let mut launch = framebus_launch::KernelLaunch::new("", 0);
+        self.apply_to(&mut launch, consumer_fps);
+        launch
+            .decode_argv()
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
     }
 }
 
@@ -516,50 +469,11 @@ impl CameraConfig {
     }
 }
 
-/// Model family, decides the pre- and post-processing.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ModelFamily {
-    /// Detected from the model file (default).
-    #[default]
-    Auto,
-    /// Ultralytics YOLOv8 (`[1, 4 + classes, anchors]`).
-    Yolov8,
-    /// Megvii YOLOX (`[1, anchors, 5 + classes]`).
-    Yolox,
-}
-
-impl ModelFamily {
-    /// Name as written in the config and on the server's command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ModelFamily::Auto => "auto",
-            ModelFamily::Yolov8 => "yolov8",
-            ModelFamily::Yolox => "yolox",
-        }
-    }
-}
-
-/// Execution device of a model server.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Device {
-    /// CPU execution provider (default).
-    #[default]
-    Cpu,
-    /// CUDA when available, else CPU with a warning from the server.
-    Cuda,
-}
-
-impl Device {
-    /// Name as written in the config and on the server's command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Device::Cpu => "cpu",
-            Device::Cuda => "cuda",
-        }
-    }
-}
+/// Execution device of a model server (`models.device`), shared with
+/// `model-server --device`.
+pub use framebus_launch::Device;
+/// Model family (`models.family`), shared with `model-server --family`.
+pub use framebus_launch::ModelFamily;
 
 /// One `[[models]]` entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

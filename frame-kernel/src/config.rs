@@ -8,204 +8,18 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Parser;
 use proto_schema::pixel::{FrameGeometry, PixelFormat};
-use shm_ring::{validate_ring_name, DEFAULT_RING_DIR};
+use shm_ring::validate_ring_name;
 
 use crate::hwaccel::HwAccel;
 use crate::pacing::PaceMode;
 use crate::reconnect::{BackoffPolicy, StallPolicy};
 use crate::skip::{LoopFilter, SkipFrames};
 
-/// Decodes one camera (RTSP or a file played as a camera) into its shared-memory ring.
-#[derive(Debug, Clone, Parser)]
-#[command(name = "frame-kernel", version)]
-pub struct Args {
-    /// Camera id, shown on every log line. Same rule as ring names:
-    /// `^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`.
-    #[arg(long)]
-    pub camera_id: String,
-
-    /// Ring name (default: the camera id). The ring file is `<ring-dir>/<ring>.ring`.
-    #[arg(long)]
-    pub ring: Option<String>,
-
-    /// `rtsp://` / `rtsps://` URL, or a video file (path or `file://` URL) played as a
-    /// live camera. Every local user can read a process's arguments
-    /// (`/proc/<pid>/cmdline`): a URL with a password belongs in `--source-fd`.
-    #[arg(
-        long,
-        required_unless_present = "source_fd",
-        conflicts_with = "source_fd"
-    )]
-    pub source: Option<String>,
-
-    /// Read the source (as for `--source`) from this inherited file descriptor until
-    /// end of file, then close it (descriptors 0..=2 stay open, at end of file). One
-    /// trailing newline is ignored. `core-agent` passes every camera this way (a pipe
-    /// on descriptor 0 it has already written and closed), so credentials never appear
-    /// in the command line. At most 8 KiB.
-    #[arg(long, value_name = "FD")]
-    pub source_fd: Option<i32>,
-
-    /// Directory holding the ring file.
-    #[arg(long, env = "FRAMEBUS_RING_DIR", default_value = DEFAULT_RING_DIR)]
-    pub ring_dir: PathBuf,
-
-    /// Number of frame slots in the ring (2..=1024).
-    #[arg(long, default_value_t = shm_ring::DEFAULT_SLOTS)]
-    pub slots: u32,
-
-    /// Output pixel format: NV12, I420, BGR24 or RGB24 (case-insensitive).
-    #[arg(long, default_value = "NV12")]
-    pub format: String,
-
-    /// Output width (with --height). Default: the source's width.
-    #[arg(long)]
-    pub width: Option<u32>,
-
-    /// Output height (with --width). Default: the source's height.
-    #[arg(long)]
-    pub height: Option<u32>,
-
-    /// RTSP transport: tcp or udp.
-    #[arg(long, default_value = "tcp")]
-    pub transport: String,
-
-    /// File sources: release frames at the stream's frame rate (the default).
-    #[arg(long, conflicts_with = "fast")]
-    pub realtime: bool,
-
-    /// File sources: release frames as fast as they decode (benchmarks).
-    #[arg(long)]
-    pub fast: bool,
-
-    /// File sources, realtime pacing: playback speed, `0.05..=20` (0.5 = half speed, so
-    /// consumers that need every frame keep up; 4 = try rules on a recording quickly).
-    /// Frame timestamps stay the stream's; only the release schedule changes.
-    #[arg(long, default_value_t = 1.0, conflicts_with = "fast")]
-    pub speed: f64,
-
-    /// File sources: play the file in an endless loop, timestamps still increasing.
-    /// Without it the kernel closes the ring and exits 0 at the end of the file.
-    #[arg(long = "loop")]
-    pub loop_file: bool,
-
-    /// Stop (exit 0) after publishing this many frames.
-    #[arg(long)]
-    pub max_frames: Option<u64>,
-
-    /// Decoder threads; 0 lets libavcodec pick one per core. More than 1 adds frames of
-    /// latency (frame threading).
-    #[arg(long, default_value_t = 1)]
-    pub decoder_threads: u32,
-
-    /// A connection that delivers no frame for this long is dropped and reconnected.
-    #[arg(long, default_value_t = 3000)]
-    pub stall_timeout_ms: u64,
-
-    /// Longest wait for the first frame of a connection while packets arrive (a camera
-    /// joined mid-GOP sends nothing decodable until its next keyframe).
-    #[arg(long, default_value_t = 10_000)]
-    pub first_frame_timeout_ms: u64,
-
-    /// Hard deadline for opening the source (connect, RTSP handshake, stream probing).
-    #[arg(long, default_value_t = 5000)]
-    pub open_timeout_ms: u64,
-
-    /// RTSP socket I/O timeout (FFmpeg's `timeout` option). Default: the stall timeout.
-    #[arg(long)]
-    pub io_timeout_ms: Option<u64>,
-
-    /// First reconnect delay.
-    #[arg(long, default_value_t = 100)]
-    pub backoff_initial_ms: u64,
-
-    /// Largest reconnect delay (before ±20 % jitter).
-    #[arg(long, default_value_t = 500)]
-    pub backoff_max_ms: u64,
-
-    /// Extra FFmpeg demuxer/protocol option `KEY=VALUE` (repeatable). An option FFmpeg
-    /// does not consume is an error, not silently ignored.
-    #[arg(long = "av-option", value_name = "KEY=VALUE")]
-    pub av_options: Vec<String>,
-
-    /// Frames the decoder may leave out (never published): none, bidir (B-frames),
-    /// noref (non-reference frames) or auto: noref when --consumer-fps is at most half
-    /// the stream's declared rate, turned off for good if published frames then come
-    /// further apart than 1 / consumer-fps. Without --consumer-fps, auto skips nothing.
-    #[arg(long, default_value = "auto", value_name = "none|bidir|noref|auto")]
-    pub skip_frames: String,
-
-    /// The highest rate (frames per second) any consumer asks of this camera, for
-    /// `--skip-frames auto`.
-    #[arg(long, value_name = "FPS")]
-    pub consumer_fps: Option<f64>,
-
-    /// A consumer needs every frame (live view at full rate, recording): nothing is
-    /// skipped, whatever --skip-frames says.
-    #[arg(long)]
-    pub all_frames: bool,
-
-    /// Skip the in-loop deblocking filter: none, noref (non-reference frames only) or
-    /// all (the bare flag). Saves decode CPU but lowers image quality: see
-    /// docs/benchmarks.md for what it does to detections.
-    #[arg(
-        long,
-        default_value = "none",
-        default_missing_value = "all",
-        num_args = 0..=1,
-        value_name = "none|noref|all"
-    )]
-    pub skip_loop_filter: String,
-
-    /// Hardware decoding: none, auto (cuda, then vaapi), vaapi or cuda. When the device
-    /// or the decoder's support is missing, the kernel decodes on the CPU and logs why.
-    #[arg(long, default_value = "none", value_name = "none|auto|vaapi|cuda")]
-    pub hwaccel: String,
-
-    /// Leave the ring file in place (state Closed) on exit.
-    #[arg(long)]
-    pub keep_ring: bool,
-
-    /// Log format: text or json.
-    #[arg(long, env = "FRAMEBUS_LOG_FORMAT", default_value = "text")]
-    pub log_format: String,
-
-    /// Keep the camera's compressed packets for event clips in keyframe-aligned
-    /// segment files in this directory (created 0750; see `frame_kernel::packets`).
-    /// Default: none (nothing kept).
-    #[arg(long, value_name = "DIR")]
-    pub clip_dir: Option<PathBuf>,
-
-    /// With --clip-dir: history always kept, ms (the clips' pre-roll plus a margin;
-    /// one GOP more is kept on top).
-    #[arg(long, default_value_t = 15_000, value_name = "MS")]
-    pub clip_keep_ms: u64,
-
-    /// With --clip-dir: most bytes of segments kept.
-    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
-    pub clip_max_bytes: u64,
-}
-
-/// RTSP lower transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    /// RTP interleaved on the RTSP TCP connection.
-    Tcp,
-    /// RTP over UDP.
-    Udp,
-}
-
-impl Transport {
-    /// FFmpeg's `rtsp_transport` value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Tcp => "tcp",
-            Transport::Udp => "udp",
-        }
-    }
-}
+/// The command line: defined once, in the launch contract that `core-agent` builds it
+/// with (see `framebus_launch`).
+pub use framebus_launch::KernelLaunch as Args;
+pub use framebus_launch::Transport;
 
 /// Where frames come from.
 #[derive(Clone, PartialEq, Eq)]
@@ -245,14 +59,8 @@ impl fmt::Debug for Source {
     }
 }
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+/// Log output format (`--log-format`).
+pub use framebus_launch::LogFormat;
 
 /// How the decoder is run: frame skipping, loop filter, hardware.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -393,12 +201,6 @@ pub enum ConfigProblem {
         /// Why.
         reason: String,
     },
-    /// Unknown RTSP transport.
-    #[error("--transport {given:?}: use tcp or udp")]
-    UnknownTransport {
-        /// What was given.
-        given: String,
-    },
     /// `--speed` outside `0.05..=20`.
     #[error("--speed {given} is outside 0.05..=20")]
     BadSpeed {
@@ -440,12 +242,6 @@ pub enum ConfigProblem {
     /// An `--av-option` that is not `KEY=VALUE`.
     #[error("--av-option {given:?}: expected KEY=VALUE")]
     BadAvOption {
-        /// What was given.
-        given: String,
-    },
-    /// Unknown log format.
-    #[error("--log-format {given:?}: use text or json")]
-    UnknownLogFormat {
         /// What was given.
         given: String,
     },
@@ -521,16 +317,6 @@ impl Config {
             }
         }
 
-        let transport = match args.transport.to_ascii_lowercase().as_str() {
-            "tcp" => Some(Transport::Tcp),
-            "udp" => Some(Transport::Udp),
-            _ => {
-                problems.push(ConfigProblem::UnknownTransport {
-                    given: args.transport.clone(),
-                });
-                None
-            }
-        };
         let given = match (&args.source, args.source_fd) {
             (Some(s), _) => Some(s.clone()),
             (None, Some(fd)) => match read_source_fd(fd) {
@@ -543,9 +329,7 @@ impl Config {
             // clap requires one of the two.
             (None, None) => None,
         };
-        let source = given.and_then(|given| {
-            parse_source(&given, transport.unwrap_or(Transport::Tcp), &mut problems)
-        });
+        let source = given.and_then(|given| parse_source(&given, args.transport, &mut problems));
         if let Some(Source::Rtsp { .. }) = source {
             for (set, option) in [
                 (args.realtime, "--realtime"),
@@ -684,16 +468,7 @@ impl Config {
 
         let decode = decode_options(&args, &mut problems);
 
-        let log_format = match args.log_format.to_ascii_lowercase().as_str() {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            _ => {
-                problems.push(ConfigProblem::UnknownLogFormat {
-                    given: args.log_format.clone(),
-                });
-                LogFormat::Text
-            }
-        };
+        let log_format = args.log_format;
 
         if problems.is_empty() {
             // Only now, so a bad configuration creates nothing.
@@ -944,6 +719,8 @@ fn read_source_fd(fd: i32) -> Result<String, String> {
 mod tests {
     use super::*;
 
+    use clap::Parser;
+
     fn args(extra: &[&str]) -> Args {
         let mut v = vec!["frame-kernel"];
         v.extend_from_slice(extra);
@@ -1054,8 +831,6 @@ mod tests {
             "641",
             "--height",
             "360",
-            "--transport",
-            "sctp",
             "--slots",
             "1",
             "--backoff-initial-ms",
@@ -1082,7 +857,6 @@ mod tests {
             "UnsupportedScheme",
             "UnknownFormat",
             "RingDir",
-            "UnknownTransport",
             "OutOfRange",
             "BackoffOrder",
             "BadAvOption",

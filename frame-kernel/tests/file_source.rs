@@ -407,7 +407,7 @@ fn bad_config_exits_nonzero_with_clear_message_and_no_ring() {
         ),
         (
             &["--source", rtsp, "--ring-dir", d, "--transport", "quic"],
-            "--transport \"quic\"",
+            "invalid value 'quic' for '--transport",
         ),
     ];
     for (extra, want) in cases {

@@ -20,7 +20,7 @@ use crate::worker::{self, Job, Pipeline};
 
 /// Runs a model server with `config` until it is shut down.
 pub fn run(config: ServerConfig) -> anyhow::Result<()> {
-    config.validate()?;
+    crate::config::validate(&config)?;
     let started = Instant::now();
     let model_id = config.model_id();
     let labels = match &config.labels {
@@ -84,7 +84,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
         delay: Duration::from_micros(config.batch_delay_us),
         capacity: config.max_inflight,
         per_source: config.max_queue_per_source,
-        max_wait: config.max_wait(),
+        max_wait: crate::config::max_wait(&config),
     }));
     // Start the `auto` wait bound from the calibration's single-image run time.
     if let Some(r) = calibration.runs.first().filter(|r| r.images > 0) {

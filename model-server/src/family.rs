@@ -10,16 +10,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// The family asked for on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum FamilyChoice {
-    /// Detect from the output shape and the metadata.
-    Auto,
-    /// Force the YOLOv8 layout.
-    Yolov8,
-    /// Force the YOLOX layout.
-    Yolox,
-}
+/// The family asked for on the command line (`--family`), shared with core-agent's
+/// `models.family`.
+pub use framebus_launch::ModelFamily as FamilyChoice;
 
 /// A supported detector family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,22 +14,8 @@ use clap::Parser;
 use model_server::config::ServerConfig;
 use tracing_subscriber::EnvFilter;
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "model-server",
-    version,
-    about = "Serve one ONNX detector over a Unix socket"
-)]
-struct Cli {
-    #[command(flatten)]
-    config: ServerConfig,
-    /// Log as JSON lines instead of text.
-    #[arg(long)]
-    log_json: bool,
-}
-
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = ServerConfig::parse();
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
     let builder = tracing_subscriber::fmt()
@@ -45,7 +31,7 @@ fn main() -> std::process::ExitCode {
     } else {
         builder.init();
     }
-    match model_server::app::run(cli.config) {
+    match model_server::app::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

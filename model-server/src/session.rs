@@ -10,15 +10,9 @@ use ort::ep::{self, ExecutionProvider};
 use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
-/// Execution device asked for on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Device {
-    /// CPU execution provider.
-    Cpu,
-    /// CUDA execution provider when the loaded runtime has it and it starts; else CPU with
-    /// a warning.
-    Cuda,
-}
+/// Execution device asked for on the command line (`--device`), shared with
+/// core-agent's `models.device`.
+pub use framebus_launch::Device;
 
 /// Execution provider actually in use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

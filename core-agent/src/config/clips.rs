@@ -12,7 +12,6 @@
 //! max_bytes = 2147483648  # per camera
 //! ```
 
-use std::ffi::OsString;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -111,19 +110,14 @@ impl ClipsSettings {
         ((self.pre_roll_s + KEEP_MARGIN_S) * 1000.0).ceil() as u64
     }
 
-    /// The kernel's arguments for `camera` (none when it records no clips).
-    pub fn kernel_args(&self, camera: &str) -> Vec<OsString> {
+    /// Sets the kernel's clip flags for `camera` (none when it records no clips).
+    pub fn apply_to(&self, camera: &str, launch: &mut framebus_launch::KernelLaunch) {
         if !self.enabled_for(camera) {
-            return Vec::new();
+            return;
         }
-        vec![
-            "--clip-dir".into(),
-            self.buffer_dir(camera).into(),
-            "--clip-keep-ms".into(),
-            self.keep_ms().to_string().into(),
-            "--clip-max-bytes".into(),
-            self.buffer_max_bytes.to_string().into(),
-        ]
+        launch.clip_dir = Some(self.buffer_dir(camera));
+        launch.clip_keep_ms = self.keep_ms();
+        launch.clip_max_bytes = self.buffer_max_bytes;
     }
 }
 
@@ -199,8 +193,17 @@ mod tests {
         };
         assert!(s.enabled_for("door") && !s.enabled_for("yard"));
         assert_eq!(s.keep_ms(), 10_000);
+        let args = |camera: &str| {
+            let mut l = framebus_launch::KernelLaunch::new(camera, 0);
+            let bare = l.to_argv();
+            s.apply_to(camera, &mut l);
+            l.to_argv()
+                .into_iter()
+                .filter(|a| !bare.contains(a))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
-            s.kernel_args("door"),
+            args("door"),
             [
                 "--clip-dir",
                 "/var/clips/.buffer/door",
@@ -209,9 +212,8 @@ mod tests {
                 "--clip-max-bytes",
                 "67108864"
             ]
-            .map(OsString::from)
         );
-        assert!(s.kernel_args("yard").is_empty());
+        assert!(args("yard").is_empty());
         let all = ClipsSettings {
             cameras: vec!["*".into()],
             ..Default::default()
