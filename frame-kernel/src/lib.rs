@@ -9,7 +9,7 @@
 //! - [`skip`]: which frames the decoder may leave out (`--skip-frames`), and
 //!   [`hwaccel`]: hardware decoding with CPU fallback (`--hwaccel`).
 //! - [`pacing`]: increasing timestamps across loops/reconnects; realtime or fast pacing.
-//! - [`reconnect`]: stall detection and backoff with jitter, on an injected [`clock`].
+//! - [`reconnect`]: stall detection and backoff with jitter, on an injected [`Clock`](proto_schema::time::Clock).
 //! - [`publish`]: the ring glue (state, counters, heartbeat thread).
 //! - [`packets`]: compressed packets kept in segment files for event clips.
 //! - [`kernel`]: the main loop tying these together; [`signals`], [`ffmpeg_log`].
