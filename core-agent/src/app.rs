@@ -137,7 +137,7 @@ fn install_signals(shutdown: watch::Sender<bool>, shared: Arc<Shared>) {
         eprintln!("core-agent: second signal, exiting now");
         kill_all_groups();
         remove_files(&shared.view().owned_files);
-        std::process::exit(130);
+        std::process::exit(proto_schema::exit::EXIT_INTERRUPTED);
     });
 }
 

@@ -9,10 +9,9 @@ use std::time::Duration;
 use clap::Parser;
 use core_agent::config::{validate, Config, LogFormat};
 use core_agent::demo::{self, DemoData, DemoOptions};
-use tracing_subscriber::EnvFilter;
 
 /// Exit status for a config that does not load or validate.
-const EXIT_CONFIG: u8 = 2;
+const EXIT_CONFIG: u8 = proto_schema::exit::EXIT_CONFIG as u8;
 
 /// The frame bus control plane: supervises frame kernels and model servers, gates
 /// frames per subscription, writes results and serves a status API.
@@ -96,17 +95,7 @@ fn load(cli: &Cli) -> Result<(Config, Option<PathBuf>), String> {
 }
 
 fn init_logging(filter: &str, format: LogFormat) {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|e| {
-        eprintln!("core-agent: bad log filter {filter:?} ({e}); using info");
-        EnvFilter::new("info")
-    });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.with_ansi(false).init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    framebus_launch::logging::init("core-agent", format, Some(filter), "info");
 }
 
 /// Points the model servers at the project's ONNX Runtime when the environment does not.

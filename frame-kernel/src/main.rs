@@ -4,14 +4,12 @@
 //! Exit status: 0 clean stop, 1 fatal error a restart may cure, 2 invalid command line,
 //! 3 source unusable (permanent): `proto_schema::exit`.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 use frame_kernel::config::{Args, Config, LogFormat};
 use frame_kernel::kernel::{self, Exit};
 use frame_kernel::{ffmpeg_log, signals};
-use tracing_subscriber::EnvFilter;
 
 use proto_schema::exit::{KERNEL_CONFIG, KERNEL_FATAL, KERNEL_SOURCE_UNUSABLE};
 
@@ -24,20 +22,7 @@ const EXIT_FATAL: u8 = KERNEL_FATAL as u8;
 const EXIT_SOURCE_UNUSABLE: u8 = KERNEL_SOURCE_UNUSABLE as u8;
 
 fn init_tracing(format: LogFormat) -> bool {
-    let filter = EnvFilter::try_from_env("FRAMEBUS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        // After the agent dies our stderr is a pipe nobody reads: a failed write must not
-        // panic (tracing's default reports it with `eprintln!`), or the kernel would die
-        // before removing its ring.
-        .log_internal_errors(false)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().with_current_span(true).init(),
-    }
-    tracing::enabled!(tracing::Level::DEBUG)
+    framebus_launch::logging::init("frame-kernel", format, None, "info")
 }
 
 fn main() -> ExitCode {

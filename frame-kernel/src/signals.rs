@@ -31,7 +31,7 @@ extern "C" fn on_signal(_signal: libc::c_int) {
     let first = FIRST_NS.load(Ordering::SeqCst);
     if first != 0 && forces_exit(first, now) {
         // SAFETY: _exit is async-signal-safe and takes no pointers.
-        unsafe { libc::_exit(130) };
+        unsafe { libc::_exit(proto_schema::exit::EXIT_INTERRUPTED) };
     }
 }
 

@@ -9,12 +9,14 @@
 //! unchanged, and that every flag `--help` lists is one `to_argv` can write.
 //!
 //! The enums both sides name ([`Transport`], [`LogFormat`], [`Device`], [`ModelFamily`])
-//! are defined once, in [`kinds`].
+//! are defined once, in [`kinds`]. [`logging`] is the one logging setup of all three
+//! binaries; `proto_schema::exit` is their one exit-code table.
 
 #![forbid(unsafe_code)]
 
 pub mod kernel;
 pub mod kinds;
+pub mod logging;
 pub mod server;
 
 mod argv;

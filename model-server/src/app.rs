@@ -204,7 +204,7 @@ fn serve_until_shutdown(config: &ServerConfig, shared: &Arc<Shared>) -> anyhow::
                 }
             }
             tracing::warn!("second signal: exiting without draining");
-            std::process::exit(130);
+            std::process::exit(proto_schema::exit::EXIT_INTERRUPTED);
         });
         tracing::info!(
             socket = %config.socket.display(),

@@ -85,7 +85,6 @@ pub fn child_env(config: &Config) -> Vec<(String, String)> {
             crate::config::ENV_LOG_FORMAT.to_owned(),
             config.agent.log_format.as_str().to_owned(),
         ),
-        ("RUST_LOG".to_owned(), format!("{log},ort=warn")),
         // Their output is a pipe into our log: no colour codes.
         ("NO_COLOR".to_owned(), "1".to_owned()),
     ]
