@@ -39,6 +39,17 @@ pub fn decode_frame(video: &Path, index: u32, pix_fmt: &str) -> Vec<u8> {
     if let Some(f) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
         return f.clone();
     }
+    let frame = try_decode_frame(video, index, pix_fmt).unwrap_or_else(|e| panic!("{e}"));
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, frame.clone());
+    frame
+}
+
+/// Frame `index` of `video` as raw `pix_fmt` bytes, uncached; the error says what ffmpeg
+/// said. For callers that must not panic (the bench harness).
+pub fn try_decode_frame(video: &Path, index: u32, pix_fmt: &str) -> Result<Vec<u8>, String> {
     let out = Command::new("ffmpeg")
         .args(["-v", "error", "-nostdin", "-i"])
         .arg(video)
@@ -56,18 +67,15 @@ pub fn decode_frame(video: &Path, index: u32, pix_fmt: &str) -> Vec<u8> {
             "-",
         ])
         .output()
-        .expect("the ffmpeg CLI runs");
-    assert!(
-        out.status.success() && !out.stdout.is_empty(),
-        "ffmpeg could not decode frame {index} of {}: {}",
-        video.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    cache
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(key, out.stdout.clone());
-    out.stdout
+        .map_err(|e| format!("cannot run ffmpeg: {e}"))?;
+    if !out.status.success() || out.stdout.is_empty() {
+        return Err(format!(
+            "ffmpeg could not decode frame {index} of {}: {}",
+            video.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(out.stdout)
 }
 
 /// Decodes `input` to raw `pix_fmt` frames of `frame_size` bytes, calling `f(index, bytes)`

@@ -79,33 +79,13 @@ pub fn video(assets: &Path) -> Result<PathBuf, AssetError> {
 
 /// Frame `index` of `video` as raw pixels in ffmpeg's `pix_fmt` (e.g. `rgb24`, `nv12`).
 pub fn decode_frame(video: &Path, index: u32, pix_fmt: &str) -> Result<Vec<u8>, AssetError> {
-    let err = |reason: String| AssetError::Decode {
-        path: video.to_path_buf(),
-        frame: index,
-        reason,
-    };
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-nostdin", "-i"])
-        .arg(video)
-        .args([
-            "-vf",
-            &format!("select=eq(n\\,{index})"),
-            "-fps_mode",
-            "passthrough",
-            "-frames:v",
-            "1",
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            pix_fmt,
-            "-",
-        ])
-        .output()
-        .map_err(|e| err(format!("cannot run ffmpeg: {e}")))?;
-    if !out.status.success() || out.stdout.is_empty() {
-        return Err(err(String::from_utf8_lossy(&out.stderr).trim().to_string()));
-    }
-    Ok(out.stdout)
+    framebus_testkit::ffmpeg::try_decode_frame(video, index, pix_fmt).map_err(|reason| {
+        AssetError::Decode {
+            path: video.to_path_buf(),
+            frame: index,
+            reason,
+        }
+    })
 }
 
 /// Width and height of the first video stream of `video` (`ffprobe`).

@@ -27,11 +27,6 @@ pub fn python() -> String {
         .unwrap_or_else(|| "/usr/bin/python3".to_string())
 }
 
-/// Parses the script's `READY <port>` line.
-pub fn parse_ready(line: &str) -> Option<u16> {
-    framebus_testkit::camera::parse_ready(line)
-}
-
 /// The running fake camera server; killed with its process group on drop.
 #[derive(Debug)]
 pub struct FakeCameras {
@@ -68,13 +63,6 @@ impl FakeCameras {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_ready_line() {
-        assert_eq!(parse_ready("READY 41234\n"), Some(41234));
-        assert_eq!(parse_ready("SOURCE cam0 /tmp/x.h264"), None);
-        assert_eq!(parse_ready("READY x"), None);
-    }
 
     #[test]
     fn script_is_part_of_the_workspace() {
