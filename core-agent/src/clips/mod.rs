@@ -553,7 +553,34 @@ struct Job {
     started: bool,
     t0: i64,
     last_dts: Option<i64>,
+    /// Largest pts written so far, and the shift added to every packet since a keyframe
+    /// came at or before it: a restarted kernel stamps its first frames with capture
+    /// times that can fall among the previous run's reordered (B) frames, and two frames
+    /// of one presentation time would not decode cleanly.
+    max_pts: Option<i64>,
+    shift: i64,
     written: u64,
+}
+
+/// A packet's (dts, pts) in the clip, after `shift`: a keyframe at or before the
+/// largest pts written (`max_pts`) starts a new run one frame after it, and the shift
+/// that takes carries over to the packets that follow.
+fn next_stamps(
+    dts: i64,
+    pts: i64,
+    key: bool,
+    duration: i64,
+    shift: &mut i64,
+    max_pts: Option<i64>,
+) -> (i64, i64) {
+    let (mut dts, mut pts) = (dts + *shift, pts + *shift);
+    if let Some(max) = max_pts.filter(|&m| key && pts <= m) {
+        let step = max + duration.max(1) - pts;
+        *shift += step;
+        dts += step;
+        pts += step;
+    }
+    (dts, pts)
 }
 
 enum Step {
@@ -602,6 +629,8 @@ impl Job {
             started: false,
             t0: 0,
             last_dts: None,
+            max_pts: None,
+            shift: 0,
             written: 0,
         })
     }
@@ -681,12 +710,20 @@ impl Job {
             );
         }
         let h = &t.header;
-        let mut dts = h.ns_to_ts(t.dts_cap - self.t0);
+        let (mut dts, mut pts) = next_stamps(
+            h.ns_to_ts(t.dts_cap - self.t0),
+            h.ns_to_ts(t.pts_cap - self.t0),
+            t.packet.key,
+            t.packet.duration,
+            &mut self.shift,
+            self.max_pts,
+        );
         if let Some(last) = self.last_dts {
             // Anchors of two segments may disagree by a frame's jitter.
             dts = dts.max(last + 1);
         }
-        let pts = h.ns_to_ts(t.pts_cap - self.t0).max(dts);
+        pts = pts.max(dts);
+        self.max_pts = Some(self.max_pts.map_or(pts, |m| m.max(pts)));
         self.last_dts = Some(dts);
         if let Some(m) = self.mux.as_mut() {
             m.write(&t.packet, pts, dts, t.packet.duration)

@@ -158,3 +158,32 @@ fn finished_clips_are_found_and_failures_counted() {
     );
     assert!(m.contains("framebus_clips_written_total 1"), "{m}");
 }
+
+/// A kernel restart mid-clip: the new run's first keyframe is stamped inside the old
+/// run's reordered frames; it and what follows move to one frame after the latest
+/// presentation time, so no two frames share one.
+#[test]
+fn a_keyframe_behind_the_written_frames_starts_a_new_run_after_them() {
+    let mut shift = 0;
+    // Normal packets pass unchanged.
+    assert_eq!(
+        super::next_stamps(80, 160, false, 40, &mut shift, Some(120)),
+        (80, 160)
+    );
+    assert_eq!(
+        super::next_stamps(200, 200, true, 40, &mut shift, Some(160)),
+        (200, 200)
+    );
+    assert_eq!(shift, 0);
+    // The restart: a keyframe at 400 while 400 was already shown.
+    assert_eq!(
+        super::next_stamps(400, 400, true, 40, &mut shift, Some(400)),
+        (440, 440)
+    );
+    assert_eq!(shift, 40);
+    // Its successors keep their spacing after the shift.
+    assert_eq!(
+        super::next_stamps(440, 520, false, 40, &mut shift, Some(440)),
+        (480, 560)
+    );
+}
