@@ -1072,6 +1072,7 @@ mod tests {
         let d = tmpdir();
         let dir = d.path().to_str().unwrap();
         let fd = pipe_with(b"rtsp://user:secret@127.0.0.1:8554/cam\n");
+        let pipe = fd_identity(fd).expect("the pipe is open");
         let c = Config::from_args(args(&[
             "--camera-id",
             "cam1",
@@ -1088,9 +1089,20 @@ mod tests {
                 transport: Transport::Tcp
             }
         );
-        // SAFETY: fcntl(F_GETFD) takes no pointers.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-        assert!(flags < 0, "fd left open");
+        // Other tests run on other threads and may be handed the same fd
+        // number once it is closed, so "closed" means "no longer this pipe".
+        assert_ne!(fd_identity(fd), Some(pipe), "fd left open");
+    }
+
+    /// The (device, inode) of what `fd` refers to, or None when it is closed.
+    fn fd_identity(fd: i32) -> Option<(u64, u64)> {
+        // SAFETY: an all-zero `stat` is a valid value for fstat(2) to overwrite.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `st` is a valid, writable stat for the duration of the call.
+        if unsafe { libc::fstat(fd, &mut st) } != 0 {
+            return None;
+        }
+        Some((st.st_dev as u64, st.st_ino as u64))
     }
 
     #[test]
