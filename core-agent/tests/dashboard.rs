@@ -34,11 +34,7 @@ fn browser_installed() -> bool {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    framebus_testkit::net::free_port().expect("a free loopback port")
 }
 
 fn screenshot_dir() -> PathBuf {

@@ -14,18 +14,12 @@ use common::{assets, bin_dir, serial, wait_for, Agent, Dirs};
 use core_agent::analytics::counts::CountRow;
 use core_agent::analytics::events::Event;
 use core_agent::outputs::payload::CameraStatusMessage;
-use outputs_support::{free_port, jsonl_event_ids, pipeline_config, Mosquitto, Subscriber};
-use serde_json::Value;
+use outputs_support::{free_port, health, jsonl_event_ids, pipeline_config, Mosquitto, Subscriber};
 
 fn mqtt_table(url: &str) -> String {
     format!(
         "[brokers.mqtt]\nurl = \"{url}\"\nclient_id = \"framebus-test\"\nbackoff_initial_ms = 100\nbackoff_max_ms = 1000\nconnect_timeout_ms = 1000\ndrain_timeout_ms = 5000\nstatus_interval_ms = 200\n\n"
     )
-}
-
-fn health(agent: &Agent) -> (u16, Value) {
-    let (code, body) = agent.http("GET", "/health", None);
-    (code, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
 #[test]

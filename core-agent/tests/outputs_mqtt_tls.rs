@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{assets, bin_dir, kill, serial, wait_for, Agent, Dirs};
-use outputs_support::{free_port, jsonl_event_ids, pipeline_config};
+use outputs_support::{free_port, health, jsonl_event_ids, pipeline_config};
 use serde_json::Value;
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -222,11 +222,6 @@ fn event_ids(out: &Path) -> Vec<String> {
         .filter_map(|v| v["id"].as_str().map(str::to_owned))
         .filter(|id| seen.insert(id.clone()))
         .collect()
-}
-
-fn health(agent: &Agent) -> (u16, Value) {
-    let (code, body) = agent.http("GET", "/health", None);
-    (code, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
 #[test]

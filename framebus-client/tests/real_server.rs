@@ -5,29 +5,17 @@
 //! Needs the workspace binaries built (`cargo build --bins`) and the assets; outside CI
 //! a missing prerequisite prints SKIP, in CI (`CI=true`) it fails.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use framebus_client::{ring, BlockingClient, Client, ClientOptions, InferError};
+use framebus_testkit::assets::{self, require};
 use proto_schema::error::ErrorCode;
 use proto_schema::message::ServerState;
 use proto_schema::pixel::{FrameGeometry, PixelFormat};
 use shm_ring::RingWriter;
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
-}
-
-fn require(what: &str, path: PathBuf) -> Option<PathBuf> {
-    if path.exists() {
-        return Some(path);
-    }
-    assert!(!in_ci(), "{what} missing at {} (CI=true)", path.display());
-    println!("SKIP: {what} missing at {}", path.display());
-    None
-}
 
 struct Server {
     child: Child,
@@ -44,15 +32,8 @@ impl Drop for Server {
 }
 
 fn start_server() -> Option<Server> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let assets = std::env::var_os("FRAMEBUS_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("../shared/assets"));
-    let model = require("model yolox_nano", assets.join("models/yolox_nano.onnx"))?;
-    let ort = std::env::var_os("ORT_DYLIB_PATH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join(".local/lib/libonnxruntime.so"));
-    let ort = require("ONNX Runtime (ORT_DYLIB_PATH)", ort)?;
+    let model = assets::asset(assets::YOLOX)?;
+    let ort = assets::require_ort()?;
     // target/<profile>/deps/<this test> -> target/<profile>/model-server
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent()?.parent()?.join("model-server");

@@ -14,11 +14,16 @@ use crate::common::{kill, wait_for};
 
 /// A free loopback TCP port (bound, then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    framebus_testkit::net::free_port().expect("a free loopback port")
+}
+
+/// `GET /health`: the status code and the body as JSON (`Null` when it is not JSON).
+pub fn health(agent: &crate::common::Agent) -> (u16, serde_json::Value) {
+    let (code, body) = agent.http("GET", "/health", None);
+    (
+        code,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 fn port_open(port: u16) -> bool {
