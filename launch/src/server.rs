@@ -158,7 +158,7 @@ pub struct ServerLaunch {
     #[arg(long, default_value_t = DEFAULT_MAX_QUEUE_PER_SOURCE)]
     pub max_queue_per_source: usize,
     /// Longest wait in the queue in milliseconds before a request is shed (`overloaded`,
-    /// no inference) when fresher work waits (always past twice it); `auto`: 4 x the
+    /// no inference) when fresher work waits (always past twice it); `auto`: 2 x the
     /// recent batch run time, at least 100 ms, what core-agent passes (its agents want the
     /// freshest frame, not a late answer); 0 (the default): no bound, every accepted
     /// request is run (or answered `deadline_exceeded` past its own deadline).

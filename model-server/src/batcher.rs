@@ -25,7 +25,7 @@
 //!   inference). Late requests are still served while nothing fresher waits, so an
 //!   instance never idles beside them (clients with one request in flight send again only
 //!   once answered). Checked on every push and every pick, so no request waits much past
-//!   twice the bound. The bound is fixed, off, or `auto`: four times the recent batch run
+//!   twice the bound. The bound is fixed, off, or `auto`: twice the recent batch run
 //!   time, at least a floor.
 //!
 //! [`BatchQueue`] is the pure decision logic, with time passed in so it is tested without
@@ -56,8 +56,9 @@ pub enum MaxWait {
 }
 
 /// Multiple of the recent batch run time used by [`MaxWait::Auto`]: a request may wait
-/// for a few runs of every instance, not more.
-pub const AUTO_WAIT_FACTOR: u32 = 4;
+/// for two runs of every instance, not more (past saturation the capture-to-result p99
+/// stays within 2x the sustained one; 4 let it reach 2.14x, issue 16).
+pub const AUTO_WAIT_FACTOR: u32 = 2;
 
 /// How requests are grouped and bounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -776,7 +777,8 @@ mod tests {
             q.observe_run(ms(80));
         }
         let w = q.max_wait().unwrap();
-        assert!(w > ms(300) && w <= ms(320), "{w:?}");
+        let (lo, hi) = (ms(75) * AUTO_WAIT_FACTOR, ms(80) * AUTO_WAIT_FACTOR);
+        assert!(w > lo && w <= hi, "{w:?}");
         p.max_wait = MaxWait::Off;
         assert_eq!(BatchQueue::<u8>::new(p).max_wait(), None);
     }

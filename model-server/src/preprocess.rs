@@ -397,7 +397,7 @@ fn vertical(a: &[u8], b: &[u8], t: &Tap, out: &mut [u32]) {
 struct ConvertedRows {
     rows: [usize; 2],
     rgb: [Vec<u8>; 2],
-    terms: Vec<i32>,
+    terms: ChromaTerms,
 }
 
 impl ConvertedRows {
@@ -407,7 +407,7 @@ impl ConvertedRows {
         for v in &mut self.rgb {
             v.resize(3 * width, 0);
         }
-        self.terms.resize(3 * width, 0);
+        self.terms.reset(width);
     }
 
     /// Rows `ya` and `yb` as planar RGB, converting those not cached from `planes`.
@@ -451,10 +451,71 @@ struct YuvPlanes<'a> {
 impl YuvPlanes<'_> {
     /// Converts source row `row` into planar RGB.
     #[inline(always)]
-    fn convert(&self, row: usize, terms: &mut [i32], out: &mut [u8]) {
-        let c = (row >> 1) * self.c_stride;
+    fn convert(&self, row: usize, terms: &mut ChromaTerms, out: &mut [u8]) {
+        let chroma_row = row >> 1;
+        if terms.row != chroma_row {
+            let c = chroma_row * self.c_stride;
+            terms.fill(&self.u[c..], &self.v[c..], self.c_step, self.width);
+            terms.row = chroma_row;
+        }
         let yrow = &self.y[row * self.y_stride..][..self.width];
-        convert_yuv_row(yrow, &self.u[c..], &self.v[c..], self.c_step, terms, out);
+        convert_yuv_row(yrow, &terms.full, out);
+    }
+}
+
+/// The chroma terms of one chroma row, spread to full width (R, G, B blocks of `width`),
+/// kept for the next luma row: with 4:2:0 two luma rows share each chroma row.
+#[derive(Debug, Default)]
+struct ChromaTerms {
+    /// The chroma row they are for (`usize::MAX`: none).
+    row: usize,
+    /// One term per chroma sample (R, G, B blocks of `width / 2` rounded up).
+    half: Vec<i32>,
+    /// Spread to one per pixel (R, G, B blocks of `width`).
+    full: Vec<i32>,
+}
+
+impl ChromaTerms {
+    fn reset(&mut self, width: usize) {
+        self.row = usize::MAX;
+        self.half.resize(3 * width.div_ceil(2), 0);
+        self.full.resize(3 * width, 0);
+    }
+
+    /// Computes the terms of the chroma row whose samples start at `u[0]` and `v[0]`,
+    /// `step` bytes apart. Two plain passes (terms per sample, then each sample's term
+    /// written to its two pixels) that the compiler vectorises.
+    #[inline(always)]
+    fn fill(&mut self, u: &[u8], v: &[u8], step: usize, width: usize) {
+        let cw = width.div_ceil(2);
+        let (hr, rest) = self.half.split_at_mut(cw);
+        let (hg, hb) = rest.split_at_mut(cw);
+        let u = u.iter().step_by(step).take(cw);
+        let v = v.iter().step_by(step).take(cw);
+        for ((((r, g), b), &u), &v) in hr
+            .iter_mut()
+            .zip(hg.iter_mut())
+            .zip(hb.iter_mut())
+            .zip(u)
+            .zip(v)
+        {
+            let [rc, gc, bc] = chroma_terms(i32::from(u) - 128, i32::from(v) - 128);
+            *r = rc;
+            *g = gc;
+            *b = bc;
+        }
+        let half = [&*hr, &*hg, &*hb];
+        for (plane, h) in self.full.chunks_exact_mut(width).zip(half) {
+            let mut pairs = plane.chunks_exact_mut(2);
+            for (pair, &t) in (&mut pairs).zip(h) {
+                pair[0] = t;
+                pair[1] = t;
+            }
+            // An odd width's last pixel has a chroma sample of its own.
+            if let ([last], Some(&t)) = (pairs.into_remainder(), h.last()) {
+                *last = t;
+            }
+        }
     }
 }
 
@@ -545,38 +606,14 @@ impl<'a> Source<'a> {
     }
 }
 
-/// Converts one row of 4:2:0 YUV (`yrow`, chroma samples every `step` bytes) to planar
-/// 8-bit R, G, B rows (`out`: three blocks of the row width). `terms` (3 x width)
-/// receives the chroma terms spread to full width first, so that the per-pixel pass is a
-/// plain element-wise loop the compiler vectorises.
+/// Converts one row of 4:2:0 YUV (`yrow`) to planar 8-bit R, G, B rows (`out`: three
+/// blocks of the row width), given the row's chroma terms spread to full width (`terms`,
+/// see [`ChromaTerms`]): a plain element-wise loop the compiler vectorises.
 #[inline(always)]
-fn convert_yuv_row(
-    yrow: &[u8],
-    u: &[u8],
-    v: &[u8],
-    step: usize,
-    terms: &mut [i32],
-    out: &mut [u8],
-) {
+fn convert_yuv_row(yrow: &[u8], terms: &[i32], out: &mut [u8]) {
     let width = yrow.len();
-    let (or, rest) = out.split_at_mut(width);
-    let (og, ob) = rest.split_at_mut(width);
-    let (tr, rest) = terms.split_at_mut(width);
-    let (tg, tb) = rest.split_at_mut(width);
-    let pairs = tr
-        .chunks_exact_mut(2)
-        .zip(tg.chunks_exact_mut(2))
-        .zip(tb.chunks_exact_mut(2));
-    for (i, ((r, g), b)) in pairs.enumerate() {
-        let d = i32::from(u[i * step]) - 128;
-        let e = i32::from(v[i * step]) - 128;
-        let [rc, gc, bc] = chroma_terms(d, e);
-        r.fill(rc);
-        g.fill(gc);
-        b.fill(bc);
-    }
-    for (plane, t) in [or, og, ob].into_iter().zip([&*tr, &*tg, &tb[..width]]) {
-        for ((o, &y), &t) in plane[..width].iter_mut().zip(yrow).zip(&t[..width]) {
+    for (plane, t) in out.chunks_exact_mut(width).zip(terms.chunks_exact(width)) {
+        for ((o, &y), &t) in plane.iter_mut().zip(yrow).zip(t) {
             let c = 298 * (i32::from(y) - 16) + 128;
             *o = ((c + t) >> 8).clamp(0, 255) as u8;
         }

@@ -149,6 +149,10 @@ struct Opts {
     /// live: intra-op threads of the peer's shared session.
     #[arg(long, default_value_t = 1)]
     peer_threads: u32,
+    /// live: the smallest N of the search (with `--cameras N` as well: run N only, for
+    /// A/B comparisons at one load).
+    #[arg(long, default_value_t = 1)]
+    min_cameras: usize,
     /// live: capture-to-result latency p99 bound of a sustained N, ms.
     #[arg(long, default_value_t = 200.0)]
     max_p99_ms: f64,
@@ -377,7 +381,7 @@ fn run_scenario(scenario: Scenario, opts: &Opts) -> Result<()> {
             let p = scenario_live::LiveParams {
                 source: opts.source,
                 max_cameras: opts.cameras.unwrap_or(12),
-                min_cameras: 1,
+                min_cameras: opts.min_cameras.max(1),
                 camera_fps: 25.0,
                 detect_fps: opts.fps.unwrap_or(5.0),
                 threshold: 0.99,
