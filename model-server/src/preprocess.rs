@@ -858,24 +858,42 @@ mod tests {
     fn separable_equals_direct_definition() {
         let (w, h) = (30u32, 22u32);
         let Picture { nv12, rgb, .. } = yuv_picture(w, h, 5);
-        let s = raw_spec(17, 17, Placement::Centre);
         let g = FrameGeometry::packed(w, h, PixelFormat::Nv12).unwrap();
-        let mut out = vec![0.0; 3 * 17 * 17];
-        let lb = letterbox_into(&nv12, &g, &s, &mut out).unwrap();
-        let cols = axis_taps(w, lb.new_width);
-        let rows = axis_taps(h, lb.new_height);
+        assert_eq!(direct_mismatch(&nv12, &g, &rgb, 17, 17), None);
+    }
+
+    /// The first tensor value (`(x, y, channel)`, got, want) where the letterbox of
+    /// `frame` into an `iw` x `ih` input differs from the module's definition applied
+    /// pixel by pixel to `rgb` (the frame converted per source pixel), or None.
+    fn direct_mismatch(
+        frame: &[u8],
+        g: &FrameGeometry,
+        rgb: &[u8],
+        iw: u32,
+        ih: u32,
+    ) -> Option<((usize, usize, usize), f32, f32)> {
+        let s = raw_spec(iw, ih, Placement::Centre);
+        let mut out = vec![0.0; (3 * iw * ih) as usize];
+        let lb = letterbox_into(frame, g, &s, &mut out).unwrap();
+        let cols = axis_taps(g.width, lb.new_width);
+        let rows = axis_taps(g.height, lb.new_height);
+        let (w, plane) = (g.width as usize, (iw * ih) as usize);
         for (dy, ty) in rows.iter().enumerate() {
             for (dx, tx) in cols.iter().enumerate() {
                 for c in 0..3 {
-                    let p = |y: usize, x: usize| rgb[(y * w as usize + x) * 3 + c] as u32;
+                    let p = |y: usize, x: usize| rgb[(y * w + x) * 3 + c] as u32;
                     let top = tx.w0 * p(ty.i0, tx.i0) + tx.w1 * p(ty.i0, tx.i1);
                     let bot = tx.w0 * p(ty.i1, tx.i0) + tx.w1 * p(ty.i1, tx.i1);
-                    let want = (ty.w0 * top + ty.w1 * bot + (1 << 21)) >> 22;
+                    let want = ((ty.w0 * top + ty.w1 * bot + (1 << 21)) >> 22) as f32;
                     let (oy, ox) = (dy + lb.pad_top as usize, dx + lb.pad_left as usize);
-                    assert_eq!(out[c * 289 + oy * 17 + ox], want as f32, "({dx},{dy}) c{c}");
+                    let got = out[c * plane + oy * iw as usize + ox];
+                    if got != want {
+                        return Some(((dx, dy, c), got, want));
+                    }
                 }
             }
         }
+        None
     }
 
     #[test]
@@ -936,6 +954,19 @@ mod tests {
             prop_assert!(lb.pad_left + lb.new_width <= iw && lb.pad_top + lb.new_height <= ih);
             let max = 255.0 / s.divisor;
             prop_assert!(out.iter().all(|v| (0.0..=max).contains(v)));
+        }
+
+        /// Any 4:2:0 size, scaled up or down: NV12 and I420 give exactly the definition
+        /// applied pixel by pixel (so the per-chroma-row caching changes nothing).
+        #[test]
+        fn yuv_letterbox_is_the_definition(hw in 1u32..40, hh in 1u32..40, iw in 1u32..48,
+                                           ih in 1u32..48, seed in 0u32..256) {
+            let (w, h) = (hw * 2, hh * 2);
+            let Picture { nv12, i420, rgb, .. } = yuv_picture(w, h, seed);
+            for (frame, format) in [(&nv12, PixelFormat::Nv12), (&i420, PixelFormat::I420)] {
+                let g = FrameGeometry::packed(w, h, format).unwrap();
+                prop_assert_eq!(direct_mismatch(frame, &g, &rgb, iw, ih), None, "{:?}", format);
+            }
         }
     }
 }
