@@ -13,8 +13,9 @@ use shm_ring::validate_ring_name;
 
 use crate::hwaccel::HwAccel;
 use crate::pacing::PaceMode;
-use crate::reconnect::{BackoffPolicy, StallPolicy};
+use crate::reconnect::{StallPolicy, CAMERA_BACKOFF};
 use crate::skip::{LoopFilter, SkipFrames};
+use proto_schema::backoff::BackoffPolicy;
 
 /// The command line: defined once, in the launch contract that `core-agent` builds it
 /// with (see `framebus_launch`).
@@ -512,7 +513,7 @@ impl Config {
                 backoff: BackoffPolicy {
                     initial: Duration::from_millis(args.backoff_initial_ms),
                     max: Duration::from_millis(args.backoff_max_ms),
-                    ..BackoffPolicy::default()
+                    ..CAMERA_BACKOFF
                 },
                 av_options,
                 keep_ring: args.keep_ring,

@@ -19,9 +19,10 @@ use crate::hwaccel::{HwDevice, HwError};
 use crate::pacing::{Paced, Pacer, Timeline};
 use crate::packets::{header_of, PacketKeeper};
 use crate::publish::{heartbeat_loop, Output, RingSettings};
-use crate::reconnect::{Jitter, Link, LossReason, Phase};
+use crate::reconnect::{Link, LossReason, Phase};
 use crate::skip::{decide, GapGuard, SkipDecision, SkipFrames, SkipMode, SkipReason};
 use crate::source::{options_for, Interrupt, OpenError, OpenSource, ReadError};
+use proto_schema::backoff::SplitMix64;
 use proto_schema::time::{duration_ns, Clock, MonoNanos, SystemClock};
 
 /// Consecutive undecodable packets after which the connection is dropped.
@@ -206,7 +207,7 @@ impl<'a> Driver<'a> {
                 clock.clone(),
                 config.backoff,
                 config.stall,
-                Jitter::from_entropy(),
+                SplitMix64::from_entropy(),
             ),
             clock,
             interrupt,

@@ -13,105 +13,19 @@ use std::time::Duration;
 
 use shm_ring::RingState;
 
+use proto_schema::backoff::{Backoff, BackoffPolicy, SplitMix64, Spread};
 use proto_schema::time::{duration_ns, Clock};
 
-/// Exponential backoff settings. Delay `n` (from 0) is `initial * multiplier^n`, capped at
-/// `max`, then scaled by a random factor in `1 ± jitter`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BackoffPolicy {
-    /// First delay. Default 100 ms.
-    pub initial: Duration,
-    /// Largest delay before jitter. Default 500 ms: a camera that comes back is picked
-    /// up within about 0.6 s, and a refused loopback/LAN connection costs microseconds.
-    pub max: Duration,
-    /// Growth per failed attempt. Default 2.
-    pub multiplier: f64,
-    /// Relative jitter, `0.0..1.0`. Default 0.2, so cameras that failed together
-    /// (a switch reboot) do not reconnect in lockstep.
-    pub jitter: f64,
-}
-
-impl Default for BackoffPolicy {
-    fn default() -> Self {
-        BackoffPolicy {
-            initial: Duration::from_millis(100),
-            max: Duration::from_millis(500),
-            multiplier: 2.0,
-            jitter: 0.2,
-        }
-    }
-}
-
-/// SplitMix64: a tiny deterministic generator for jitter (seeded per process so that
-/// tests can fix it; no need for cryptographic quality).
-#[derive(Debug, Clone)]
-pub struct Jitter(u64);
-
-impl Jitter {
-    /// A generator starting from `seed`.
-    pub fn new(seed: u64) -> Self {
-        Jitter(seed)
-    }
-
-    /// A generator seeded from the pid and the clock.
-    pub fn from_entropy() -> Self {
-        let t = proto_schema::time::UnixNanos::now().get();
-        Jitter(t ^ (u64::from(std::process::id()) << 32))
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    pub fn next_unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// Delays between attempts.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    policy: BackoffPolicy,
-    failures: u32,
-    jitter: Jitter,
-}
-
-impl Backoff {
-    /// Starts at the policy's initial delay.
-    pub fn new(policy: BackoffPolicy, jitter: Jitter) -> Self {
-        Backoff {
-            policy,
-            failures: 0,
-            jitter,
-        }
-    }
-
-    /// The delay before the next attempt; each call grows the following one.
-    pub fn next_delay(&mut self) -> Duration {
-        let p = &self.policy;
-        let exp = p.multiplier.max(1.0).powi(self.failures.min(64) as i32);
-        let base = (p.initial.as_secs_f64() * exp).min(p.max.as_secs_f64());
-        let j = p.jitter.clamp(0.0, 0.99);
-        let factor = 1.0 - j + 2.0 * j * self.jitter.next_unit();
-        self.failures = self.failures.saturating_add(1);
-        Duration::from_secs_f64(base * factor)
-    }
-
-    /// Back to the initial delay (after a connection delivered frames).
-    pub fn reset(&mut self) {
-        self.failures = 0;
-    }
-
-    /// Delays handed out since the last reset.
-    pub fn failures(&self) -> u32 {
-        self.failures
-    }
-}
+/// The camera reconnect schedule (see [`proto_schema::backoff`]): nominal delays from
+/// 100 ms doubling to 500 ms, so a camera that comes back is picked up within about
+/// 0.6 s and a refused loopback/LAN connection costs microseconds; spread by ±20 % so
+/// cameras that failed together (a switch reboot) do not reconnect in lock step.
+/// `--backoff-initial-ms` and `--backoff-max-ms` set the first two.
+pub const CAMERA_BACKOFF: BackoffPolicy = BackoffPolicy {
+    initial: Duration::from_millis(100),
+    max: Duration::from_millis(500),
+    spread: Spread::Relative(0.2),
+};
 
 /// Why a connection ended (or never started).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,7 +132,7 @@ impl Link {
         clock: Arc<dyn Clock>,
         policy: BackoffPolicy,
         stall: StallPolicy,
-        jitter: Jitter,
+        jitter: SplitMix64,
     ) -> Self {
         let now = clock.now().get();
         Link {
@@ -337,62 +251,17 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    #[test]
-    fn backoff_grows_to_cap_without_jitter() {
-        let policy = BackoffPolicy {
-            initial: ms(100),
-            max: ms(1000),
-            multiplier: 2.0,
-            jitter: 0.0,
-        };
-        let mut b = Backoff::new(policy, Jitter::new(1));
-        let got: Vec<u128> = (0..7).map(|_| b.next_delay().as_millis()).collect();
-        assert_eq!(got, [100, 200, 400, 800, 1000, 1000, 1000]);
-        b.reset();
-        assert_eq!(b.next_delay(), ms(100));
-    }
-
-    #[test]
-    fn backoff_jitter_stays_in_band_and_varies() {
-        let policy = BackoffPolicy {
-            initial: ms(500),
-            max: ms(500),
-            multiplier: 2.0,
-            jitter: 0.2,
-        };
-        let mut b = Backoff::new(policy, Jitter::new(42));
-        let delays: Vec<Duration> = (0..200).map(|_| b.next_delay()).collect();
-        assert!(
-            delays.iter().all(|d| *d >= ms(400) && *d <= ms(600)),
-            "{delays:?}"
-        );
-        let distinct: std::collections::BTreeSet<_> = delays.iter().collect();
-        assert!(distinct.len() > 100, "jitter must spread the delays");
-        // Deterministic for a fixed seed.
-        let mut again = Backoff::new(policy, Jitter::new(42));
-        assert_eq!(again.next_delay(), delays[0]);
-    }
-
-    #[test]
-    fn backoff_survives_huge_failure_counts() {
-        let mut b = Backoff::new(BackoffPolicy::default(), Jitter::new(7));
-        for _ in 0..10_000 {
-            assert!(b.next_delay() <= ms(600));
-        }
-    }
-
     fn link(clock: &ManualClock) -> Link {
         let policy = BackoffPolicy {
             initial: ms(100),
             max: ms(800),
-            multiplier: 2.0,
-            jitter: 0.0,
+            spread: Spread::Relative(0.0),
         };
         let stall = StallPolicy {
             stall_timeout: ms(3000),
             first_frame_timeout: ms(10_000),
         };
-        Link::new(Arc::new(clock.clone()), policy, stall, Jitter::new(3))
+        Link::new(Arc::new(clock.clone()), policy, stall, SplitMix64::new(3))
     }
 
     #[test]

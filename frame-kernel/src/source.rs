@@ -495,7 +495,7 @@ mod tests {
             stall: Default::default(),
             open_timeout: Duration::from_secs(5),
             io_timeout: Duration::from_millis(2500),
-            backoff: Default::default(),
+            backoff: crate::reconnect::CAMERA_BACKOFF,
             av_options: av
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

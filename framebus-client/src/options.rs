@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use proto_schema::backoff;
 use proto_schema::framing::DEFAULT_MAX_FRAME;
 
 /// Settings shared by [`crate::Client`] and [`crate::BlockingClient`], builder style:
@@ -68,24 +69,26 @@ impl ClientOptions {
     }
 }
 
-/// When the next connection attempt may start: exponential back-off from `initial` to
-/// `max`, doubling per attempt, reset by a success. Time is passed in (`now`), so the
-/// policy is tested without sleeping.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// When the next connection attempt may start: the shared doubling schedule
+/// ([`proto_schema::backoff`], no jitter) from `initial` to `max`, reset by a success.
+/// Time is passed in (`now`), so the policy is tested without sleeping.
+#[derive(Debug, Clone)]
 pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-    delay: Duration,
+    schedule: backoff::Backoff,
     not_before: Option<Instant>,
 }
 
 impl Backoff {
     /// Doubling delays from `initial` up to `max` (`max` below `initial` is `initial`).
     pub fn new(initial: Duration, max: Duration) -> Self {
-        Backoff {
+        let policy = backoff::BackoffPolicy {
             initial,
-            max: max.max(initial),
-            delay: initial,
+            max,
+            spread: backoff::Spread::Relative(0.0),
+        };
+        Backoff {
+            // No spread: the generator is never consulted.
+            schedule: backoff::Backoff::new(policy, backoff::SplitMix64::new(0)),
             not_before: None,
         }
     }
@@ -103,8 +106,7 @@ impl Backoff {
                 return Err(t - now);
             }
         }
-        self.not_before = Some(now + self.delay);
-        self.delay = self.delay.saturating_mul(2).min(self.max);
+        self.not_before = Some(now + self.schedule.next_delay());
         Ok(())
     }
 
@@ -117,13 +119,13 @@ impl Backoff {
     /// The attempt succeeded: the next failure starts again from the initial delay (the
     /// next attempt still waits for the delay already scheduled).
     pub fn succeeded(&mut self) {
-        self.delay = self.initial;
+        self.schedule.reset();
     }
 
     /// Allows an attempt at once, from the initial delay (e.g. the server just became
     /// ready).
     pub fn reset(&mut self) {
-        self.delay = self.initial;
+        self.schedule.reset();
         self.not_before = None;
     }
 }

@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 pub mod calibration;
 pub mod coco;
 pub mod error;

@@ -35,4 +35,3 @@ pub mod scenario_saturate;
 pub mod scenario_server;
 pub mod stats;
 pub mod system;
-pub mod tensor;

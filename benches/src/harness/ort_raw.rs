@@ -5,13 +5,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
+use model_server::family::{self, Family, FamilyChoice};
+use model_server::preprocess;
 use ort::session::Session;
 use ort::value::TensorRef;
+use proto_schema::pixel::{FrameGeometry, PixelFormat};
 use serde::Serialize;
 
 use super::assets;
 use super::stats::Summary;
-use super::tensor::{letterbox_rgb24, Family};
 
 /// A problem loading ONNX Runtime or running the baseline.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +37,18 @@ pub enum RawError {
     /// The input frame could not be prepared.
     #[error(transparent)]
     Asset(#[from] assets::AssetError),
+    /// The model's output fits no supported family (as the server would refuse it).
+    #[error("model {model}: {source}")]
+    Family {
+        model: PathBuf,
+        source: family::FamilyError,
+    },
+    /// The server's letterbox refused the frame.
+    #[error("model {model}: letterbox: {source}")]
+    Letterbox {
+        model: PathBuf,
+        source: preprocess::PreprocessError,
+    },
 }
 
 static ENV: OnceLock<Result<(ort::environment::Environment, String), String>> = OnceLock::new();
@@ -177,22 +191,41 @@ pub fn prepare(model: &Path, video: &Path, frame_index: u32) -> Result<PreparedM
             })
         }
     };
-    let family = Family::from_output_shape(&out_shape).ok_or_else(|| RawError::Shape {
-        model: model.to_path_buf(),
-        what: "output",
-        shape: out_shape.clone(),
-    })?;
-    let (w, h) = assets::video_size(video)?;
-    let rgb = assets::decode_frame(video, frame_index, "rgb24")?;
-    let (w, h) = (w as usize, h as usize);
-    if rgb.len() != w * h * 3 {
-        return Err(RawError::Shape {
-            model: model.to_path_buf(),
-            what: "decoded frame",
-            shape: vec![rgb.len() as i64],
-        });
+    // The family and the tensor exactly as the server derives them, from the frame in the
+    // ring's default format.
+    let mut metadata = std::collections::BTreeMap::new();
+    if let Ok(m) = s.metadata() {
+        for key in m.custom_keys().unwrap_or_default() {
+            if let Some(value) = m.custom(&key) {
+                metadata.insert(key, value);
+            }
+        }
     }
-    let tensor = letterbox_rgb24(&rgb, w, h, size, family);
+    let side = size as u32;
+    let family = family::detect(FamilyChoice::Auto, &out_shape, side, side, &metadata)
+        .map_err(|source| RawError::Family {
+            model: model.to_path_buf(),
+            source,
+        })?
+        .family;
+    let (w, h) = assets::video_size(video)?;
+    let frame = assets::decode_frame(video, frame_index, "nv12")?;
+    let geometry = FrameGeometry::packed(w, h, PixelFormat::Nv12).map_err(|_| RawError::Shape {
+        model: model.to_path_buf(),
+        what: "decoded frame",
+        shape: vec![i64::from(w), i64::from(h)],
+    })?;
+    let mut tensor = vec![0.0f32; 3 * size * size];
+    preprocess::letterbox_into(
+        &frame,
+        &geometry,
+        &family.input_spec(side, side),
+        &mut tensor,
+    )
+    .map_err(|source| RawError::Letterbox {
+        model: model.to_path_buf(),
+        source,
+    })?;
     Ok(PreparedModel {
         path: model.to_path_buf(),
         family,

@@ -7,9 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use proto_schema::message::Detection;
 use serde::Deserialize;
 
-/// The fields of one result record the harness uses (core-agent's `ResultRecord`).
+/// The fields of one result record the harness uses: an outside reader's view of
+/// core-agent's `ResultRecord` as `docs/events.md` documents it (the harness drives the
+/// system only through its files and HTTP API, like any client); detections are the
+/// contract's own type.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Record {
     pub camera: String,
@@ -31,11 +35,6 @@ pub struct Latencies {
     pub server_total: f64,
     #[serde(default)]
     pub inference: f64,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Detection {
-    pub class_name: String,
 }
 
 /// Splits `buf` into complete lines, parses them, and leaves a trailing partial line in

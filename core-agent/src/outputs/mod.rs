@@ -5,7 +5,7 @@
 //! the `events.jsonl` file; the sink only pushes into the broker's own bounded
 //! [`DeliveryBuffer`] and returns, so the writer thread (and every stream agent
 //! before it) never waits on a broker. A worker thread per broker connects,
-//! reconnects with exponential backoff plus jitter ([`backoff`]), and sends the
+//! reconnects with exponential backoff plus jitter ([`broker_backoff`]), and sends the
 //! buffer in order, removing an item only once the broker confirmed it. Overflow
 //! policy: the buffer drops its **oldest** item, counted in
 //! `framebus_broker_dropped_total`. Topics and payloads: `docs/events.md`.
@@ -14,7 +14,6 @@
 //! `"status": "degraded"` with each sink's state and last error (a liveness probe
 //! must not restart the agent because a broker is away; `/ready` is unchanged).
 
-pub mod backoff;
 pub mod buffer;
 pub mod mqtt;
 pub mod payload;
@@ -469,6 +468,22 @@ pub fn spawn_status(
 
 fn unix_now_ms() -> u64 {
     crate::clock::UnixNanos::now().get() / 1_000_000
+}
+
+/// The reconnect schedule of one broker connection (`[brokers.defaults]`
+/// `backoff_initial_ms` / `backoff_max_ms`): doubling, with equal jitter into `[d/2, d)`
+/// so agents restarted together do not hit a broker in lock step (see
+/// [`proto_schema::backoff`]).
+pub fn broker_backoff(initial_ms: u64, max_ms: u64) -> proto_schema::backoff::Backoff {
+    use proto_schema::backoff::{Backoff, BackoffPolicy, SplitMix64, Spread};
+    Backoff::new(
+        BackoffPolicy {
+            initial: std::time::Duration::from_millis(initial_ms),
+            max: std::time::Duration::from_millis(max_ms),
+            spread: Spread::Equal,
+        },
+        SplitMix64::from_entropy(),
+    )
 }
 
 #[cfg(test)]

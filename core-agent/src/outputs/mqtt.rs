@@ -19,10 +19,10 @@ use rumqttc::{
     AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport,
 };
 
-use super::backoff::{Backoff, XorShift};
 use super::payload::{available_topic, ItemKind, OFFLINE, ONLINE};
 use super::{BrokerLink, BrokerStartError};
 use crate::config::outputs::{parse_mqtt_url, MqttSettings};
+use proto_schema::backoff::Backoff;
 
 /// Largest payload sent; a larger item is dropped (counted) rather than wedging the
 /// connection (the broker would refuse it on every resend).
@@ -38,7 +38,7 @@ struct Worker {
     inflight: usize,
     connect_timeout: Duration,
     drain_timeout: Duration,
-    backoff: Backoff<XorShift>,
+    backoff: Backoff,
 }
 
 /// Starts the worker for `s`.
@@ -86,11 +86,7 @@ pub fn start(s: &MqttSettings) -> Result<(Arc<BrokerLink>, JoinHandle<()>), Brok
         inflight: usize::from(s.inflight),
         connect_timeout: Duration::from_millis(d.connect_timeout_ms),
         drain_timeout: Duration::from_millis(d.drain_timeout_ms),
-        backoff: Backoff::new(
-            Duration::from_millis(d.backoff_initial_ms),
-            Duration::from_millis(d.backoff_max_ms),
-            XorShift::from_time(),
-        ),
+        backoff: super::broker_backoff(d.backoff_initial_ms, d.backoff_max_ms),
     };
     let t = std::thread::Builder::new()
         .name("mqtt-out".into())
@@ -150,7 +146,7 @@ impl Worker {
             match end {
                 End::Done => break,
                 End::Lost(e) => {
-                    if self.backoff.attempts() == 0 {
+                    if self.backoff.failures() == 0 {
                         tracing::warn!(target: "outputs", "mqtt {}: {e} (reconnecting with backoff)", self.link.target);
                     }
                     self.link.failed(e);

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use redis::IntoConnectionInfo;
 
-use super::backoff::{Backoff, XorShift};
 use super::payload::{stream_key, Item, ItemKind};
 use super::{BrokerLink, BrokerStartError};
 use crate::config::outputs::RedisSettings;
+use proto_schema::backoff::Backoff;
 
 struct Worker {
     link: Arc<BrokerLink>,
@@ -28,7 +28,7 @@ struct Worker {
     batch: usize,
     connect_timeout: Duration,
     drain_timeout: Duration,
-    backoff: Backoff<XorShift>,
+    backoff: Backoff,
 }
 
 /// Starts the worker for `s`.
@@ -70,11 +70,7 @@ pub fn start(s: &RedisSettings) -> Result<(Arc<BrokerLink>, JoinHandle<()>), Bro
         batch: s.batch,
         connect_timeout: Duration::from_millis(d.connect_timeout_ms),
         drain_timeout: Duration::from_millis(d.drain_timeout_ms),
-        backoff: Backoff::new(
-            Duration::from_millis(d.backoff_initial_ms),
-            Duration::from_millis(d.backoff_max_ms),
-            XorShift::from_time(),
-        ),
+        backoff: super::broker_backoff(d.backoff_initial_ms, d.backoff_max_ms),
     };
     let t = std::thread::Builder::new()
         .name("redis-out".into())
@@ -189,7 +185,7 @@ impl Worker {
 
     /// Records the failure and sleeps the backoff delay (woken early by shutdown).
     fn lost(&mut self, e: String) {
-        if self.backoff.attempts() == 0 {
+        if self.backoff.failures() == 0 {
             tracing::warn!(target: "outputs", "redis {}: {e} (reconnecting with backoff)", self.link.target);
         }
         self.link.failed(e);
