@@ -7,13 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use proto_schema::message::Detection;
 use serde::Deserialize;
 
 /// The fields of one result record the harness uses: an outside reader's view of
-/// core-agent's `ResultRecord` as `docs/events.md` documents it (the harness drives the
-/// system only through its files and HTTP API, like any client); detections are the
-/// contract's own type.
+/// core-agent's `ResultRecord` as `docs/events.md` documents it, and of the Python peer's
+/// records (the harness drives both only through their files and HTTP API, like any
+/// client, so it reads only the fields both write).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Record {
     pub camera: String,
@@ -35,6 +34,13 @@ pub struct Latencies {
     pub server_total: f64,
     #[serde(default)]
     pub inference: f64,
+}
+
+/// A detection as the harness reads it: only its class (the peer's records carry no
+/// more that the harness needs).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Detection {
+    pub class_name: String,
 }
 
 /// Splits `buf` into complete lines, parses them, and leaves a trailing partial line in

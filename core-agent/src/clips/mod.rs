@@ -559,6 +559,9 @@ struct Job {
     /// of one presentation time would not decode cleanly.
     max_pts: Option<i64>,
     shift: i64,
+    /// `max_pts` when the latest keyframe came: a later non-key packet presented at or
+    /// before it is a leading frame of a run that started among frames already written.
+    run_floor: Option<i64>,
     written: u64,
 }
 
@@ -581,6 +584,12 @@ fn next_stamps(
         pts += step;
     }
     (dts, pts)
+}
+
+/// Whether a non-key packet presented at `pts` comes at or before `run_floor`, the
+/// largest presentation time written before the latest keyframe.
+fn leading_of_earlier_time(pts: i64, run_floor: Option<i64>) -> bool {
+    run_floor.is_some_and(|floor| pts <= floor)
 }
 
 enum Step {
@@ -631,6 +640,7 @@ impl Job {
             last_dts: None,
             max_pts: None,
             shift: 0,
+            run_floor: None,
             written: 0,
         })
     }
@@ -718,6 +728,14 @@ impl Job {
             &mut self.shift,
             self.max_pts,
         );
+        if t.packet.key {
+            self.run_floor = self.max_pts;
+        } else if leading_of_earlier_time(pts, self.run_floor) {
+            // A restarted kernel's open-GOP leading frame: it refers to pictures of the
+            // previous run and would present at a time a written frame already has.
+            // Decoders drop such frames after a random access point; so does the clip.
+            return Ok(());
+        }
         if let Some(last) = self.last_dts {
             // Anchors of two segments may disagree by a frame's jitter.
             dts = dts.max(last + 1);

@@ -187,3 +187,18 @@ fn a_keyframe_behind_the_written_frames_starts_a_new_run_after_them() {
         (480, 560)
     );
 }
+
+/// After a keyframe, a non-key packet presented at or before the last time written before
+/// that keyframe is a restarted run's leading frame and is left out; an ordinary open-GOP
+/// leading frame (between the previous run's last time and the keyframe's) is kept.
+#[test]
+fn leading_frames_of_a_restart_are_left_out() {
+    // The restart above: 400 was written before the keyframe (shifted to 440); its
+    // leading B-frame at 360 shifts to 400, a time already shown.
+    assert!(super::leading_of_earlier_time(400, Some(400)));
+    assert!(super::leading_of_earlier_time(380, Some(400)));
+    // An ordinary stream: frames up to 300 written, keyframe at 360, leading B at 320.
+    assert!(!super::leading_of_earlier_time(320, Some(300)));
+    // The clip's first keyframe has nothing before it.
+    assert!(!super::leading_of_earlier_time(0, None));
+}
