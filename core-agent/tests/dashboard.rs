@@ -649,10 +649,12 @@ fn dashboard_in_a_real_browser() {
     wait_for(Duration::from_secs(20), "walk2 stopped", || {
         (card_state(&b, "walk2") == "stopped").then_some(())
     });
+    // Frames already on their way may still be drawn on a loaded box: the image must
+    // hold still for 2 s within 10 s of the stop.
     std::thread::sleep(Duration::from_secs(1));
     assert!(
-        !view_changes(&b, "walk2", Duration::from_secs(2)),
-        "the stopped camera's image still changes"
+        (0..5).any(|_| !view_changes(&b, "walk2", Duration::from_secs(2))),
+        "the stopped camera's image still changes 10 s after the stop"
     );
     assert!(
         view_changes(&b, "walk", Duration::from_secs(2)),
