@@ -300,8 +300,9 @@ pub struct CameraConfig {
     pub cpu_affinity: Option<Vec<usize>>,
     /// The camera's main (high-resolution) stream, for viewing and recording, next to
     /// `source`, the (low-resolution) substream that is decoded for detection. Never
-    /// decoded by framebus: recording (issue 13's outputs) remuxes it as it comes. An
-    /// `rtsp://` or `rtsps://` URL; credentials are redacted like the source's.
+    /// decoded by framebus: when the camera keeps clips (`[clips] cameras`), they are
+    /// remuxed from this stream as it comes instead of from `source`. An `rtsp://` or
+    /// `rtsps://` URL; credentials are redacted like the source's.
     /// Default: none.
     #[serde(default)]
     pub record_source: Option<String>,

@@ -118,6 +118,9 @@ pub struct Config {
     pub backoff: BackoffPolicy,
     /// Extra FFmpeg options.
     pub av_options: Vec<(String, String)>,
+    /// The camera's main stream, kept for clips and never decoded (`--record-source`;
+    /// always RTSP). With it, clips come from this stream, not from `source`.
+    pub record_source: Option<Source>,
     /// Keep the ring file on exit.
     pub keep_ring: bool,
     /// Log format.
@@ -263,6 +266,21 @@ pub enum ConfigProblem {
         /// What was given.
         given: String,
     },
+    /// `--record-source-fd` could not be read, or (shared with `--source-fd`) held no
+    /// second line.
+    #[error("--record-source-fd {fd}: {reason}")]
+    RecordSourceFd {
+        /// The descriptor.
+        fd: i32,
+        /// Why.
+        reason: String,
+    },
+    /// A record source that is not an `rtsp://` / `rtsps://` URL with a host.
+    #[error("--record-source {given}: must be an rtsp:// or rtsps:// URL with a host")]
+    RecordSourceNotRtsp {
+        /// The record source (redacted).
+        given: String,
+    },
 }
 
 /// Everything wrong with a command line.
@@ -318,19 +336,20 @@ impl Config {
             }
         }
 
-        let given = match (&args.source, args.source_fd) {
-            (Some(s), _) => Some(s.clone()),
-            (None, Some(fd)) => match read_source_fd(fd) {
-                Ok(s) => Some(s),
-                Err(reason) => {
-                    problems.push(ConfigProblem::SourceFd { fd, reason });
+        let (given, record_given) = read_sources(&args, &mut problems);
+        let source = given.and_then(|given| parse_source(&given, args.transport, &mut problems));
+        let record_source = record_given.and_then(|given| {
+            let mut scratch = Vec::new();
+            match parse_source(&given, args.transport, &mut scratch) {
+                Some(rtsp @ Source::Rtsp { .. }) => Some(rtsp),
+                _ => {
+                    problems.push(ConfigProblem::RecordSourceNotRtsp {
+                        given: redact_url(&given),
+                    });
                     None
                 }
-            },
-            // clap requires one of the two.
-            (None, None) => None,
-        };
-        let source = given.and_then(|given| parse_source(&given, args.transport, &mut problems));
+            }
+        });
         if let Some(Source::Rtsp { .. }) = source {
             for (set, option) in [
                 (args.realtime, "--realtime"),
@@ -518,6 +537,7 @@ impl Config {
                 av_options,
                 keep_ring: args.keep_ring,
                 log_format,
+                record_source,
                 clips: args.clip_dir.map(|dir| crate::packets::KeepSettings {
                     dir,
                     keep: Duration::from_millis(args.clip_keep_ms),
@@ -673,6 +693,59 @@ pub fn redact_url(url: &str) -> String {
 
 /// Longest source accepted on `--source-fd`.
 pub const MAX_SOURCE_FD_BYTES: usize = 8 * 1024;
+
+/// The source and the record source as given: from the command line or read from
+/// their descriptors (one descriptor holding two lines when both flags name it).
+fn read_sources(
+    args: &Args,
+    problems: &mut Vec<ConfigProblem>,
+) -> (Option<String>, Option<String>) {
+    let shared = args.source_fd.is_some() && args.record_source_fd == args.source_fd;
+    let source = match (&args.source, args.source_fd) {
+        (Some(s), _) => Some(s.clone()),
+        (None, Some(fd)) => match read_source_fd(fd) {
+            Ok(s) => Some(s),
+            Err(reason) => {
+                problems.push(ConfigProblem::SourceFd { fd, reason });
+                None
+            }
+        },
+        // clap requires one of the two.
+        (None, None) => None,
+    };
+    if shared {
+        let fd = args.source_fd.unwrap_or(-1);
+        let Some(text) = source else {
+            return (None, None); // already reported as --source-fd
+        };
+        return match text.split_once('\n') {
+            Some((s, r)) if !r.is_empty() && !r.contains('\n') => {
+                (Some(s.to_owned()), Some(r.to_owned()))
+            }
+            _ => {
+                problems.push(ConfigProblem::RecordSourceFd {
+                    fd,
+                    reason: "shared with --source-fd, so it must hold two lines: the \
+                             source, then the record source"
+                        .into(),
+                });
+                (text.lines().next().map(str::to_owned), None)
+            }
+        };
+    }
+    let record = match (&args.record_source, args.record_source_fd) {
+        (Some(r), _) => Some(r.clone()),
+        (None, Some(fd)) => match read_source_fd(fd) {
+            Ok(r) => Some(r),
+            Err(reason) => {
+                problems.push(ConfigProblem::RecordSourceFd { fd, reason });
+                None
+            }
+        },
+        (None, None) => None,
+    };
+    (source, record)
+}
 
 /// Reads `--source-fd`: the whole content of inherited descriptor `fd`, without one
 /// trailing newline. The descriptor is closed afterwards unless it is 0..=2 (so that a
@@ -1093,6 +1166,102 @@ mod tests {
         // Other tests run on other threads and may be handed the same fd
         // number once it is closed, so "closed" means "no longer this pipe".
         assert_ne!(fd_identity(fd), Some(pipe), "fd left open");
+    }
+
+    /// core-agent's way: one pipe holds the source and, on a second line, the record
+    /// stream; both are parsed and the record stream is RTSP.
+    #[test]
+    fn record_source_shares_the_source_fd_as_a_second_line() {
+        let d = tmpdir();
+        let dir = d.path().to_str().unwrap();
+        let fd = pipe_with(b"rtsp://127.0.0.1:8554/sub\nrtsp://u:pw@127.0.0.1:8554/main\n");
+        let fd_s = fd.to_string();
+        let c = Config::from_args(args(&[
+            "--camera-id",
+            "cam1",
+            "--source-fd",
+            &fd_s,
+            "--record-source-fd",
+            &fd_s,
+            "--clip-dir",
+            dir,
+            "--ring-dir",
+            dir,
+        ]))
+        .unwrap();
+        let rtsp = |url: &str| Source::Rtsp {
+            url: url.into(),
+            transport: Transport::Tcp,
+        };
+        assert_eq!(c.source, rtsp("rtsp://127.0.0.1:8554/sub"));
+        assert_eq!(
+            c.record_source,
+            Some(rtsp("rtsp://u:pw@127.0.0.1:8554/main"))
+        );
+    }
+
+    /// A shared fd with one line, a record stream that is a file or has no host, and
+    /// `--record-source` without `--clip-dir` are all refused (the password redacted).
+    #[test]
+    fn bad_record_sources_are_config_problems() {
+        let d = tmpdir();
+        let dir = d.path().to_str().unwrap();
+        let fd = pipe_with(b"rtsp://127.0.0.1:8554/sub\n");
+        let fd_s = fd.to_string();
+        let e = Config::from_args(args(&[
+            "--camera-id",
+            "c",
+            "--source-fd",
+            &fd_s,
+            "--record-source-fd",
+            &fd_s,
+            "--clip-dir",
+            dir,
+            "--ring-dir",
+            dir,
+        ]))
+        .unwrap_err();
+        assert!(
+            matches!(&e.problems[..], [ConfigProblem::RecordSourceFd { reason, .. }] if reason.contains("two lines")),
+            "{e}"
+        );
+        let file = d.path().join("main.mp4");
+        std::fs::write(&file, b"x").unwrap();
+        for bad in [
+            file.to_str().unwrap(),
+            "rtsp://u:secret@/main",
+            "http://h/x",
+        ] {
+            let e = Config::from_args(args(&[
+                "--camera-id",
+                "c",
+                "--source",
+                "rtsp://127.0.0.1/sub",
+                "--record-source",
+                bad,
+                "--clip-dir",
+                dir,
+                "--ring-dir",
+                dir,
+            ]))
+            .unwrap_err();
+            assert!(
+                matches!(&e.problems[..], [ConfigProblem::RecordSourceNotRtsp { .. }]),
+                "{bad}: {e}"
+            );
+            assert!(!e.to_string().contains("secret"), "{e}");
+        }
+        let e = Args::try_parse_from([
+            "frame-kernel",
+            "--camera-id",
+            "c",
+            "--source",
+            "rtsp://h/sub",
+            "--record-source",
+            "rtsp://h/main",
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("--clip-dir"), "{e}");
     }
 
     /// The (device, inode) of what `fd` refers to, or None when it is closed.

@@ -20,6 +20,7 @@ use crate::pacing::{Paced, Pacer, Timeline};
 use crate::packets::{header_of, PacketKeeper};
 use crate::publish::{heartbeat_loop, Output, RingSettings};
 use crate::reconnect::{Link, LossReason, Phase};
+use crate::record::{self, RecordSettings};
 use crate::skip::{decide, GapGuard, SkipDecision, SkipFrames, SkipMode, SkipReason};
 use crate::source::{options_for, Interrupt, OpenError, OpenSource, ReadError};
 use proto_schema::backoff::SplitMix64;
@@ -126,6 +127,7 @@ pub fn run_with_clock(
             .max(config.stall.stall_timeout)
             .max(config.stall.first_frame_timeout);
         let span = tracing::Span::current();
+        let record = RecordSettings::from_config(config);
         std::thread::scope(|s| {
             let heartbeat = std::thread::Builder::new()
                 .name("heartbeat".into())
@@ -140,11 +142,38 @@ pub fn run_with_clock(
                     );
                 })
                 .map_err(RunError::Thread)?;
+            // With a record stream, it alone feeds the clips; the decoded source does not.
+            let mut recorder = None;
+            if let Some(settings) = record.as_ref() {
+                if let Some(keeper) = open_keeper(config) {
+                    let span = tracing::Span::current();
+                    let own = Arc::new(Interrupt::new(clock.clone(), stop));
+                    let (thread_own, clock) = (own.clone(), clock.clone());
+                    let thread = std::thread::Builder::new()
+                        .name("record".into())
+                        .spawn_scoped(s, move || {
+                            let _span = span.enter();
+                            record::run(settings, keeper, &thread_own, &*clock)
+                        })
+                        .map_err(RunError::Thread)?;
+                    recorder = Some((thread, own));
+                }
+            }
             let mut driver = Driver::new(config, clock.clone(), interrupt.clone(), &output);
+            if record.is_some() {
+                driver.keeper = None;
+            }
             let result = driver.drive();
             heartbeat_stop.store(true, Ordering::Relaxed);
             if heartbeat.join().is_err() {
                 tracing::error!("heartbeat thread panicked");
+            }
+            // The recorder stops on the same flag (a signal) or below.
+            if let Some((thread, own)) = recorder {
+                own.stop_here();
+                if thread.join().is_err() {
+                    tracing::error!("record thread panicked");
+                }
             }
             result
         })

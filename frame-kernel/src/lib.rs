@@ -11,7 +11,8 @@
 //! - [`pacing`]: increasing timestamps across loops/reconnects; realtime or fast pacing.
 //! - [`reconnect`]: stall detection and backoff with jitter, on an injected [`Clock`](proto_schema::time::Clock).
 //! - [`publish`]: the ring glue (state, counters, heartbeat thread).
-//! - [`packets`]: compressed packets kept in segment files for event clips.
+//! - [`packets`]: compressed packets kept in segment files for event clips;
+//!   [`record`]: a main stream kept for clips without decoding it (`--record-source`).
 //! - [`kernel`]: the main loop tying these together; [`signals`], [`ffmpeg_log`].
 
 pub mod codec;
@@ -24,6 +25,7 @@ pub mod pacing;
 pub mod packets;
 pub mod publish;
 pub mod reconnect;
+pub mod record;
 pub mod signals;
 pub mod skip;
 pub mod source;

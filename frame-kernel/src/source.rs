@@ -27,6 +27,8 @@ use proto_schema::time::{duration_ns, Clock};
 pub struct Interrupt {
     clock: Arc<dyn Clock>,
     stop: &'static AtomicBool,
+    /// Stops only the users of this interrupt (a thread the kernel ends on its own).
+    local_stop: AtomicBool,
     /// Clock ns after which blocking calls abort; 0 = no deadline.
     deadline_ns: AtomicU64,
     /// Last time FFmpeg polled the callback (shows the decode thread is not hung).
@@ -49,6 +51,7 @@ impl Interrupt {
         Interrupt {
             clock,
             stop,
+            local_stop: AtomicBool::new(false),
             deadline_ns: AtomicU64::new(0),
             polled_ns: AtomicU64::new(now),
         }
@@ -65,9 +68,15 @@ impl Interrupt {
         self.arm_at(self.clock.now().get().saturating_add(duration_ns(d)));
     }
 
-    /// Whether the stop flag is raised.
+    /// Whether the stop flag (or this interrupt's own, [`Interrupt::stop_here`]) is
+    /// raised.
     pub fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
+        self.stop.load(Ordering::Relaxed) || self.local_stop.load(Ordering::Relaxed)
+    }
+
+    /// Stops the users of this interrupt only (not the process).
+    pub fn stop_here(&self) {
+        self.local_stop.store(true, Ordering::Relaxed);
     }
 
     /// Whether the deadline has passed.
@@ -238,11 +247,17 @@ impl std::fmt::Debug for OpenSource {
     }
 }
 
-/// The option dictionary for `source`: RTSP transport and socket timeout, then the
-/// user's extra options (which may override them).
+/// The option dictionary for the camera's `source`: RTSP transport and socket timeout,
+/// then the user's extra options (which may override them).
 pub fn options_for(config: &Config) -> Vec<(String, String)> {
+    options_for_source(&config.source, config)
+}
+
+/// The option dictionary for `source` (the camera's or its record stream), with
+/// `config`'s timeouts and extra options.
+pub fn options_for_source(source: &Source, config: &Config) -> Vec<(String, String)> {
     let mut opts = Vec::new();
-    if let Source::Rtsp { transport, .. } = &config.source {
+    if let Source::Rtsp { transport, .. } = source {
         opts.push(("rtsp_transport".to_owned(), transport.as_str().to_owned()));
         // FFmpeg 5.1's RTSP socket timeout, in microseconds.
         opts.push((
@@ -502,6 +517,7 @@ mod tests {
                 .collect(),
             keep_ring: false,
             log_format: crate::config::LogFormat::Text,
+            record_source: None,
             clips: None,
         }
     }

@@ -223,6 +223,20 @@ pub struct KernelLaunch {
     /// With --clip-dir: most bytes of segments kept.
     #[arg(long, default_value_t = DEFAULT_CLIP_MAX_BYTES, value_name = "BYTES")]
     pub clip_max_bytes: u64,
+
+    /// With --clip-dir: the camera's main stream (`rtsp://` / `rtsps://`), kept for clips
+    /// as it comes and never decoded, while `--source` (then the camera's low-resolution
+    /// substream) is decoded for detection. As for `--source`, a URL with a password
+    /// belongs in `--record-source-fd`.
+    #[arg(long, conflicts_with = "record_source_fd", requires = "clip_dir")]
+    pub record_source: Option<String>,
+
+    /// Read the record source (as for `--record-source`) from this inherited file
+    /// descriptor, as `--source-fd` reads the source. When it is the `--source-fd`
+    /// itself, that descriptor holds two lines: the source, then the record source
+    /// (how `core-agent` passes both).
+    #[arg(long, value_name = "FD", requires = "clip_dir")]
+    pub record_source_fd: Option<i32>,
 }
 
 impl KernelLaunch {
@@ -264,6 +278,8 @@ impl KernelLaunch {
             clip_dir: None,
             clip_keep_ms: DEFAULT_CLIP_KEEP_MS,
             clip_max_bytes: DEFAULT_CLIP_MAX_BYTES,
+            record_source: None,
+            record_source_fd: None,
         }
     }
 
@@ -338,6 +354,8 @@ impl KernelLaunch {
         if clips || self.clip_max_bytes != DEFAULT_CLIP_MAX_BYTES {
             a.opt("--clip-max-bytes", self.clip_max_bytes.to_string());
         }
+        a.some("--record-source", self.record_source.as_ref());
+        a.some("--record-source-fd", self.record_source_fd);
         a.0
     }
 

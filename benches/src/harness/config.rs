@@ -13,8 +13,9 @@ use serde::Serialize;
 pub enum Source {
     /// A file played as a live camera (realtime pacing, looped).
     File { path: PathBuf, realtime: bool },
-    /// An RTSP URL (a fake camera on loopback).
-    Rtsp { url: String },
+    /// An RTSP URL (a fake camera on loopback); `record` is the camera's main stream
+    /// when `url` is its detection substream (`record_source`).
+    Rtsp { url: String, record: Option<String> },
 }
 
 /// How the harness provides the cameras.
@@ -26,6 +27,10 @@ pub enum SourceKind {
     File,
     /// The footage served by fake RTSP cameras on loopback.
     Rtsp,
+    /// Fake RTSP cameras with two streams each: the footage as the main stream, kept for
+    /// clips and never decoded (`record_source`, clips on), and the footage scaled to
+    /// 480x270 as the substream that detection decodes (`source`).
+    Substream,
 }
 
 /// What to run: cameras, models and who subscribes to what.
@@ -148,15 +153,16 @@ impl SystemSpec {
                 .cameras
                 .iter()
                 .map(|c| {
-                    let (source, realtime) = match &c.source {
+                    let (source, realtime, record_source) = match &c.source {
                         Source::File { path, realtime } => {
-                            (path.display().to_string(), Some(*realtime))
+                            (path.display().to_string(), Some(*realtime), None)
                         }
-                        Source::Rtsp { url } => (url.clone(), None),
+                        Source::Rtsp { url, record } => (url.clone(), None, record.clone()),
                     };
                     CameraOut {
                         id: c.id.clone(),
                         source,
+                        record_source,
                         fps: c.fps,
                         realtime,
                         loop_file: realtime.map(|_| true),
@@ -188,6 +194,23 @@ impl SystemSpec {
                 kind: "jsonl",
                 path: paths.results.clone(),
             }],
+            // A main stream is only opened to keep clips of it.
+            clips: self
+                .cameras
+                .iter()
+                .any(|c| {
+                    matches!(
+                        c.source,
+                        Source::Rtsp {
+                            record: Some(_),
+                            ..
+                        }
+                    )
+                })
+                .then(|| ClipsOut {
+                    cameras: vec!["*".into()],
+                    dir: paths.results.with_file_name("clips"),
+                }),
         };
         toml::to_string_pretty(&file)
     }
@@ -201,6 +224,15 @@ struct File {
     models: Vec<ModelOut>,
     subscriptions: Vec<SubOut>,
     outputs: Vec<OutputOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    clips: Option<ClipsOut>,
+}
+
+/// `[clips]`: which cameras keep clips, and where.
+#[derive(Serialize)]
+struct ClipsOut {
+    cameras: Vec<String>,
+    dir: PathBuf,
 }
 
 #[derive(Serialize)]
@@ -222,6 +254,8 @@ struct LimitsOut {
 struct CameraOut {
     id: String,
     source: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    record_source: Option<String>,
     fps: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     realtime: Option<bool>,
@@ -360,10 +394,41 @@ mod tests {
         let mut s = spec();
         s.cameras[0].source = Source::Rtsp {
             url: "rtsp://127.0.0.1:8554/cam".into(),
+            record: None,
         };
         let v: toml::Value = toml::from_str(&s.to_toml(&paths()).unwrap()).unwrap();
         let cam = &v["cameras"][0];
         assert_eq!(cam["source"].as_str(), Some("rtsp://127.0.0.1:8554/cam"));
         assert!(cam.get("realtime").is_none() && cam.get("loop").is_none());
+        assert!(cam.get("record_source").is_none() && v.get("clips").is_none());
+    }
+
+    /// A substream camera: `source` is the substream, `record_source` the main stream,
+    /// and clips are on (the main stream is only opened to keep clips of it); core-agent
+    /// accepts the file.
+    #[test]
+    fn substream_cameras_record_their_main_stream() {
+        let mut s = spec();
+        for c in &mut s.cameras {
+            c.source = Source::Rtsp {
+                url: format!("rtsp://127.0.0.1:8554/{}-sub", c.id),
+                record: Some(format!("rtsp://127.0.0.1:8554/{}", c.id)),
+            };
+        }
+        let text = s.to_toml(&paths()).unwrap();
+        let v: toml::Value = toml::from_str(&text).unwrap();
+        let cam = &v["cameras"][1];
+        assert_eq!(
+            cam["source"].as_str(),
+            Some("rtsp://127.0.0.1:8554/cam1-sub")
+        );
+        assert_eq!(
+            cam["record_source"].as_str(),
+            Some("rtsp://127.0.0.1:8554/cam1")
+        );
+        assert_eq!(v["clips"]["cameras"][0].as_str(), Some("*"));
+        assert_eq!(v["clips"]["dir"].as_str(), Some("/tmp/fb-bench-x/clips"));
+        let config: core_agent::config::Config = toml::from_str(&text).unwrap();
+        core_agent::config::validate(&config, false).unwrap_or_else(|e| panic!("{e}\n{text}"));
     }
 }

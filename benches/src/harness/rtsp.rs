@@ -12,6 +12,17 @@ use framebus_testkit::camera::{CameraError, RtspCamera};
 pub enum RtspError {
     #[error("fake RTSP cameras")]
     Camera(#[from] CameraError),
+    #[error("scaling the footage into a substream: {0}")]
+    Substream(String),
+}
+
+/// Size of the substreams of `SourceKind::Substream` (a camera's detection stream: still
+/// more pixels than the 416x234 YOLOX-nano sees of a 16:9 picture).
+pub const SUBSTREAM: (u32, u32) = (480, 270);
+
+/// The mount of camera `id`'s substream.
+pub fn substream_name(id: &str) -> String {
+    format!("{id}-sub")
 }
 
 /// The fake camera script of this workspace.
@@ -32,32 +43,67 @@ pub fn python() -> String {
 pub struct FakeCameras {
     cam: RtspCamera,
     pub port: u16,
+    /// Holds the scaled copy of the footage while it is served.
+    _scratch: Option<tempfile::TempDir>,
 }
 
 impl FakeCameras {
-    /// Serves `video` as `rtsp://127.0.0.1:<port>/<name>` for every name.
+    /// Serves `video` as `rtsp://127.0.0.1:<port>/<name>` for every name, and with
+    /// `substream = Some((w, h))` also the video scaled to `w`x`h` (same GOP: 10 s,
+    /// B-frames) as `<name>-sub`.
     pub fn start(
         script: &Path,
         names: &[String],
         video: &Path,
+        substream: Option<(u32, u32)>,
         timeout: Duration,
     ) -> Result<FakeCameras, RtspError> {
         let mut b = RtspCamera::builder(python())
             .script(script)
             .timeout(timeout);
+        let scratch = match substream {
+            Some(size) => Some(scale(video, size)?),
+            None => None,
+        };
         for n in names {
             b = b.camera(n, video);
+            if let Some((dir, _)) = &scratch {
+                b = b.camera(&substream_name(n), dir.path().join("sub.mp4"));
+            }
         }
         let cam = b.start()?;
         Ok(FakeCameras {
             port: cam.port,
             cam,
+            _scratch: scratch.map(|(d, _)| d),
         })
     }
 
     pub fn url(&self, name: &str) -> String {
         self.cam.url(name)
     }
+}
+
+/// `video` scaled to `w`x`h` by the ffmpeg CLI (H.264, 10 s GOP like the footage) in a
+/// new temp dir, as `sub.mp4`.
+fn scale(video: &Path, (w, h): (u32, u32)) -> Result<(tempfile::TempDir, PathBuf), RtspError> {
+    let dir = tempfile::Builder::new()
+        .prefix("fb-bench-sub-")
+        .tempdir()
+        .map_err(|e| RtspError::Substream(e.to_string()))?;
+    let out = dir.path().join("sub.mp4");
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(video)
+        .args(["-vf", &format!("scale={w}:{h}"), "-c:v", "libx264"])
+        .args(["-preset", "veryfast", "-g", "250", "-an"])
+        .arg(&out)
+        .status()
+        .map_err(|e| RtspError::Substream(format!("ffmpeg: {e}")))?;
+    if !status.success() {
+        return Err(RtspError::Substream(format!("ffmpeg exited with {status}")));
+    }
+    Ok((dir, out))
 }
 
 #[cfg(test)]

@@ -459,12 +459,14 @@ impl System {
 }
 
 /// For `SourceKind::Rtsp`, starts fake RTSP cameras serving each file camera's video and
-/// points the cameras at them.
+/// points the cameras at them; for `SourceKind::Substream`, each camera gets two streams
+/// (`<id>`: the video, its `record_source`; `<id>-sub`: the video scaled to 480x270,
+/// its `source`).
 fn with_fake_cameras(
     spec: &SystemSpec,
 ) -> Result<(SystemSpec, Option<super::rtsp::FakeCameras>), SystemError> {
     let mut spec = spec.clone();
-    if spec.source != SourceKind::Rtsp {
+    if spec.source == SourceKind::File {
         return Ok((spec, None));
     }
     let Some(video) = spec.cameras.iter().find_map(|c| match &c.source {
@@ -473,16 +475,26 @@ fn with_fake_cameras(
     }) else {
         return Ok((spec, None));
     };
+    let sub = spec.source == SourceKind::Substream;
     let names: Vec<String> = spec.cameras.iter().map(|c| c.id.clone()).collect();
     let cams = super::rtsp::FakeCameras::start(
         &super::rtsp::default_script(),
         &names,
         &video,
+        sub.then_some(super::rtsp::SUBSTREAM),
         Duration::from_secs(180),
     )?;
     for c in &mut spec.cameras {
-        c.source = Source::Rtsp {
-            url: cams.url(&c.id),
+        c.source = if sub {
+            Source::Rtsp {
+                url: cams.url(&super::rtsp::substream_name(&c.id)),
+                record: Some(cams.url(&c.id)),
+            }
+        } else {
+            Source::Rtsp {
+                url: cams.url(&c.id),
+                record: None,
+            }
         };
     }
     Ok((spec, Some(cams)))

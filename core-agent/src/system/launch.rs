@@ -144,10 +144,15 @@ pub fn kernel_launch(config: &Config, c: &CameraConfig) -> KernelLaunch {
         }
         l.loop_file = c.loop_file;
     }
-    // Only the detect `source` is decoded; `record_source` never reaches the kernel.
+    // Only the detect `source` is decoded.
     c.decode.apply_to(&mut l, config.consumer_fps(&c.id));
-    // Event clips: the kernel keeps the camera's packets in segments.
+    // Event clips: the kernel keeps the camera's packets in segments; with a
+    // `record_source`, that stream's (undecoded), whose URL follows the source on the
+    // same stdin pipe.
     config.clips.apply_to(&c.id, &mut l);
+    if l.clip_dir.is_some() && c.record_source.is_some() {
+        l.record_source_fd = Some(0);
+    }
     l.log_format = config.agent.log_format;
     l
 }
@@ -179,10 +184,20 @@ pub fn server_spec(config: &Config, bins: &Binaries, m: &ModelConfig) -> Process
     }
 }
 
+/// What the kernel launched as `l` for camera `c` reads on its stdin: the source, then
+/// (when it keeps clips of a `record_source`) the record source on a second line.
+fn kernel_stdin(l: &KernelLaunch, c: &CameraConfig) -> String {
+    match (&c.record_source, l.record_source_fd) {
+        (Some(r), Some(_)) => format!("{}\n{r}", c.source),
+        _ => c.source.clone(),
+    }
+}
+
 /// How the frame kernel of camera `c` is started and supervised.
 pub fn kernel_spec(config: &Config, bins: &Binaries, c: &CameraConfig) -> ProcessSpec {
     let dir = &config.agent.ring_dir;
-    let args: Vec<OsString> = kernel_launch(config, c).to_argv();
+    let launch = kernel_launch(config, c);
+    let args: Vec<OsString> = launch.to_argv();
     ProcessSpec {
         child: ChildSpec {
             name: format!("kernel:{}", c.id),
@@ -191,7 +206,7 @@ pub fn kernel_spec(config: &Config, bins: &Binaries, c: &CameraConfig) -> Proces
             env: child_env(config),
             cpu_affinity: c.cpu_affinity.clone(),
             log_format: config.agent.log_format,
-            stdin: Some(StdinSecret::new(c.source.as_bytes())),
+            stdin: Some(StdinSecret::new(kernel_stdin(&launch, c).as_bytes())),
         },
         readiness: Readiness::Ring {
             dir: dir.clone(),

@@ -63,6 +63,25 @@ pub fn kill(pid: u32, sig: libc::c_int) {
     kill_u32(pid, sig);
 }
 
+/// The Python with GStreamer's RTSP server (Debian's, or `FRAMEBUS_PYTHON`).
+fn camera_python() -> PathBuf {
+    if Path::new("/usr/bin/python3").is_file() {
+        PathBuf::from("/usr/bin/python3")
+    } else {
+        PathBuf::from(std::env::var("FRAMEBUS_PYTHON").unwrap_or_else(|_| "python3".into()))
+    }
+}
+
+/// One fake RTSP camera process serving several `(name, file)` streams (a camera's
+/// main stream and substream) as `rtsp://127.0.0.1:<port>/<name>`.
+pub fn rtsp_streams(streams: &[(&str, &Path)]) -> RtspCamera {
+    let mut b = RtspCamera::builder(camera_python()).timeout(Duration::from_secs(300));
+    for (name, video) in streams {
+        b = b.camera(name, *video);
+    }
+    b.start().unwrap_or_else(|e| panic!("fake camera: {e}"))
+}
+
 /// A fake RTSP camera process serving one file as `rtsp://127.0.0.1:<port>/<name>`.
 pub struct FakeCamera {
     cam: RtspCamera,
@@ -78,13 +97,8 @@ impl FakeCamera {
     }
 
     fn try_start(name: &str, video: &Path, port: u16) -> Result<FakeCamera, CameraError> {
-        let python = if Path::new("/usr/bin/python3").is_file() {
-            PathBuf::from("/usr/bin/python3")
-        } else {
-            PathBuf::from(std::env::var("FRAMEBUS_PYTHON").unwrap_or_else(|_| "python3".into()))
-        };
         // The first start converts the mp4 once (cached): allow for it.
-        let cam = RtspCamera::builder(python)
+        let cam = RtspCamera::builder(camera_python())
             .port(port)
             .camera(name, video)
             .timeout(Duration::from_secs(300))
