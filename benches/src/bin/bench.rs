@@ -149,6 +149,10 @@ struct Opts {
     /// live: intra-op threads of the peer's shared session.
     #[arg(long, default_value_t = 1)]
     peer_threads: u32,
+    /// live: the peer reads the footage scaled to 480x270 (a camera's substream: the
+    /// copy `--source substream-file` plays) instead of the footage.
+    #[arg(long)]
+    peer_substream: bool,
     /// live: the smallest N of the search (with `--cameras N` as well: run N only, for
     /// A/B comparisons at one load).
     #[arg(long, default_value_t = 1)]
@@ -394,9 +398,10 @@ fn run_scenario(scenario: Scenario, opts: &Opts) -> Result<()> {
                     MotionMode::On => vec![true],
                     MotionMode::Both => vec![false, true],
                 },
-                peer: opts
-                    .peer
-                    .then(|| peer::PeerParams::from_env(opts.peer_threads, false)),
+                peer: opts.peer.then(|| peer::PeerParams {
+                    substream: opts.peer_substream,
+                    ..peer::PeerParams::from_env(opts.peer_threads, false)
+                }),
                 cpu_at: opts.cpu_at,
                 overload: opts.overload,
             };

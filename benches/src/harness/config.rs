@@ -31,6 +31,10 @@ pub enum SourceKind {
     /// clips and never decoded (`record_source`, clips on), and the footage scaled to
     /// 480x270 as the substream that detection decodes (`source`).
     Substream,
+    /// The footage scaled to 480x270 (a camera's detection substream) as realtime file
+    /// sources, nothing recorded: what detection costs with a substream, without the
+    /// fake camera server's load on the machine.
+    SubstreamFile,
 }
 
 /// What to run: cameras, models and who subscribes to what.

@@ -31,6 +31,9 @@ pub struct PeerParams {
     pub threads: u32,
     /// Idle intra-op threads spin.
     pub spin: bool,
+    /// The peer reads the footage scaled to the substream size (the copy
+    /// `--source substream-file` plays), as it would read a camera's substream.
+    pub substream: bool,
 }
 
 impl PeerParams {
@@ -44,6 +47,7 @@ impl PeerParams {
             script: Path::new(env!("CARGO_MANIFEST_DIR")).join("peer/peer.py"),
             threads,
             spin,
+            substream: false,
         }
     }
 }

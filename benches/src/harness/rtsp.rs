@@ -43,8 +43,6 @@ pub fn python() -> String {
 pub struct FakeCameras {
     cam: RtspCamera,
     pub port: u16,
-    /// Holds the scaled copy of the footage while it is served.
-    _scratch: Option<tempfile::TempDir>,
 }
 
 impl FakeCameras {
@@ -61,21 +59,20 @@ impl FakeCameras {
         let mut b = RtspCamera::builder(python())
             .script(script)
             .timeout(timeout);
-        let scratch = match substream {
-            Some(size) => Some(scale(video, size)?),
+        let sub = match substream {
+            Some(size) => Some(scaled_copy(video, size)?),
             None => None,
         };
         for n in names {
             b = b.camera(n, video);
-            if let Some((dir, _)) = &scratch {
-                b = b.camera(&substream_name(n), dir.path().join("sub.mp4"));
+            if let Some(sub) = &sub {
+                b = b.camera(&substream_name(n), sub);
             }
         }
         let cam = b.start()?;
         Ok(FakeCameras {
             port: cam.port,
             cam,
-            _scratch: scratch.map(|(d, _)| d),
         })
     }
 
@@ -84,26 +81,34 @@ impl FakeCameras {
     }
 }
 
-/// `video` scaled to `w`x`h` by the ffmpeg CLI (H.264, 10 s GOP like the footage) in a
-/// new temp dir, as `sub.mp4`.
-fn scale(video: &Path, (w, h): (u32, u32)) -> Result<(tempfile::TempDir, PathBuf), RtspError> {
-    let dir = tempfile::Builder::new()
-        .prefix("fb-bench-sub-")
-        .tempdir()
-        .map_err(|e| RtspError::Substream(e.to_string()))?;
-    let out = dir.path().join("sub.mp4");
+/// `video` scaled to `w`x`h` by the ffmpeg CLI (H.264, 10 s GOP like the footage),
+/// cached in the temp dir across runs under a name made of the size and the video's
+/// path, length and mtime (written to a `.part` file, then renamed).
+pub fn scaled_copy(video: &Path, (w, h): (u32, u32)) -> Result<PathBuf, RtspError> {
+    use std::hash::{Hash, Hasher};
+    let err = |e: std::io::Error| RtspError::Substream(format!("{}: {e}", video.display()));
+    let meta = std::fs::metadata(video).map_err(err)?;
+    let mut key = std::collections::hash_map::DefaultHasher::new();
+    (video, meta.len(), meta.modified().map_err(err)?).hash(&mut key);
+    let out = std::env::temp_dir().join(format!("fb-bench-sub-{w}x{h}-{:016x}.mp4", key.finish()));
+    if out.is_file() {
+        return Ok(out);
+    }
+    let part = out.with_extension(format!("{}.part.mp4", std::process::id()));
     let status = std::process::Command::new("ffmpeg")
         .args(["-v", "error", "-y", "-i"])
         .arg(video)
         .args(["-vf", &format!("scale={w}:{h}"), "-c:v", "libx264"])
         .args(["-preset", "veryfast", "-g", "250", "-an"])
-        .arg(&out)
+        .arg(&part)
         .status()
         .map_err(|e| RtspError::Substream(format!("ffmpeg: {e}")))?;
     if !status.success() {
+        let _ = std::fs::remove_file(&part);
         return Err(RtspError::Substream(format!("ffmpeg exited with {status}")));
     }
-    Ok((dir, out))
+    std::fs::rename(&part, &out).map_err(err)?;
+    Ok(out)
 }
 
 #[cfg(test)]

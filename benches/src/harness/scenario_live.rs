@@ -186,11 +186,13 @@ pub struct LiveData {
     pub models: Vec<LiveModel>,
 }
 
+/// CPU of the system under test: every process below core-agent, not the harness and
+/// not the fake RTSP camera (the camera is not part of the system; the peer reads files).
 fn system_cores(run: &RunResult) -> f64 {
     let cpu: f64 = run
         .processes
         .iter()
-        .filter(|p| !p.label.starts_with("bench"))
+        .filter(|p| !p.label.starts_with("bench") && !p.label.starts_with("fake_rtsp_camera"))
         .map(|p| p.cpu_s)
         .sum();
     cpu / run.window_s.max(1e-9)
@@ -207,6 +209,12 @@ pub fn run(
     mut progress: impl FnMut(&str),
 ) -> Result<(LiveData, Vec<Table>, Vec<String>), anyhow::Error> {
     let mut data = LiveData { models: Vec::new() };
+    let peer_video = match &p.peer {
+        Some(peer) if peer.substream => {
+            super::rtsp::scaled_copy(video, super::rtsp::SUBSTREAM)?
+        }
+        _ => video.to_path_buf(),
+    };
     for (m, motion) in models
         .iter()
         .flat_map(|m| p.motion.iter().map(move |&g| (m, g)))
@@ -238,7 +246,7 @@ pub fn run(
         let peer_run = |peer: &PeerParams, n: usize| -> Result<PeerStep, peer::PeerError> {
             let run = peer::run_window(
                 peer,
-                video,
+                &peer_video,
                 m,
                 n,
                 p.camera_fps,

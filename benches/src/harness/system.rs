@@ -461,7 +461,8 @@ impl System {
 /// For `SourceKind::Rtsp`, starts fake RTSP cameras serving each file camera's video and
 /// points the cameras at them; for `SourceKind::Substream`, each camera gets two streams
 /// (`<id>`: the video, its `record_source`; `<id>-sub`: the video scaled to 480x270,
-/// its `source`).
+/// its `source`); for `SourceKind::SubstreamFile`, the file cameras play the scaled
+/// copy instead.
 fn with_fake_cameras(
     spec: &SystemSpec,
 ) -> Result<(SystemSpec, Option<super::rtsp::FakeCameras>), SystemError> {
@@ -475,6 +476,15 @@ fn with_fake_cameras(
     }) else {
         return Ok((spec, None));
     };
+    if spec.source == SourceKind::SubstreamFile {
+        let sub = super::rtsp::scaled_copy(&video, super::rtsp::SUBSTREAM)?;
+        for c in &mut spec.cameras {
+            if let Source::File { path, .. } = &mut c.source {
+                path.clone_from(&sub);
+            }
+        }
+        return Ok((spec, None));
+    }
     let sub = spec.source == SourceKind::Substream;
     let names: Vec<String> = spec.cameras.iter().map(|c| c.id.clone()).collect();
     let cams = super::rtsp::FakeCameras::start(
