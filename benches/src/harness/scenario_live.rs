@@ -210,9 +210,7 @@ pub fn run(
 ) -> Result<(LiveData, Vec<Table>, Vec<String>), anyhow::Error> {
     let mut data = LiveData { models: Vec::new() };
     let peer_video = match &p.peer {
-        Some(peer) if peer.substream => {
-            super::rtsp::scaled_copy(video, super::rtsp::SUBSTREAM)?
-        }
+        Some(peer) if peer.substream => super::rtsp::scaled_copy(video, super::rtsp::SUBSTREAM)?,
         _ => video.to_path_buf(),
     };
     for (m, motion) in models
