@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{assets, bin_dir, children_of, kill, serial, wait_for, Agent, Dirs};
+use common::{assets, bin_dir, children_of, events, ffprobe, kill, serial, wait_for, Agent, Dirs};
 use serde_json::Value;
 
 const W: usize = 960;
@@ -28,14 +28,6 @@ const GOP_S: f64 = 10.0;
 
 /// The same line as `tests/analytics.rs`: people cross it all through the footage.
 const LINE: &str = "[[cameras.analytics.lines]]\nname = \"mid\"\nfrom = [0.5, 0.25]\nto = [0.5, 0.75]\nclasses = [\"person\"]\nanchor = \"center\"\nhysteresis = 0.01\ncooldown_s = 0\n\n";
-
-fn events(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("events.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
 
 fn unix_ms() -> u64 {
     SystemTime::now()
@@ -79,22 +71,6 @@ fn frame_hashes_with(video: &Path, vsync: &str) -> (Vec<u64>, String) {
     }
     let _ = child.wait();
     (hashes, errs.join().unwrap_or_default())
-}
-
-fn ffprobe(video: &Path, args: &[&str]) -> String {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error"])
-        .args(args)
-        .arg(video)
-        .output()
-        .expect("ffprobe");
-    assert!(
-        out.status.success(),
-        "ffprobe {}: {}",
-        video.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn duration_s(video: &Path) -> f64 {

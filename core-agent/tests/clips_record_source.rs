@@ -6,55 +6,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{assets, bin_dir, children_of, rtsp_streams, serial, wait_for, Agent, Dirs};
-use serde_json::Value;
-
-/// The footage scaled to 480x270 (the camera's substream), 1 s GOP.
-fn substream(clip: &Path, dir: &Path) -> PathBuf {
-    let out = dir.join("sub.mp4");
-    let st = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-i"])
-        .arg(clip)
-        .args([
-            "-vf",
-            "scale=480:270",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-g",
-            "25",
-            "-an",
-        ])
-        .arg(&out)
-        .status()
-        .expect("ffmpeg runs");
-    assert!(st.success(), "ffmpeg scaled the footage");
-    out
-}
-
-fn events(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("events.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-fn ffprobe(video: &Path, args: &[&str]) -> String {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error"])
-        .args(args)
-        .arg(video)
-        .output()
-        .expect("ffprobe");
-    assert!(out.status.success(), "ffprobe {}", video.display());
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
+use common::{
+    assets, bin_dir, children_of, events, ffprobe, rtsp_streams, serial, wait_for, Agent, Dirs,
+};
 
 fn cmdline(pid: u32) -> String {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
@@ -67,8 +24,7 @@ fn clips_come_from_the_main_stream_while_detection_decodes_the_substream() {
     let Some(assets) = assets() else { return };
     bin_dir();
     let video = assets.join("video/people_walk_540p.mp4");
-    let tmp = tempfile::tempdir().unwrap();
-    let sub = substream(&video, tmp.path());
+    let sub = framebus_testkit::ffmpeg::scaled_copy(&video, (480, 270)).expect("substream");
     let cam = rtsp_streams(&[("main", &video), ("sub", &sub)]);
     // GStreamer's server asks for no credentials; the user-info only travels through
     // the system, which is what is checked.
@@ -138,7 +94,7 @@ fn clips_come_from_the_main_stream_while_detection_decodes_the_substream() {
             "csv=p=0",
         ],
     );
-    assert_eq!(size, "960,540", "the clip is the main stream's");
+    assert_eq!(size.trim(), "960,540", "the clip is the main stream's");
     let frames: u32 = ffprobe(
         &clip,
         &[
@@ -151,6 +107,7 @@ fn clips_come_from_the_main_stream_while_detection_decodes_the_substream() {
             "csv=p=0",
         ],
     )
+    .trim()
     .parse()
     .unwrap();
     // Pre + post roll (6 s) at 25 fps, plus at most the footage's 10 s GOP before.

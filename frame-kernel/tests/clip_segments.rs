@@ -5,40 +5,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use proto_schema::segment::{self, Record, SegmentHeader};
-
-fn read_segment(path: &Path) -> (SegmentHeader, Vec<Record>) {
-    let b = std::fs::read(path).unwrap();
-    let (h, mut at) = SegmentHeader::parse(&b).unwrap().unwrap();
-    let mut recs = Vec::new();
-    while let Some((r, n)) = Record::parse(&b[at..]).unwrap() {
-        recs.push(r);
-        at += n;
-    }
-    (h, recs)
-}
-
-fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.path())
-                .filter(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .and_then(segment::parse_file_name)
-                        .is_some()
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
+use proto_schema::segment::Record;
 
 /// Plays the footage fast for 3 loops (1524 frames) with a large history: every
 /// packet is kept, in segments that start at keyframes (0, 10, 20 s of each loop)

@@ -5,65 +5,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use proto_schema::segment::{self, Record, SegmentHeader};
-
-fn read_segment(path: &Path) -> (SegmentHeader, Vec<Record>) {
-    let b = std::fs::read(path).unwrap();
-    let (h, mut at) = SegmentHeader::parse(&b).unwrap().unwrap();
-    let mut recs = Vec::new();
-    while let Some((r, n)) = Record::parse(&b[at..]).unwrap() {
-        recs.push(r);
-        at += n;
-    }
-    (h, recs)
-}
-
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.path())
-                .filter(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .and_then(segment::parse_file_name)
-                        .is_some()
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-/// The footage scaled to 480x270 (a camera's substream), 1 s GOP.
-fn substream(clip: &Path, dir: &Path) -> PathBuf {
-    let out = dir.join("sub.mp4");
-    let st = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-i"])
-        .arg(clip)
-        .args([
-            "-vf",
-            "scale=480:270",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-g",
-            "25",
-            "-an",
-        ])
-        .arg(&out)
-        .status()
-        .expect("ffmpeg runs");
-    assert!(st.success(), "ffmpeg scaled the footage");
-    out
-}
+use proto_schema::segment::Record;
 
 /// The ring holds the substream's frames (480x270), the segments hold the main
 /// stream's packets (960x540 codec parameters), every segment starts at a keyframe and
@@ -74,8 +19,7 @@ fn substream_is_decoded_and_the_main_stream_is_kept() {
     let Some(clip) = asset(CLIP) else { return };
     ffmpeg_cli().expect("ffmpeg CLI");
     let py = camera_python().expect("python with GStreamer's RTSP server");
-    let tmp = tempfile::tempdir().unwrap();
-    let sub = substream(&clip, tmp.path());
+    let sub = framebus_testkit::ffmpeg::scaled_copy(&clip, (480, 270)).expect("substream");
     let cam = start_camera(&py, 0, &[("main", &clip), ("sub", &sub)]);
     let dir = ring_dir();
     let d = dir.path().to_str().unwrap();

@@ -135,6 +135,37 @@ pub fn has_content(bytes: &[u8]) -> bool {
     max.saturating_sub(min) > 64
 }
 
+/// `video` scaled to `w`x`h` by the ffmpeg CLI (H.264 `veryfast`, 10 s GOP like the test
+/// footage): a camera's low-resolution substream. Cached in the temp dir across runs under
+/// a name made of the size and the video's path, length and mtime (written to a
+/// per-process `.part` file, then renamed, so concurrent callers never see half a file).
+pub fn scaled_copy(video: &Path, (w, h): (u32, u32)) -> Result<PathBuf, String> {
+    let err = |e: std::io::Error| format!("{}: {e}", video.display());
+    let meta = std::fs::metadata(video).map_err(err)?;
+    let mut key = DefaultHasher::new();
+    (video, meta.len(), meta.modified().map_err(err)?).hash(&mut key);
+    let out =
+        std::env::temp_dir().join(format!("framebus-scaled-{w}x{h}-{:016x}.mp4", key.finish()));
+    if out.is_file() {
+        return Ok(out);
+    }
+    let part = out.with_extension(format!("{}.part.mp4", std::process::id()));
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(video)
+        .args(["-vf", &format!("scale={w}:{h}"), "-c:v", "libx264"])
+        .args(["-preset", "veryfast", "-g", "250", "-an"])
+        .arg(&part)
+        .status()
+        .map_err(|e| format!("ffmpeg: {e}"))?;
+    if !status.success() {
+        let _ = std::fs::remove_file(&part);
+        return Err(format!("ffmpeg exited with {status}"));
+    }
+    std::fs::rename(&part, &out).map_err(err)?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -81,34 +81,10 @@ impl FakeCameras {
     }
 }
 
-/// `video` scaled to `w`x`h` by the ffmpeg CLI (H.264, 10 s GOP like the footage),
-/// cached in the temp dir across runs under a name made of the size and the video's
-/// path, length and mtime (written to a `.part` file, then renamed).
-pub fn scaled_copy(video: &Path, (w, h): (u32, u32)) -> Result<PathBuf, RtspError> {
-    use std::hash::{Hash, Hasher};
-    let err = |e: std::io::Error| RtspError::Substream(format!("{}: {e}", video.display()));
-    let meta = std::fs::metadata(video).map_err(err)?;
-    let mut key = std::collections::hash_map::DefaultHasher::new();
-    (video, meta.len(), meta.modified().map_err(err)?).hash(&mut key);
-    let out = std::env::temp_dir().join(format!("fb-bench-sub-{w}x{h}-{:016x}.mp4", key.finish()));
-    if out.is_file() {
-        return Ok(out);
-    }
-    let part = out.with_extension(format!("{}.part.mp4", std::process::id()));
-    let status = std::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-i"])
-        .arg(video)
-        .args(["-vf", &format!("scale={w}:{h}"), "-c:v", "libx264"])
-        .args(["-preset", "veryfast", "-g", "250", "-an"])
-        .arg(&part)
-        .status()
-        .map_err(|e| RtspError::Substream(format!("ffmpeg: {e}")))?;
-    if !status.success() {
-        let _ = std::fs::remove_file(&part);
-        return Err(RtspError::Substream(format!("ffmpeg exited with {status}")));
-    }
-    std::fs::rename(&part, &out).map_err(err)?;
-    Ok(out)
+/// `video` scaled to `size` (see `framebus_testkit::ffmpeg::scaled_copy`: cached in the
+/// temp dir across runs).
+pub fn scaled_copy(video: &Path, size: (u32, u32)) -> Result<PathBuf, RtspError> {
+    framebus_testkit::ffmpeg::scaled_copy(video, size).map_err(RtspError::Substream)
 }
 
 #[cfg(test)]

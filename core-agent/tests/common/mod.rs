@@ -417,3 +417,29 @@ pub fn children_of(ppid: u32) -> Vec<(u32, String)> {
     }
     out
 }
+
+/// The events `core-agent` wrote to `<dir>/events.jsonl` so far.
+pub fn events(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("events.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// `ffprobe -v error ARGS video`'s output; panics with ffprobe's message on failure.
+pub fn ffprobe(video: &Path, args: &[&str]) -> String {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error"])
+        .args(args)
+        .arg(video)
+        .output()
+        .expect("ffprobe");
+    assert!(
+        out.status.success(),
+        "ffprobe {}: {}",
+        video.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use framebus_testkit::camera::RtspCamera;
 use framebus_testkit::process::ChildGuard;
+use proto_schema::segment::{self, Record, SegmentHeader};
 use shm_ring::{FrameInfo, ReadError, RingReader, RingState, WaitOutcome};
 
 pub use framebus_testkit::camera::camera_python;
@@ -170,4 +171,35 @@ pub fn collect_frames(
         }
     }
     out
+}
+
+/// A segment file's header and records (`--clip-dir`).
+pub fn read_segment(path: &Path) -> (SegmentHeader, Vec<Record>) {
+    let b = std::fs::read(path).unwrap();
+    let (h, mut at) = SegmentHeader::parse(&b).unwrap().unwrap();
+    let mut recs = Vec::new();
+    while let Some((r, n)) = Record::parse(&b[at..]).unwrap() {
+        recs.push(r);
+        at += n;
+    }
+    (h, recs)
+}
+
+/// The segment files of `dir`, oldest first.
+pub fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .and_then(segment::parse_file_name)
+                        .is_some()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
 }
