@@ -7,13 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{assets, bin_dir, serial, wait_for, Agent, Dirs, FakeCamera};
-
-/// The command line of `pid`, arguments joined by spaces.
-fn cmdline(pid: u64) -> String {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    String::from_utf8_lossy(&raw).replace('\0', " ")
-}
+use common::{assets, bin_dir, cmdline, serial, wait_for, Agent, Dirs, FakeCamera};
 
 #[test]
 fn a_text_file_camera_fails_with_its_reason_and_the_other_camera_keeps_working() {
@@ -65,7 +59,7 @@ fn a_text_file_camera_fails_with_its_reason_and_the_other_camera_keeps_working()
 
     // The password: not in the kernel's command line (world-readable), nor in anything
     // the agent or its children logged.
-    let kernel_pid = good["kernel"]["pid"].as_u64().unwrap();
+    let kernel_pid = good["kernel"]["pid"].as_u64().unwrap() as u32;
     let args = cmdline(kernel_pid);
     assert!(args.contains("--source-fd 0"), "{args}");
     assert!(!args.contains("hunter2"), "password in argv: {args}");

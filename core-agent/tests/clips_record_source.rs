@@ -10,13 +10,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    assets, bin_dir, children_of, events, ffprobe, rtsp_streams, serial, wait_for, Agent, Dirs,
+    assets, bin_dir, children_of, cmdline, events, ffprobe, rtsp_streams, serial, wait_for, Agent,
+    Dirs,
 };
-
-fn cmdline(pid: u32) -> String {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    String::from_utf8_lossy(&raw).replace('\0', " ")
-}
 
 #[test]
 fn clips_come_from_the_main_stream_while_detection_decodes_the_substream() {
