@@ -160,9 +160,6 @@ pub fn run_with_clock(
                 }
             }
             let mut driver = Driver::new(config, clock.clone(), interrupt.clone(), &output);
-            if record.is_some() {
-                driver.keeper = None;
-            }
             let result = driver.drive();
             heartbeat_stop.store(true, Ordering::Relaxed);
             if heartbeat.join().is_err() {
@@ -254,7 +251,11 @@ impl<'a> Driver<'a> {
             logged_skip: None,
             auto_revoked: None,
             guard: None,
-            keeper: open_keeper(config),
+            // With a record stream, its thread keeps the clips' packets, not this loop.
+            keeper: match config.record_source {
+                Some(_) => None,
+                None => open_keeper(config),
+            },
         }
     }
 

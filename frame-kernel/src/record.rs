@@ -86,8 +86,11 @@ pub fn run(
                 stats.sessions += 1;
                 tracing::info!(record_source = %name, "record stream open");
                 keeper.start_session(header_of(&open.stream()));
+                let before = stats.packets;
                 let end = session(settings, &mut open, &mut keeper, interrupt, &mut stats);
-                if end.is_none() {
+                // A session that delivered packets was healthy: the next loss starts
+                // the backoff over.
+                if stats.packets > before {
                     backoff.reset();
                 }
                 interrupt.arm_for(CLOSE_DEADLINE);

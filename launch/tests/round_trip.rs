@@ -85,6 +85,11 @@ fn kernel() -> impl Strategy<Value = KernelLaunch> {
         proptest::option::of(path()),
         any::<u64>(),
         any::<u64>(),
+        prop_oneof![
+            Just((None, None)),
+            text().prop_map(|s| (Some(s), None)),
+            any::<i32>().prop_map(|fd| (None, Some(fd)))
+        ],
     );
     (ids, pacing, decode).prop_map(|(ids, pacing, decode)| {
         let (
@@ -111,6 +116,7 @@ fn kernel() -> impl Strategy<Value = KernelLaunch> {
             clip_dir,
             clip_keep_ms,
             clip_max_bytes,
+            (record_source, record_source_fd),
         ) = decode;
         let mut l = KernelLaunch::new(camera_id, 0);
         l.ring = ring;
@@ -147,6 +153,10 @@ fn kernel() -> impl Strategy<Value = KernelLaunch> {
         l.clip_dir = clip_dir;
         l.clip_keep_ms = clip_keep_ms;
         l.clip_max_bytes = clip_max_bytes;
+        // The record stream requires `--clip-dir`.
+        if l.clip_dir.is_some() {
+            (l.record_source, l.record_source_fd) = (record_source, record_source_fd);
+        }
         l
     })
 }
@@ -288,8 +298,9 @@ fn written_flags(argvs: &[Vec<OsString>]) -> BTreeSet<String> {
 
 #[test]
 fn every_kernel_flag_in_help_is_written_by_to_argv() {
-    // Two launches between them set every flag (`--source`/`--source-fd` and
-    // `--realtime`/`--fast` exclude each other).
+    // Two launches between them set every flag (`--source`/`--source-fd`,
+    // `--record-source`/`--record-source-fd` and `--realtime`/`--fast` exclude each
+    // other).
     let mut a = KernelLaunch::new("cam", 0);
     a.ring = Some("r".into());
     a.slots = 16;
@@ -314,13 +325,16 @@ fn every_kernel_flag_in_help_is_written_by_to_argv() {
     a.hwaccel = "auto".into();
     a.keep_ring = true;
     a.clip_dir = Some("/c".into());
+    a.record_source_fd = Some(0);
     let mut b = KernelLaunch::new("cam", 0);
     b.source = Some("x.mp4".into());
     b.source_fd = None;
     b.fast = true;
+    b.clip_dir = Some("/c".into());
+    b.record_source = Some("rtsp://h/main".into());
     let help = help_flags(KernelLaunch::command());
     assert_eq!(help, written_flags(&[a.to_argv(), b.to_argv()]));
-    assert!(help.len() >= 33, "{help:?}");
+    assert!(help.len() >= 35, "{help:?}");
 }
 
 #[test]
