@@ -107,7 +107,8 @@ pub fn run(
         }
         stats.losses += 1;
         let delay = backoff.next_delay();
-        if stats.losses.is_power_of_two() {
+        // The first failure after a healthy session, then every power of two in a row.
+        if backoff.failures().is_power_of_two() {
             tracing::warn!(
                 record_source = %name,
                 %reason,
