@@ -531,14 +531,7 @@ impl<'a> Driver<'a> {
                     self.link.on_packet();
                     self.packets += 1;
                     if let Some(k) = self.keeper.as_mut() {
-                        let ts = |t: Option<i64>| t.unwrap_or(proto_schema::segment::NO_TS);
-                        k.on_packet(
-                            packet.is_key(),
-                            ts(packet.pts()),
-                            ts(packet.dts()),
-                            packet.duration(),
-                            packet.data().unwrap_or_default(),
-                        );
+                        k.on_av_packet(&packet);
                     }
                     if let Err(e) = decoder.send(&packet) {
                         if let Some(end) = self.decode_error(&e) {

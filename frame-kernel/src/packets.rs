@@ -162,6 +162,19 @@ impl PacketKeeper {
         self.header = Some(header);
     }
 
+    /// [`PacketKeeper::on_packet`] for an FFmpeg packet of the video stream (missing
+    /// timestamps kept as [`segment::NO_TS`]).
+    pub fn on_av_packet(&mut self, packet: &ffmpeg_next::Packet) {
+        let ts = |t: Option<i64>| t.unwrap_or(segment::NO_TS);
+        self.on_packet(
+            packet.is_key(),
+            ts(packet.pts()),
+            ts(packet.dts()),
+            packet.duration(),
+            packet.data().unwrap_or_default(),
+        );
+    }
+
     /// One demuxed packet of the video stream (timestamps in the header's time base).
     pub fn on_packet(&mut self, key: bool, pts: i64, dts: i64, duration: i64, data: &[u8]) {
         let now = (self.unix_ns)();

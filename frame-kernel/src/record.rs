@@ -149,14 +149,7 @@ fn session(
             continue;
         }
         stats.packets += 1;
-        let ts = |t: Option<i64>| t.unwrap_or(proto_schema::segment::NO_TS);
-        keeper.on_packet(
-            packet.is_key(),
-            ts(packet.pts()),
-            ts(packet.dts()),
-            packet.duration(),
-            packet.data().unwrap_or_default(),
-        );
+        keeper.on_av_packet(&packet);
         // A segment's first packet anchors it: its presentation time arrived now.
         keeper.on_published(
             packet.pts().map(|t| open.ts_to_ns(t)),
