@@ -1,5 +1,6 @@
 //! Soak: the real `frame-kernel` decoding the real footage for about a minute, once from
-//! the file (realtime, looped) and once from the fake RTSP camera, with anonymous memory
+//! the file (realtime, looped), once from the fake RTSP camera and once from its
+//! substream while the record thread keeps its main stream, with anonymous memory
 //! and descriptors sampled every second (issue 10, defect 3: every packet leaked, ≈
 //! 1.8 GB/hour for a 4 Mbit/s camera).
 //!
@@ -99,5 +100,46 @@ fn rtsp_source_memory_and_fds_stay_flat_for_a_minute() {
         "soak-rtsp",
     );
     soak(&k, dir.path(), "soak-rtsp", 20.0);
+    assert!(k.terminate().success(), "{}", k.log());
+}
+
+/// The record stream (`--record-source`) beside the decoded substream: the kernel's
+/// record thread keeps the 540p main stream in segments (rotated: 2 s GOPs, 15 s kept)
+/// for a minute while the 480x270 substream is decoded, with flat memory and
+/// descriptors (a second RTSP connection, segment files opened and deleted).
+#[test]
+fn record_stream_memory_and_fds_stay_flat_for_a_minute() {
+    let Some(clip) = asset(CLIP) else { return };
+    let Some(py) = camera_python() else { return };
+    ffmpeg_cli().expect("ffmpeg CLI");
+    let sub = framebus_testkit::ffmpeg::scaled_copy(&clip, (480, 270)).expect("substream");
+    let cam = start_camera(&py, 0, &[("main", &clip), ("sub", &sub)]);
+    let dir = ring_dir();
+    let d = dir.path().to_str().unwrap();
+    let clips = dir.path().join("segments");
+    let mut k = Kernel::start(
+        &[
+            "--camera-id",
+            "soak-rec",
+            "--source",
+            &cam.url("sub"),
+            "--record-source",
+            &cam.url("main"),
+            "--ring-dir",
+            d,
+            "--clip-dir",
+            clips.to_str().unwrap(),
+        ],
+        dir.path(),
+        "soak-rec",
+    );
+    soak(&k, dir.path(), "soak-rec", 20.0);
+    let segs = segments(&clips);
+    assert!(
+        (2..=12).contains(&segs.len()),
+        "segments kept and rotated: {} files\n{}",
+        segs.len(),
+        k.log()
+    );
     assert!(k.terminate().success(), "{}", k.log());
 }
