@@ -4,12 +4,25 @@ Runs the ```python blocks of docs/ring-format.md (§9, the ring reader) and
 docs/protocol.md (§11, the client) exactly as the docs print them, then uses only what
 they define (plus the documented rules) against a real model server and ring:
 
-    python outside_view.py SOCKET RING_DIR RING_NAME MODEL_ID
+    python outside_view.py SOCKET RING_DIR RING_NAME MODEL_ID [SERVER_PID]
 
 The ring must hold at least one published frame and stay in state Starting (the writer
 never stores Live). Before the futex wait the script prints `WAIT <write_seq>` on stdout
 and expects the ring's writer to publish one more frame. Every check prints `ok: ...`;
 the last line is `ALL OK`. Any failure raises (exit status 1). Needs Python 3 and numpy.
+With SERVER_PID (the caller started the server) `connect` checks the peer's pid too.
+
+Two single steps, for the trust rules (run as whatever user the test chooses; they need
+only the standard library):
+
+    python outside_view.py read RING_DIR RING_NAME [TRUST_UID]
+        Ring(RING_DIR, RING_NAME, trust_uid=TRUST_UID).latest(); prints
+        `READ frame_id=<id> bytes=<n> sum=<sum of the bytes>`, exit 0.
+    python outside_view.py peer SOCKET [SERVER_UID [SERVER_PID]]
+        connect(SOCKET, SERVER_UID, SERVER_PID), then a ping; prints `PONG`, exit 0.
+
+Either prints `REFUSED <exception class>: <message>` and exits 3 when the docs' code
+refuses (PermissionError or ValueError).
 """
 
 import pathlib
@@ -17,8 +30,6 @@ import re
 import socket
 import struct
 import sys
-
-import numpy as np
 
 DOCS = pathlib.Path(__file__).resolve().parent.parent
 
@@ -44,7 +55,9 @@ def check(cond, what):
     print(f"ok: {what}", flush=True)
 
 
-def main(sock_path, ring_dir, ring_name, model_id):
+def main(sock_path, ring_dir, ring_name, model_id, server_pid=None):
+    import numpy as np
+
     d = load_docs()
     Ring, connect, send, recv, call = d["Ring"], d["connect"], d["send"], d["recv"], d["call"]
     infer_request = d["infer_request"]
@@ -63,7 +76,17 @@ def main(sock_path, ring_dir, ring_name, model_id):
         ring.height, ring.strides[0])[:, :ring.width]
     check(0 < float(y.mean()) < 255, "luma plane viewed with numpy")
 
-    s = connect(sock_path)
+    # protocol.md §1: the peer is the server's uid (here this process's own, or root) and,
+    # when the caller started the server, its pid.
+    pid = None if server_pid is None else int(server_pid)
+    if pid is not None:
+        try:
+            connect(sock_path, server_pid=pid + 1).close()
+            raise AssertionError("connect accepted a peer whose pid is not the server's")
+        except PermissionError as e:
+            check(f"peer pid {pid} " in str(e), f"another pid expected -> refused: {e}")
+    s = connect(sock_path, server_pid=pid)
+    check(True, f"peer checked with SO_PEERCRED (uid own or root, pid {pid or 'unchecked'})")
     check(call(s, {"type": "ping", "v": 1, "id": 1}) == {"type": "pong", "v": 1, "id": 1},
           "ping answered with pong")
 
@@ -173,7 +196,41 @@ def main(sock_path, ring_dir, ring_name, model_id):
     print("ALL OK", flush=True)
 
 
+def read_step(ring_dir, ring_name, trust_uid=None):
+    d = load_docs()
+    ring = d["Ring"](ring_dir, ring_name, trust_uid=trust_uid)
+    frame = ring.latest()
+    assert frame is not None, "no frame in the ring"
+    _slot, _seq, frame_id, _capture_ts, data = frame
+    print(f"READ frame_id={frame_id} bytes={len(data)} sum={sum(data)}", flush=True)
+    ring.close()
+
+
+def peer_step(sock_path, server_uid=None, server_pid=None):
+    d = load_docs()
+    s = d["connect"](sock_path, server_uid, server_pid)
+    s.settimeout(30)
+    answer = d["call"](s, {"type": "ping", "v": 1, "id": 1})
+    assert answer == {"type": "pong", "v": 1, "id": 1}, answer
+    print("PONG", flush=True)
+    s.close()
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 5:
+    # step: (function, how many path arguments, how many optional integer arguments)
+    steps = {"read": (read_step, 2, 1), "peer": (peer_step, 1, 2)}
+    if len(sys.argv) > 1 and sys.argv[1] in steps:
+        step, paths, ints = steps[sys.argv[1]]
+        args = sys.argv[2:]
+        if not paths <= len(args) <= paths + ints:
+            sys.exit(__doc__)
+        args = args[:paths] + [int(a) for a in args[paths:]]
+        try:
+            step(*args)
+        except (PermissionError, ValueError) as e:
+            print(f"REFUSED {type(e).__name__}: {e}", flush=True)
+            sys.exit(3)
+    elif len(sys.argv) in (5, 6):
+        main(*sys.argv[1:])
+    else:
         sys.exit(__doc__)
-    main(*sys.argv[1:])
