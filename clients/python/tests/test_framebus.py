@@ -17,6 +17,7 @@ import pathlib
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -216,6 +217,197 @@ class OfflineRingTest(unittest.TestCase):
         w.close()
 
 
+def need_root() -> None:
+    """Switching users needs root; CI runs as root, so there a non-root run is a failure."""
+    if os.geteuid() != 0:
+        if IN_CI:
+            raise AssertionError("CI=true but not root: the trust tests switch to uid 65534")
+        raise unittest.SkipTest("needs root to switch to uid 65534")
+
+
+#: The service user and group of these tests (numeric only), an untrusted owner, `nobody`.
+SVC_UID, SVC_GID, STRANGER_UID, OTHER_GID, NOBODY = 4242, 4243, 4244, 4245, 65534
+
+
+def as_user(fn, uid: int, gid: int, groups: list) -> tuple:
+    """Runs ``fn()`` in a forked child that dropped root to ``uid``/``gid`` with exactly
+    ``groups`` as supplementary groups; returns ``(ok, "OK <result>" or "<Error>: <text>")``."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                           # the child: never returns
+        code, text = 1, "no result"
+        try:
+            os.close(r)
+            os.setgroups(groups)
+            os.setgid(gid)
+            os.setuid(uid)
+            text, code = f"OK {fn()}", 0
+        except BaseException as e:                         # noqa: B902 (reported to the parent)
+            text = f"{type(e).__name__}: {e}"
+        finally:
+            os.write(w, text.encode()[:65000])
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        text = f.read().decode()
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0, text
+
+
+class TrustTest(unittest.TestCase):
+    """Who the client trusts: ring owners and groups (ring-format.md §6.1, §8) and the peer
+    at a socket (protocol.md section 1)."""
+
+    def setUp(self) -> None:
+        self.tmp = tempfile.mkdtemp()
+        os.chmod(self.tmp, 0o755)                          # reachable by uid 65534
+
+    def tearDown(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def test_ring_file_rules(self) -> None:
+        me, gid = os.geteuid(), os.getegid()
+
+        def st(mode: int, uid: int, gid: int) -> os.stat_result:
+            return os.stat_result((0o100000 | mode, 1, 1, 1, uid, gid, 4096, 0, 0, 0))
+
+        check = framebus.ring.check_ring_file
+        check("own", st(0o640, me, gid))
+        check("root", st(0o640, 0, gid))
+        bad = [(st(0o660, me, gid), (), "writable by group or others"),
+               (st(0o646, me, gid), (), "writable by group or others"),
+               (st(0o640, me + 1, gid), (), f"owned by uid {me + 1}, not a trusted uid"),
+               (os.stat_result((0o040750, 1, 1, 1, me, gid, 4096, 0, 0, 0)), (), "not a regular file"),
+               (os.stat_result((0o100640, 1, 1, 1, me, gid, 100, 0, 0, 0)), (),
+                "shorter than the header")]
+        for s, trusted, why in bad:
+            with self.assertRaises(framebus.RingError, msg=why) as cm:
+                check("r", s, trusted)
+            self.assertIn(why, str(cm.exception))
+        if me != 0:
+            # A non-owner, non-root reader: trusted owner, read through one of its groups.
+            other = me + 1
+            check("svc", st(0o640, other, gid), [other])
+            for mode, g, why in [(0o600, gid, "not readable through a group"),
+                                 (0o644, gid + 1000, "not readable through a group")]:
+                with self.assertRaises(framebus.RingError) as cm:
+                    check("svc", st(mode, other, g), [other])
+                self.assertIn(why, str(cm.exception))
+
+    def test_group_member_reads_a_ring_of_the_service_user(self) -> None:
+        """ring-format.md §6.1: a client in the service group (uid 65534 with the ring's
+        group) reads a ring of the service user when it trusts that uid; it refuses a
+        world-writable ring, a ring of another owner, and a ring of a group it is not in."""
+        need_root()
+        ring_dir = framebus.ensure_ring_dir(os.path.join(self.tmp, "rings"))
+        os.chown(ring_dir, -1, SVC_GID)                    # 0750 with the service group
+        writers = []
+        for name, owner, group, mode in [("svc", SVC_UID, SVC_GID, 0o640),
+                                         ("loose", SVC_UID, SVC_GID, 0o646),
+                                         ("stranger", STRANGER_UID, SVC_GID, 0o640),
+                                         ("othergroup", SVC_UID, OTHER_GID, 0o644)]:
+            w = framebus.RingWriter(name, 8, 8, "BGR24", ring_dir=ring_dir, slots=2)
+            w.publish(np.full(192, 5, np.uint8))
+            os.chown(w.path, owner, group)                 # as the service's writer made it
+            os.chmod(w.path, mode)
+            writers.append(w)
+
+        def read(name: str, trusted: tuple = (SVC_UID,)) -> int:
+            with framebus.RingReader(name, ring_dir, trusted_uids=trusted) as r:
+                return int(r.latest().data.sum())
+
+        member = (NOBODY, NOBODY, [SVC_GID])
+        self.assertEqual(as_user(lambda: read("svc"), *member), (True, "OK 960"))
+        for name, trusted, why in [("svc", (), "owned by uid 4242, not a trusted uid"),
+                                   ("loose", (SVC_UID,), "mode 0o646 is writable by group or others"),
+                                   ("stranger", (SVC_UID,), "owned by uid 4244, not a trusted uid"),
+                                   ("othergroup", (SVC_UID,), "not readable through a group")]:
+            ok, text = as_user(lambda: read(name, trusted), *member)
+            self.assertFalse(ok, f"{name} was read: {text}")
+            self.assertTrue(text.startswith("RingError: ") and why in text, text)
+        # Not in the group at all: the ring directory (0750) keeps it out.
+        ok, text = as_user(lambda: read("svc"), NOBODY, NOBODY, [])
+        self.assertFalse(ok)
+        self.assertIn("needs the service group", text)
+        for w in writers:
+            w.close()
+
+    def _listener(self) -> tuple:
+        path = os.path.join(self.tmp, "own.sock")
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(path)
+        srv.listen(8)
+        self.addCleanup(srv.close)
+        return srv, path
+
+    def test_peer_pid_is_checked(self) -> None:
+        """protocol.md section 1: with ``server_pid`` the peer must be that process; the
+        client closes without sending anything otherwise."""
+        srv, path = self._listener()                       # this process is the "server"
+        with framebus.Client(path, timeout_s=2, server_pid=os.getpid()) as c:
+            self.assertEqual(c.peer[:2], (os.getpid(), os.geteuid()))
+        with self.assertRaises(errors.UntrustedPeer) as cm:
+            framebus.Client(path, timeout_s=2, server_pid=os.getpid() + 1)
+        e = cm.exception
+        self.assertIsInstance(e, PermissionError)
+        self.assertEqual((e.pid, e.uid), (os.getpid(), os.geteuid()))
+        self.assertIn(f"peer pid {os.getpid()} uid {os.geteuid()} is not the model server", str(e))
+        srv.settimeout(2)
+        for _ in range(2):                                 # both connections: nothing sent
+            conn, _ = srv.accept()
+            conn.settimeout(2)
+            self.assertEqual(conn.recv(1), b"")
+            conn.close()
+        with self.assertRaises(errors.FramebusError):
+            framebus.Client(path, timeout_s=2, server_uid="no-such-user-framebus")
+        if os.geteuid() != 0:                              # root's peers are always root
+            with self.assertRaises(errors.UntrustedPeer):
+                framebus.Client(path, timeout_s=2, server_uid=os.geteuid() + 1)
+
+    def test_peer_uid_is_checked(self) -> None:
+        """A listener of another uid (65534) at the socket path is refused unless the
+        client was told that uid is the server's."""
+        need_root()
+        d = os.path.join(self.tmp, "fake")
+        os.mkdir(d, 0o700)
+        os.chown(d, NOBODY, NOBODY)
+        path = os.path.join(d, "det.sock")
+        ready_r, ready_w = os.pipe()
+        hold_r, hold_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:                                       # the impostor
+            try:
+                os.close(ready_r)
+                os.close(hold_w)
+                os.setgroups([])
+                os.setgid(NOBODY)
+                os.setuid(NOBODY)
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.bind(path)
+                s.listen(8)
+                os.write(ready_w, b"R")
+                os.read(hold_r, 1)                         # until the parent closes it
+            finally:
+                os._exit(0)
+        os.close(ready_w)
+        os.close(hold_r)
+        try:
+            self.assertEqual(os.read(ready_r, 1), b"R", "the fake listener did not start")
+            for server_uid in (None, SVC_UID, 0):
+                with self.assertRaises(errors.UntrustedPeer, msg=str(server_uid)) as cm:
+                    framebus.Client(path, timeout_s=2, server_uid=server_uid)
+                self.assertEqual((cm.exception.pid, cm.exception.uid), (pid, NOBODY))
+            with framebus.Client(path, timeout_s=2, server_uid=NOBODY, server_pid=pid) as c:
+                self.assertEqual(c.peer[:2], (pid, NOBODY))
+            import pwd
+            name = pwd.getpwuid(NOBODY).pw_name
+            framebus.Client(path, timeout_s=2, server_uid=name).close()
+        finally:
+            os.close(hold_w)
+            os.close(ready_r)
+            os.waitpid(pid, 0)
+
+
 class ServerTest(unittest.TestCase):
     """The client and both ring ends against the real model-server and frame-kernel."""
 
@@ -357,6 +549,14 @@ class ServerTest(unittest.TestCase):
             if kernel.poll() is None:
                 kernel.kill()
                 kernel.wait()
+
+    def test_peer_is_the_server_it_started(self) -> None:
+        """protocol.md section 1: this test started the server, so it checks the pid too."""
+        with framebus.Client(self.sock, timeout_s=30, server_pid=self.server.pid) as c:
+            self.assertEqual(c.peer[0], self.server.pid)
+            c.ping()
+        with self.assertRaises(errors.UntrustedPeer):
+            framebus.Client(self.sock, timeout_s=30, server_pid=self.server.pid + 1)
 
     def test_z_shutdown(self) -> None:
         """Last (alphabetical order): shutdown drains and the server exits 0."""

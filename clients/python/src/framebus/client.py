@@ -20,13 +20,15 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
+import pwd
 import socket
 import struct
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import (ClientTimeout, ConnectionClosed, FramebusError, FrameTooLarge,
-                     UnexpectedResponse, error_from_wire)
+                     UnexpectedResponse, UntrustedPeer, error_from_wire)
 from .ring import Frame, RingReader
 
 #: Wire protocol version this client speaks (docs/protocol.md); the package's major version.
@@ -38,6 +40,16 @@ DEFAULT_MAX_FRAME = 1 << 20
 MAX_BUFFERED = 4096
 
 _HEAD = struct.Struct(">I")
+_CRED = struct.Struct("3i")      # struct ucred: pid, uid, gid (SO_PEERCRED)
+
+
+def _uid_of(user: "int | str") -> int:
+    if isinstance(user, int):
+        return user
+    try:
+        return pwd.getpwnam(user).pw_uid
+    except KeyError:
+        raise FramebusError(f"server_uid: no user named {user!r}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,27 +113,48 @@ class Client:
         timeout_s: default limit for connecting and for each wait for a response.
         max_frame: largest response payload accepted (bigger: :class:`ConnectionClosed`
             after closing, as the stream cannot be resynchronised).
+        server_uid: the uid the model server runs as (an int, or a user name such as
+            ``"framebus"``); default: this process's effective uid. A client in the
+            service group passes the service user.
+        server_pid: the server's pid, when this program started the server itself.
+
+    Right after connecting, the client reads ``SO_PEERCRED`` (docs/protocol.md section
+    1) and accepts the peer only if its uid is ``server_uid`` or 0 (root) and, when
+    ``server_pid`` is given, its pid is that one; :attr:`peer` keeps ``(pid, uid, gid)``.
 
     Raises:
         ConnectionClosed: the socket cannot be connected (``OSError`` kept as the cause).
+        UntrustedPeer: another process is at the socket; nothing was sent.
     """
 
     def __init__(self, path: str, timeout_s: float = 10.0,
-                 max_frame: int = 16 * DEFAULT_MAX_FRAME) -> None:
+                 max_frame: int = 16 * DEFAULT_MAX_FRAME,
+                 server_uid: "int | str | None" = None,
+                 server_pid: Optional[int] = None) -> None:
         self.path = path
         self.timeout_s = timeout_s
         self.max_frame = max_frame
         self._ids = itertools.count(1)
         self._buf = bytearray()
         self._done: Dict[int, Dict[str, Any]] = {}
+        want = os.geteuid() if server_uid is None else _uid_of(server_uid)
         self._sock: Optional[socket.socket] = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.settimeout(timeout_s)
         try:
             self._sock.connect(path)
+            cred = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size)
         except OSError as e:
             self._sock.close()
             self._sock = None
             raise ConnectionClosed(f"{path}: cannot connect: {e}") from e
+        pid, uid, gid = _CRED.unpack(cred)
+        self.peer: Tuple[int, int, int] = (pid, uid, gid)
+        if uid not in (want, 0) or (server_pid is not None and pid != server_pid):
+            self._sock.close()
+            self._sock = None
+            expected = f"uid {want} or 0" + ("" if server_pid is None else f", pid {server_pid}")
+            raise UntrustedPeer(f"{path}: peer pid {pid} uid {uid} is not the model server "
+                                f"(expected {expected})", pid, uid, gid)
 
     # --- plumbing ------------------------------------------------------------------------
 

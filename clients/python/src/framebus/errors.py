@@ -33,6 +33,16 @@ class UnexpectedResponse(FramebusError):
     """The server answered with a message type the request cannot have (a client or server bug)."""
 
 
+class UntrustedPeer(FramebusError, PermissionError):
+    """The process at the socket is not the model server this client expects
+    (docs/protocol.md section 1: ``SO_PEERCRED`` uid, and pid when given). The client
+    closed the connection without sending anything."""
+
+    def __init__(self, message: str, pid: int, uid: int, gid: int) -> None:
+        super().__init__(message)
+        self.pid, self.uid, self.gid = pid, uid, gid
+
+
 class RingError(FramebusError):
     """A ring could not be opened, created or trusted (docs/ring-format.md sections 6.1, 8)."""
 

@@ -162,6 +162,35 @@ def _set_u64(addr: int, v: int) -> None:
     ctypes.c_uint64.from_address(addr).value = v
 
 
+def check_ring_file(name: str, st: os.stat_result, trusted_uids: Iterable[int] = ()) -> None:
+    """The checks of ring-format.md §8 step 2 on an open ring's ``fstat`` (§6.1).
+
+    Trusted owners: this process's effective uid, root and ``trusted_uids``. Nobody but the
+    owner may write the file (``mode & 0o022 == 0``). A reader that is neither the owner
+    nor root reads the ring as a member of its group: group read in the mode, and the
+    file's gid among this process's groups.
+
+    Raises:
+        RingError: naming the rule that failed.
+    """
+    me, mode = os.geteuid(), stat.S_IMODE(st.st_mode)
+    trusted = {me, 0, *trusted_uids}
+    if not stat.S_ISREG(st.st_mode):
+        raise RingError(f"ring {name}: not a regular file")
+    if mode & 0o022:
+        raise RingError(f"ring {name}: mode {mode:#o} is writable by group or others")
+    if st.st_uid not in trusted:
+        raise RingError(f"ring {name}: owned by uid {st.st_uid}, not a trusted uid {sorted(trusted)} "
+                        f"(pass the writer's uid in trusted_uids to trust it)")
+    if me not in (st.st_uid, 0):
+        groups = {os.getegid(), *os.getgroups()}
+        if not mode & 0o040 or st.st_gid not in groups:
+            raise RingError(f"ring {name}: mode {mode:#o}, group {st.st_gid}: not readable through "
+                            f"a group of this process {sorted(groups)} (join the service group)")
+    if st.st_size < HEADER_SIZE:
+        raise RingError(f"ring {name}: {st.st_size} bytes, shorter than the header")
+
+
 class RingReader:
     """A read-only view of one ring.
 
@@ -169,11 +198,18 @@ class RingReader:
         name: ring name (normally the camera id).
         ring_dir: the ring directory (default ``/dev/shm/framebus``).
         trusted_uids: owners accepted besides this process's effective uid and root (a
-            client in the service group reading the service's rings passes its uid).
+            client in the service group reading the service's rings passes the service
+            user's uid, e.g. ``pwd.getpwnam("framebus").pw_uid``).
+
+    The file checks are those of ring-format.md §8 step 2 (and §6.1, "Group readers"):
+    a regular file owned by a trusted uid, not writable by group or others; a reader that
+    is neither the owner nor root reads it through its group, so the mode must grant group
+    read (rings are ``0640``) and the file's group must be one of this process's groups.
 
     Raises:
-        RingError: name rule, missing file, symlink, untrusted owner, writable by others,
-            or a header that fails a check of §8.
+        RingError: name rule, missing or unreadable file, symlink, untrusted owner,
+            writable by group or others, a group this process is not in, or a header
+            that fails a check of §8.
     """
 
     def __init__(self, name: str, ring_dir: str = DEFAULT_RING_DIR,
@@ -183,19 +219,14 @@ class RingReader:
         self._addr = 0
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except PermissionError as e:
+            raise RingError(f"ring {name}: cannot open {self.path}: {e.strerror} (a reader that "
+                            f"is not the ring's owner needs the service group, §6.1)") from e
         except OSError as e:
             raise RingError(f"ring {name}: cannot open {self.path}: {e.strerror}") from e
         try:
             st = os.fstat(fd)
-            trusted = {os.geteuid(), 0, *trusted_uids}
-            if not stat.S_ISREG(st.st_mode):
-                raise RingError(f"ring {name}: {self.path} is not a regular file")
-            if st.st_uid not in trusted:
-                raise RingError(f"ring {name}: owned by uid {st.st_uid}, not a trusted uid {sorted(trusted)}")
-            if st.st_mode & 0o022:
-                raise RingError(f"ring {name}: mode {st.st_mode & 0o777:#o} is writable by group or others")
-            if st.st_size < HEADER_SIZE:
-                raise RingError(f"ring {name}: {st.st_size} bytes, shorter than the header")
+            check_ring_file(name, st, trusted_uids)
             self._addr = _libc.mmap(fd, st.st_size, writable=False)
         except BaseException:
             os.close(fd)
@@ -630,5 +661,5 @@ class RingWriter:
 
 
 __all__: List[str] = ["RingReader", "RingWriter", "Frame", "Geometry", "ensure_ring_dir",
-                      "check_name", "LAYOUT_VERSION", "DEFAULT_RING_DIR", "STARTING", "LIVE",
+                      "check_name", "check_ring_file", "LAYOUT_VERSION", "DEFAULT_RING_DIR", "STARTING", "LIVE",
                       "RECONNECTING", "CLOSED", "FORMATS"]
