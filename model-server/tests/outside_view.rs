@@ -149,7 +149,9 @@ fn docs_carry_the_python_examples() {
     assert!(protocol.contains("```python\nimport json, os, socket, struct, time\n"));
     // protocol.md §1: what a client checks, and the client that does it.
     assert!(protocol.contains("socket.SO_PEERCRED, struct.calcsize(\"3i\")"));
-    assert!(protocol.contains("- **uid**: must be the uid the model server runs as, or `0` (root)."));
+    assert!(
+        protocol.contains("- **uid**: must be the uid the model server runs as, or `0` (root).")
+    );
     // ring-format.md §8/§9: the group-member reader.
     assert!(ring.contains("def __init__(self, dir, name, trust_uid=None):"));
     assert!(ring.contains("st.st_gid in (os.getegid(), *os.getgroups())"));
@@ -426,10 +428,7 @@ fn docs_ring_reader_as_a_service_group_member() {
 
     // The group member, trusting the service user: reads the frame, byte for byte.
     let (code, out, err) = read("svc", Some(SERVICE_UID));
-    let want = format!(
-        "READ frame_id=0 bytes={} sum={sum}",
-        geometry.frame_size
-    );
+    let want = format!("READ frame_id=0 bytes={} sum={sum}", geometry.frame_size);
     assert_eq!((code, out.as_str()), (0, want.as_str()), "{err}");
 
     // Refusals, each naming its rule (exit 3: the docs' code raised PermissionError).
@@ -437,12 +436,23 @@ fn docs_ring_reader_as_a_service_group_member() {
         // The owner is trusted only when named: not by default.
         ("svc", None, "owned by uid 4242, not by a trusted uid"),
         // Anyone could write it: refused although the owner is trusted.
-        ("loose", Some(SERVICE_UID), "mode 0o646 is writable by group or others"),
+        (
+            "loose",
+            Some(SERVICE_UID),
+            "mode 0o646 is writable by group or others",
+        ),
         // An owner it was not told to trust, same group and mode as the good ring.
-        ("stranger", Some(SERVICE_UID), "owned by uid 4244, not by a trusted uid"),
+        (
+            "stranger",
+            Some(SERVICE_UID),
+            "owned by uid 4244, not by a trusted uid",
+        ),
     ] {
         let (code, out, err) = read(name, trust);
-        assert_eq!(code, 3, "{name} (trust {trust:?}) was not refused: {out}\n{err}");
+        assert_eq!(
+            code, 3,
+            "{name} (trust {trust:?}) was not refused: {out}\n{err}"
+        );
         assert!(
             out.starts_with("REFUSED PermissionError: ") && out.contains(why),
             "{name}: {out}\n{err}"
@@ -534,7 +544,8 @@ fn docs_client_checks_the_peer_uid_and_pid() {
         let (code, out, err) = peer(None, &fake_sock, rest);
         assert_eq!(code, 3, "{rest:?}: the impostor was accepted: {out}\n{err}");
         assert!(
-            out.starts_with("REFUSED PermissionError: ") && out.contains("uid 65534 is not the model server"),
+            out.starts_with("REFUSED PermissionError: ")
+                && out.contains("uid 65534 is not the model server"),
             "{out}"
         );
     }
