@@ -14,11 +14,16 @@
 //! | `GET /events/{id}/clip.mp4` | the event's clip (`video/mp4`, streamed; one `Range` gives 206) once written; 404 with a JSON error while it is recorded, when it failed or has none |
 //! | `GET /counts?camera=&from=&to=&interval=` | analytics counts per interval (closed intervals; `from`/`to` Unix ms, default the last 24 h; `interval` seconds, a multiple of `[analytics] interval_s`), with totals across cameras |
 //!
+//! Connections are capped (`[api] max_connections`, one more gets 503) and must send
+//! their headers, or their next request, within `[api] header_timeout_s`; see
+//! [`listener`].
+//!
 //! Every request passes [`auth::guard`]: a loopback `Host`, no foreign `Origin`, JSON
 //! bodies only, and a bearer token for everything but `GET /health`, `/ready` and
 //! `/metrics`. Camera sources are shown with their credentials redacted.
 
 pub mod auth;
+pub mod listener;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -94,21 +99,16 @@ pub fn router(shared: Arc<Shared>, commands: mpsc::Sender<Command>, guard: auth:
         .with_state(AppState { shared, commands })
 }
 
-/// Serves `router` on `listener` until `shutdown` turns true.
+/// Serves `router` on `listener` until `shutdown` turns true, under `limits` (a cap on
+/// connections, a header deadline: see [`listener`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
-    mut shutdown: watch::Receiver<bool>,
+    limits: listener::Limits,
+    stats: Arc<listener::ConnectionStats>,
+    shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            while !*shutdown.borrow_and_update() {
-                if shutdown.changed().await.is_err() {
-                    break;
-                }
-            }
-        })
-        .await
+    listener::serve(listener, router, limits, stats, shutdown).await
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {

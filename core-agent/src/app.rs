@@ -49,6 +49,9 @@ pub enum RunError {
     /// A broker sink could not start (its password, its settings).
     #[error(transparent)]
     Broker(#[from] crate::outputs::BrokerStartError),
+    /// The descriptor limit cannot hold the API's cap and the agent's own work.
+    #[error(transparent)]
+    Fds(#[from] crate::fds::FdBudgetError),
 }
 
 /// What a finished run did.
@@ -179,6 +182,18 @@ pub async fn run(
     duration: Option<Duration>,
     api_token: Option<String>,
 ) -> Result<Summary, RunError> {
+    let fds = crate::fds::raise_and_check(
+        config.api.max_connections,
+        config.cameras.len(),
+        config.models.len(),
+    )?;
+    tracing::info!(
+        limit = fds.limit,
+        raised_from = ?fds.raised_from,
+        api = fds.api,
+        reserve = fds.reserve,
+        "descriptor budget"
+    );
     let bins = Binaries::locate(config.agent.bin_dir.as_deref())?;
     ensure_dir(&config.agent.ring_dir)?;
     ensure_dir(&config.agent.socket_dir)?;
@@ -230,6 +245,7 @@ pub async fn run(
         shutting_down: AtomicBool::new(false),
         api_addr,
         brokers: brokers.clone(),
+        api_connections: Default::default(),
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     install_signals(shutdown_tx.clone(), shared.clone());
@@ -261,6 +277,8 @@ pub async fn run(
     let api_task = tokio::spawn(api::serve(
         listener,
         crate::web::attach(api::router(shared.clone(), cmd_tx, guard), dashboard),
+        api::listener::Limits::from(&config.api),
+        shared.api_connections.clone(),
         shutdown_rx.clone(),
     ));
     eprintln!("core-agent: status API on http://{api_addr}");

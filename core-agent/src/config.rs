@@ -13,6 +13,7 @@
 //! bearer token, read at start, never logged).
 
 pub mod analytics;
+pub mod api;
 pub mod clips;
 pub mod dashboard;
 pub mod diff;
@@ -65,6 +66,9 @@ pub struct Config {
     /// `[analytics]`: where events and counts go (rules are per camera).
     #[serde(default)]
     pub analytics: analytics::AnalyticsSettings,
+    /// `[api]`: limits of the HTTP listener (connections, header deadline).
+    #[serde(default)]
+    pub api: api::ApiSettings,
     /// `[dashboard]`: the web page, its live stream and login sessions.
     #[serde(default)]
     pub dashboard: dashboard::DashboardSettings,

@@ -20,6 +20,7 @@ pub mod clips;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod fds;
 pub mod live;
 pub mod metrics;
 pub mod outputs;

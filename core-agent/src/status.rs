@@ -251,6 +251,45 @@ pub fn prometheus(shared: &Shared) -> String {
         "framebus_uptime_seconds {:.3}",
         shared.metrics.uptime().as_secs_f64()
     );
+    let api = &shared.api_connections;
+    for (name, kind, help, value) in [
+        (
+            "framebus_api_connections",
+            "gauge",
+            "API connections open now (at most [api] max_connections).",
+            api.open(),
+        ),
+        (
+            "framebus_api_connections_accepted_total",
+            "counter",
+            "API connections served since start.",
+            api.accepted(),
+        ),
+        (
+            "framebus_api_connections_refused_total",
+            "counter",
+            "API connections answered 503 (or closed) because max_connections were open.",
+            api.refused(),
+        ),
+        (
+            "framebus_api_accept_errors_total",
+            "counter",
+            "API accept calls that failed (out of descriptors or memory).",
+            api.accept_errors(),
+        ),
+    ] {
+        family(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    if let Some(open) = crate::fds::open_count() {
+        family(
+            &mut out,
+            "framebus_agent_open_fds",
+            "gauge",
+            "File descriptors the agent has open.",
+        );
+        let _ = writeln!(out, "framebus_agent_open_fds {open}");
+    }
     family(
         &mut out,
         "framebus_results_queued_total",

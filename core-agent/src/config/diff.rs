@@ -11,7 +11,7 @@
 //!   `--consumer-fps`): its kernel restarts;
 //! - anything else of a camera: the camera (kernel and agent) restarts;
 //! - anything of a model: its server restarts;
-//! - `[agent]`, `[limits]`, `[supervisor]`, `[[outputs]]`: applied at the next start
+//! - `[agent]`, `[api]`, `[limits]`, `[supervisor]`, `[[outputs]]`: applied at the next start
 //!   only (listed in [`ConfigDiff::needs_restart`]).
 
 use std::collections::BTreeSet;
@@ -110,6 +110,7 @@ impl ConfigDiff {
         d.agents_restarted = agents.into_iter().filter(|c| kept.contains(c)).collect();
         for (changed, section) in [
             (old.agent != new.agent, "agent"),
+            (old.api != new.api, "api"),
             (old.limits != new.limits, "limits"),
             (old.supervisor != new.supervisor, "supervisor"),
             (old.outputs != new.outputs, "outputs"),

@@ -344,6 +344,7 @@ pub fn validate(config: &Config, check_files: bool) -> Result<(), ValidationErro
     check_subscriptions(config, &cameras, &models, &mut errs);
     check_outputs(config, &mut errs);
     super::analytics::check(config, &mut errs);
+    super::api::check(config, &mut errs);
     super::dashboard::check(config, &mut errs);
     super::live::check(config, &mut errs);
     super::clips::check(config, &mut errs);

@@ -91,6 +91,9 @@ pub struct ProcStatus {
     pub leftovers_removed: u64,
     /// Probes refused because another process than the spawned one answered.
     pub peer_refused: u64,
+    /// Health checks the agent could not make (it was out of descriptors or memory
+    /// itself): never counted against the process.
+    pub checks_inconclusive: u64,
     /// A model server's threads x instances x batch and how they were chosen, as its
     /// `status` said when it became ready.
     pub calibration: Option<Calibration>,
@@ -111,6 +114,7 @@ impl Default for ProcStatus {
             next_retry_unix_ms: None,
             leftovers_removed: 0,
             peer_refused: 0,
+            checks_inconclusive: 0,
             calibration: None,
         }
     }
@@ -260,6 +264,21 @@ enum Failure {
     Unhealthy(#[source] probe::ProbeError),
 }
 
+impl Failure {
+    /// Whether the failure is the agent's own (out of descriptors or memory when
+    /// starting the child), not the child's.
+    fn is_local(&self) -> bool {
+        match self {
+            Failure::Spawn(
+                child::SpawnError::Spawn { source, .. }
+                | child::SpawnError::StdinPipe { source, .. },
+            ) => crate::fds::out_of_resources(source),
+            Failure::Unhealthy(reason) => reason.is_local(),
+            _ => false,
+        }
+    }
+}
+
 enum Outcome {
     Failed(Failure),
     /// Exited with one of the spec's permanent exit codes.
@@ -339,7 +358,7 @@ impl Supervisor {
                     });
                     continue;
                 }
-                Outcome::Failed(failure) => failure.to_string(),
+                Outcome::Failed(failure) => failure,
                 Outcome::Permanent(reason) => {
                     // The child said retrying cannot help: failed now, no backoff; only
                     // an operator's restart or a new spec starts it again.
@@ -362,9 +381,18 @@ impl Supervisor {
                     continue;
                 }
             };
+            let local = reason.is_local();
+            let reason = reason.to_string();
             tracing::warn!(process = self.name(), "failed: {reason}");
             failed_at.get_or_insert_with(Instant::now);
-            match policy.on_failure() {
+            // A start that failed for want of the agent's own descriptors is retried,
+            // never counted towards giving up on the process.
+            let decision = if local {
+                Decision::RestartAfter(Duration::from_millis(self.settings.backoff_initial_ms))
+            } else {
+                policy.on_failure()
+            };
+            match decision {
                 Decision::RestartAfter(delay) => {
                     self.update(|s| {
                         s.state = ProcState::Backoff;
@@ -544,6 +572,7 @@ impl Supervisor {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         let mut bad_checks = 0u32;
+        let mut inconclusive = 0u64;
         loop {
             let event = tokio::select! {
                 st = child.wait() => Event::Exited(st),
@@ -572,8 +601,25 @@ impl Supervisor {
                 }
             }
             match health_check(&readiness, pid, &settings, max).await {
-                Ok(()) => bad_checks = 0,
+                Ok(()) => {
+                    bad_checks = 0;
+                    inconclusive = 0;
+                }
+                // "I could not check" is not "the child is unhealthy": an error in the
+                // agent's own process never kills a child (issue 25, break 1).
+                Err(reason) if reason.is_local() => {
+                    inconclusive += 1;
+                    self.update(|s| s.checks_inconclusive += 1);
+                    // The first of a run, then every tenth: one line per 5 s by default.
+                    if inconclusive % 10 == 1 {
+                        tracing::warn!(
+                            process = self.name(),
+                            "health check not made, {inconclusive} in a row (the agent's own fault, not counted): {reason}"
+                        );
+                    }
+                }
                 Err(reason) => {
+                    inconclusive = 0;
                     if matches!(reason, probe::ProbeError::Peer(_)) {
                         tracing::warn!(process = self.name(), "{reason}");
                         self.update(|s| s.peer_refused += 1);

@@ -91,6 +91,24 @@ pub enum ProbeError {
     },
 }
 
+impl ProbeError {
+    /// Whether the probe failed in the agent's own process (it ran out of descriptors or
+    /// memory while opening the socket, the ring or `/proc`): that says nothing about
+    /// the child, so the supervisor never counts it against the child.
+    pub fn is_local(&self) -> bool {
+        use crate::fds::out_of_resources;
+        match self {
+            ProbeError::Connect(ConnectError::Io { source, .. }) => out_of_resources(source),
+            ProbeError::Ring {
+                source: shm_ring::RingOpenError::Io { source, .. },
+                ..
+            } => out_of_resources(source),
+            ProbeError::Proc { source, .. } => out_of_resources(source),
+            _ => false,
+        }
+    }
+}
+
 async fn exchange(
     socket: &Path,
     peer: ExpectedPeer,
@@ -323,6 +341,49 @@ mod tests {
             Duration::from_nanos(2_999_999_000)
         );
         assert_eq!(heartbeat_age(5, 1), Duration::ZERO);
+    }
+
+    /// Issue 25, break 1: the agent's own `Too many open files` is its fault, not the
+    /// child's; the peer's refusals and silence are the child's.
+    #[test]
+    fn the_agent_s_own_exhaustion_is_told_from_an_unhealthy_child() {
+        let io = |errno| std::io::Error::from_raw_os_error(errno);
+        let connect = |errno| {
+            ProbeError::Connect(ConnectError::Io {
+                path: "m.sock".into(),
+                source: io(errno),
+            })
+        };
+        assert!(connect(libc::EMFILE).is_local());
+        assert!(connect(libc::ENFILE).is_local());
+        assert!(!connect(libc::ECONNREFUSED).is_local());
+        assert!(!connect(libc::ENOENT).is_local());
+        let ring = |errno| ProbeError::Ring {
+            name: "cam".into(),
+            source: shm_ring::RingOpenError::Io {
+                path: "cam".into(),
+                op: "open",
+                source: io(errno),
+            },
+        };
+        assert!(ring(libc::EMFILE).is_local());
+        assert!(!ring(libc::EACCES).is_local());
+        assert!(ProbeError::Proc {
+            pid: 1,
+            source: io(libc::EMFILE)
+        }
+        .is_local());
+        let stale = ProbeError::StaleHeartbeat {
+            name: "cam".into(),
+            age_ms: 9000,
+            limit_ms: 3000,
+        };
+        assert!(!stale.is_local());
+        assert!(!ProbeError::Timeout {
+            path: "m.sock".into(),
+            timeout: Duration::from_secs(1)
+        }
+        .is_local());
     }
 
     #[tokio::test]

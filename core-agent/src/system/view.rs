@@ -132,6 +132,8 @@ pub struct Shared {
     pub api_addr: SocketAddr,
     /// The broker sinks (MQTT, Redis), for `/health` and `/metrics`.
     pub brokers: Arc<crate::outputs::Brokers>,
+    /// The API listener's connection counters, for `/metrics`.
+    pub api_connections: Arc<crate::api::listener::ConnectionStats>,
 }
 
 impl Shared {
