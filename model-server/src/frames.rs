@@ -175,8 +175,8 @@ impl FrameResolver {
     }
 
     fn open(&self, name: &str) -> Result<Arc<RingReader>, FrameRefError> {
-        let reader =
-            RingReader::open_with(&self.dir, name, &self.trust).map_err(|e| self.unknown(name, e))?;
+        let reader = RingReader::open_with(&self.dir, name, &self.trust)
+            .map_err(|e| self.unknown(name, e))?;
         let reader = Arc::new(reader);
         let mut cache = self.lock();
         if cache.len() >= MAX_OPEN_RINGS && !cache.contains_key(name) {
@@ -379,8 +379,8 @@ mod tests {
             std::fs::set_permissions(w.path(), std::fs::Permissions::from_mode(mode)).unwrap()
         };
         // A long interval: the chmod is not seen yet (the rate is bounded).
-        let slow = FrameResolver::new(dir.path().to_path_buf())
-            .recheck_every(Duration::from_secs(3600));
+        let slow =
+            FrameResolver::new(dir.path().to_path_buf()).recheck_every(Duration::from_secs(3600));
         slow.resolve(&f, &m).unwrap();
         // Every request rechecks.
         let r = FrameResolver::new(dir.path().to_path_buf()).recheck_every(Duration::ZERO);
@@ -391,7 +391,10 @@ mod tests {
         assert_eq!(e.code(), ErrorCode::UnknownRing);
         assert!(e.to_string().contains("writable by group or others"), "{e}");
         assert_eq!(r.open_rings(), 0);
-        assert_eq!(r.resolve(&f, &m).unwrap_err().code(), ErrorCode::UnknownRing);
+        assert_eq!(
+            r.resolve(&f, &m).unwrap_err().code(),
+            ErrorCode::UnknownRing
+        );
         set_mode(0o640);
         r.resolve(&f, &m).unwrap();
         assert_eq!(RING_RECHECK_INTERVAL, Duration::from_secs(1));

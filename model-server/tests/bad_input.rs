@@ -505,7 +505,8 @@ fn many_bad_requests_do_not_leak_or_crash() {
 #[test]
 fn a_connection_over_the_limit_gets_one_unprompted_overloaded_then_close() {
     let Some(env) = Env::get() else { return };
-    let server = Server::start_with_control(&env, &env.model("yolox_nano"), &["--max-connections", "2"]);
+    let server =
+        Server::start_with_control(&env, &env.model("yolox_nano"), &["--max-connections", "2"]);
     let control = server.control.clone().unwrap();
     let over_limit = |path: &std::path::Path, limit: usize, write_first: bool| {
         let mut c = common::Client::connect(path).unwrap();
@@ -520,7 +521,9 @@ fn a_connection_over_the_limit_gets_one_unprompted_overloaded_then_close() {
         };
         assert_eq!((*id, error.code), (None, ErrorCode::Overloaded), "{r:?}");
         assert!(
-            error.message.contains(&format!("connection limit of {limit}")),
+            error
+                .message
+                .contains(&format!("connection limit of {limit}")),
             "{r:?}"
         );
         // Then closed: end of stream, or ECONNRESET when a request was left unread.

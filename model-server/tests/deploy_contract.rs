@@ -44,11 +44,15 @@ fn refused_start(env: &Env, dir: &Path) -> (Option<i32>, String, PathBuf) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let status = framebus_testkit::process::wait_timeout(&mut child, std::time::Duration::from_secs(60));
+    let status =
+        framebus_testkit::process::wait_timeout(&mut child, std::time::Duration::from_secs(60));
     let Some(status) = status else {
         let _ = child.kill();
         let _ = child.wait();
-        panic!("model-server started on the socket directory {}", dir.display());
+        panic!(
+            "model-server started on the socket directory {}",
+            dir.display()
+        );
     };
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
@@ -64,7 +68,10 @@ fn a_socket_dir_that_is_too_open_or_foreign_is_refused() {
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
     let (code, err, socket) = refused_start(&env, &open);
     assert_eq!(code, Some(proto_schema::exit::EXIT_CONFIG), "{err}");
-    assert!(err.contains("--socket") && err.contains("too open"), "{err}");
+    assert!(
+        err.contains("--socket") && err.contains("too open"),
+        "{err}"
+    );
     assert!(err.contains(&open.display().to_string()), "{err}");
     assert!(!socket.exists(), "no socket created");
 

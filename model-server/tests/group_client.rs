@@ -124,7 +124,10 @@ fn a_group_client_cannot_stop_the_server_on_the_data_socket() {
     let Response::Stats(stats) = c.call(&Request::get_stats(3)) else {
         panic!("expected stats")
     };
-    assert_eq!(stats.errors_by_code.get(&ErrorCode::InvalidMessage), Some(&20));
+    assert_eq!(
+        stats.errors_by_code.get(&ErrorCode::InvalidMessage),
+        Some(&20)
+    );
 
     // The owner stops it on the control socket.
     let mut owner = Client::connect(&control).unwrap();

@@ -121,7 +121,9 @@ fn a_ring_chmodded_or_chowned_while_served_is_dropped() {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
     std::thread::sleep(after_interval);
     let r = client.infer(&ring.request(2, &server.model_id));
-    let e = r.error.expect("a ring writable by others is no longer served");
+    let e = r
+        .error
+        .expect("a ring writable by others is no longer served");
     assert_eq!(e.code, ErrorCode::UnknownRing, "{e:?}");
     assert!(e.message.contains("writable by group or others"), "{e:?}");
     // Put back: served again (reopened, checked).
@@ -136,7 +138,9 @@ fn a_ring_chmodded_or_chowned_while_served_is_dropped() {
     std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
     std::thread::sleep(after_interval);
     let r = client.infer(&ring.request(4, &server.model_id));
-    let e = r.error.expect("a ring chowned to nobody is no longer served");
+    let e = r
+        .error
+        .expect("a ring chowned to nobody is no longer served");
     assert_eq!(e.code, ErrorCode::UnknownRing, "{e:?}");
     assert!(e.message.contains("owned by uid 65534"), "{e:?}");
     server.assert_alive(None);

@@ -370,7 +370,10 @@ fn shutdown_request_drains_then_exits() {
     );
     assert!(server.wait_exit().success());
     assert!(!server.socket.exists(), "socket removed");
-    assert!(!server.control.as_ref().unwrap().exists(), "control socket removed");
+    assert!(
+        !server.control.as_ref().unwrap().exists(),
+        "control socket removed"
+    );
     assert!(Client::connect(&server.socket).is_err());
 }
 

@@ -363,8 +363,8 @@ fn ring_owned_by_another_user_is_refused_unless_allowed() {
     let by_group = RingTrust::new().allow_gid(NOBODY);
     assert!(!by_group.trusts(NOBODY) && by_group.trusts_file(NOBODY, NOBODY));
     RingReader::open_with(dir.path(), "foreign", &by_group).unwrap();
-    let e = RingReader::open_with(dir.path(), "foreign", &RingTrust::new().allow_gid(1))
-        .unwrap_err();
+    let e =
+        RingReader::open_with(dir.path(), "foreign", &RingTrust::new().allow_gid(1)).unwrap_err();
     assert!(e.to_string().contains("groups [1]"), "{e}");
 }
 
