@@ -7,7 +7,8 @@ they define (plus the documented rules) against a real model server and ring:
     python outside_view.py SOCKET RING_DIR RING_NAME MODEL_ID [SERVER_PID]
 
 The ring must hold at least one published frame and stay in state Starting (the writer
-never stores Live). Before the futex wait the script prints `WAIT <write_seq>` on stdout
+never stores Live); the server must have its control socket at SOCKET.ctl (what core-agent
+passes). Before the futex wait the script prints `WAIT <write_seq>` on stdout
 and expects the ring's writer to publish one more frame. Every check prints `ok: ...`;
 the last line is `ALL OK`. Any failure raises (exit status 1). Needs Python 3 and numpy.
 With SERVER_PID (the caller started the server) `connect` checks the peer's pid too.
@@ -183,13 +184,21 @@ def main(sock_path, ring_dir, ring_name, model_id, server_pid=None):
     check(recv(h) is None, "then end of stream")
     h.close()
 
-    # §5.5: after shutdown_ack with nothing queued, end of stream; no reply to more.
+    # §5.5: shutdown is refused on the data socket (invalid_message, its id), which
+    # keeps serving; on the control socket (<socket>.ctl here) it is acknowledged, then
+    # end of stream on every connection.
     other = connect(sock_path)
     check(call(other, {"type": "ping", "v": 1, "id": 20})["type"] == "pong", "second client")
     a = call(s, {"type": "shutdown", "v": 1, "id": 21})
-    check(a == {"type": "shutdown_ack", "v": 1, "id": 21}, "shutdown acknowledged")
-    check(recv(s) is None, "end of stream after shutdown_ack")
-    check(recv(other) is None, "other idle connections closed too")
+    check(a["type"] == "error" and a["id"] == 21 and a["error"]["code"] == "invalid_message",
+          f"shutdown on the data socket refused: {a}")
+    check(call(s, {"type": "ping", "v": 1, "id": 22})["type"] == "pong", "still serving")
+    ctl = connect(sock_path + ".ctl")
+    a = call(ctl, {"type": "shutdown", "v": 1, "id": 23})
+    check(a == {"type": "shutdown_ack", "v": 1, "id": 23}, "shutdown acknowledged")
+    check(recv(ctl) is None, "end of stream after shutdown_ack")
+    check(recv(s) is None and recv(other) is None, "idle data connections closed too")
+    ctl.close()
     s.close()
     other.close()
     ring.close()

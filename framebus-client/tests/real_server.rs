@@ -38,7 +38,11 @@ fn start_server() -> Option<Server> {
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent()?.parent()?.join("model-server");
     let bin = require("model-server binary (cargo build --bins)", bin)?;
-    let dir = tempfile::tempdir().unwrap();
+    // An owned 0700 directory for the socket, as model-server requires.
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let rings = dir.path().join("rings");
     shm_ring::owned_dir::ensure_owned_dir(&rings).unwrap();
     let socket = dir.path().join("m.sock");

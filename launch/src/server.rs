@@ -121,6 +121,16 @@ pub struct ServerLaunch {
     /// Directory holding the frame rings; frame references may only name rings in it.
     #[arg(long, default_value = DEFAULT_RING_DIR)]
     pub ring_dir: PathBuf,
+    /// Also trust rings (and a ring directory) owned by this uid: an outside writer
+    /// running as another user (docs/ring-format.md §6.1). Repeatable. Default: only
+    /// this process's uid and root.
+    #[arg(long = "trust-ring-uid", value_name = "UID")]
+    pub trust_ring_uids: Vec<u32>,
+    /// Also trust rings (and a ring directory) whose group is this gid, whoever owns
+    /// them: every member of the group may then write frames this server reads.
+    /// Repeatable. Default: none.
+    #[arg(long = "trust-ring-gid", value_name = "GID")]
+    pub trust_ring_gids: Vec<u32>,
     /// Model family (pre/post-processing); `auto` detects it from the output shape and
     /// metadata.
     #[arg(long, value_enum, default_value_t = ModelFamily::Auto)]
@@ -201,7 +211,9 @@ pub struct ServerLaunch {
     pub idle_timeout_ms: u64,
     /// Control socket: answers only `ping`, `get_status`, `get_stats` and `shutdown`,
     /// has its own small connection limit (4) and mode 0600, so the supervisor's health
-    /// checks never compete with data clients for `--max-connections`. Default: none.
+    /// checks never compete with data clients for `--max-connections`. The only socket
+    /// that honours `shutdown` (the data socket answers it `invalid_message`); without
+    /// it, stop the server with SIGTERM. Default: none.
     #[arg(long)]
     pub control_socket: Option<PathBuf>,
     /// On shutdown, longest wait for in-flight requests, in seconds.
@@ -236,6 +248,8 @@ impl ServerLaunch {
             model_id: None,
             socket: socket.into(),
             ring_dir: PathBuf::from(DEFAULT_RING_DIR),
+            trust_ring_uids: Vec::new(),
+            trust_ring_gids: Vec::new(),
             family: ModelFamily::Auto,
             device: Device::Cpu,
             threads: Setting::Auto,
@@ -285,6 +299,12 @@ impl ServerLaunch {
             DEFAULT_IDLE_TIMEOUT_MS,
         );
         a.opt("--ring-dir", &self.ring_dir);
+        for uid in &self.trust_ring_uids {
+            a.opt("--trust-ring-uid", uid.to_string());
+        }
+        for gid in &self.trust_ring_gids {
+            a.opt("--trust-ring-gid", gid.to_string());
+        }
         a.non_default("--family", self.family, ModelFamily::Auto);
         a.non_default("--device", self.device, Device::Cpu);
         a.opt("--threads", self.threads.to_string());
@@ -408,5 +428,27 @@ mod tests {
         assert_eq!(with("640").unwrap().socket_mode, 0o640);
         assert!(with("0999").is_err());
         assert!(with("01777").is_err());
+    }
+
+    #[test]
+    fn ring_trust_flags_repeat() {
+        let c = parse(&[
+            "--model",
+            "m",
+            "--socket",
+            "s",
+            "--trust-ring-uid",
+            "2000",
+            "--trust-ring-uid",
+            "65534",
+            "--trust-ring-gid",
+            "10001",
+        ])
+        .unwrap();
+        assert_eq!(c.trust_ring_uids, [2000, 65534]);
+        assert_eq!(c.trust_ring_gids, [10001]);
+        let n = parse(&["--model", "m", "--socket", "s"]).unwrap();
+        assert!(n.trust_ring_uids.is_empty() && n.trust_ring_gids.is_empty());
+        assert!(parse(&["--model", "m", "--socket", "s", "--trust-ring-uid", "x"]).is_err());
     }
 }

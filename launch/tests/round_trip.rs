@@ -189,12 +189,19 @@ fn server() -> impl Strategy<Value = ServerLaunch> {
         path(),
         any::<bool>(),
     );
-    (a, b).prop_map(|(a, b)| {
+    let c = (
+        proptest::collection::vec(any::<u32>(), 0..3),
+        proptest::collection::vec(any::<u32>(), 0..3),
+    );
+    (a, b, c).prop_map(|(a, b, c)| {
         let (model, model_id, socket, ring_dir, family, device, s, calibration_ms, cache) = a;
         let (n, t, (score, iou), mode, control, spin, labels, ort, log_json) = b;
+        let (trust_uids, trust_gids) = c;
         let mut l = ServerLaunch::new(model, socket);
         l.model_id = model_id;
         l.ring_dir = ring_dir;
+        l.trust_ring_uids = trust_uids;
+        l.trust_ring_gids = trust_gids;
         l.family = family;
         l.device = device;
         [l.threads, l.instances, l.max_batch, l.max_queue_wait_ms] = s;
@@ -358,6 +365,8 @@ fn every_server_flag_in_help_is_written_by_to_argv() {
     a.read_timeout_ms = 1;
     a.idle_timeout_ms = 1;
     a.control_socket = Some("c.sock".into());
+    a.trust_ring_uids = vec![2000];
+    a.trust_ring_gids = vec![10001];
     a.drain_timeout_s = 1;
     a.io_threads = 2;
     a.labels = Some("l.txt".into());

@@ -139,6 +139,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
             drain_timeout: Duration::from_secs(config.drain_timeout_s),
         },
         config.ring_dir.clone(),
+        crate::config::ring_trust(&config),
         Arc::clone(&batcher),
         stats,
     ));

@@ -43,6 +43,37 @@ pub fn max_wait(config: &ServerConfig) -> crate::batcher::MaxWait {
     }
 }
 
+/// Which ring owners the server trusts: its own uid and root, plus `--trust-ring-uid`
+/// and `--trust-ring-gid` (docs/ring-format.md §6.1).
+pub fn ring_trust(config: &ServerConfig) -> shm_ring::RingTrust {
+    let trust = config
+        .trust_ring_uids
+        .iter()
+        .fold(shm_ring::RingTrust::new(), |t, &uid| t.allow_uid(uid));
+    config
+        .trust_ring_gids
+        .iter()
+        .fold(trust, |t, &gid| t.allow_gid(gid))
+}
+
+/// Checks the directory of a socket the server will create: the same rule as core-agent
+/// applies to its socket directory (`shm_ring::owned_dir::check_owned_dir`: owned by
+/// this uid or root, no group write, nothing for others, a parent others cannot replace
+/// it in). A data client reaches the 0660 socket through the group's `x` bit; a 0755
+/// directory, or one another user made, would let others list, squat or replace it.
+fn check_socket_dir(flag: &str, socket: &std::path::Path, p: &mut Vec<String>) {
+    let dir = match socket.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    if let Err(e) = shm_ring::owned_dir::check_owned_dir(dir) {
+        p.push(format!(
+            "{flag} {}: its directory is not one the service owns: {e}",
+            socket.display()
+        ));
+    }
+}
+
 /// Checks every setting; the error lists all problems found.
 pub fn validate(config: &ServerConfig) -> Result<(), ConfigError> {
     let mut p = Vec::new();
@@ -61,8 +92,20 @@ pub fn validate(config: &ServerConfig) -> Result<(), ConfigError> {
     // The server only reads rings, so it never creates their directory: it must
     // be one the service owns (frame-kernel or core-agent created it), never a
     // world-writable one where another user could plant or truncate rings.
-    if let Err(e) = shm_ring::owned_dir::check_owned_dir(&config.ring_dir) {
-        p.push(format!("--ring-dir: {e}"));
+    // An outside writer's own directory is accepted when its owner (or group) is
+    // trusted for rings too (`--trust-ring-uid`/`--trust-ring-gid`).
+    let trust = ring_trust(config);
+    if let Err(e) = shm_ring::owned_dir::check_owned_dir_trusting(&config.ring_dir, |uid, gid| {
+        trust.trusts_file(uid, gid)
+    }) {
+        let hint = match &e {
+            shm_ring::owned_dir::OwnedDirError::WrongOwner { owner, .. } => format!(
+                " (a directory of a writer running as uid {owner} is accepted with \
+                 --trust-ring-uid {owner})"
+            ),
+            _ => String::new(),
+        };
+        p.push(format!("--ring-dir: {e}{hint}"));
     }
     if config.socket.as_os_str().is_empty() {
         p.push("--socket: empty path".into());
@@ -71,6 +114,8 @@ pub fn validate(config: &ServerConfig) -> Result<(), ConfigError> {
             "--socket {}: longer than the 107 bytes a Unix socket path may have",
             config.socket.display()
         ));
+    } else {
+        check_socket_dir("--socket", &config.socket, &mut p);
     }
     if let Some(ctl) = &config.control_socket {
         if ctl.as_os_str().len() > 107 || ctl.as_os_str().is_empty() {
@@ -80,6 +125,8 @@ pub fn validate(config: &ServerConfig) -> Result<(), ConfigError> {
             ));
         } else if *ctl == config.socket {
             p.push("--control-socket: must differ from --socket".into());
+        } else if ctl.parent() != config.socket.parent() {
+            check_socket_dir("--control-socket", ctl, &mut p);
         }
     }
     if let Some(labels) = &config.labels {
@@ -243,10 +290,68 @@ mod tests {
             "--max-frame",
             "--calibration-ms",
             "ONNX Runtime library",
+            "--socket /tmp/x.sock: its directory",
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
-        assert_eq!(e.problems.len(), 8, "{all}");
+        assert_eq!(e.problems.len(), 9, "{all}");
+    }
+
+    /// Issue 25, gap 5: the socket directories get core-agent's rule. A 0755 directory
+    /// (anyone may list it) or one another user owns is refused; a 0750 or 0700 one of
+    /// this uid is accepted. The control socket's directory is checked too.
+    #[test]
+    fn socket_dir_must_be_an_owned_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let ring_dir = t.path().join("rings");
+        shm_ring::owned_dir::ensure_owned_dir(&ring_dir).unwrap();
+        let problems = |socket: &std::path::Path, ctl: Option<&std::path::Path>| {
+            let mut args = vec![
+                "--model".to_owned(),
+                "m.onnx".into(),
+                "--socket".into(),
+                socket.to_str().unwrap().into(),
+                "--ring-dir".into(),
+                ring_dir.to_str().unwrap().into(),
+            ];
+            if let Some(c) = ctl {
+                args.extend(["--control-socket".into(), c.to_str().unwrap().into()]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let e = validate(&parse(&args).unwrap()).unwrap_err();
+            e.problems
+                .into_iter()
+                .filter(|p| p.contains("socket"))
+                .collect::<Vec<_>>()
+        };
+        let dir = |name: &str, mode: u32| {
+            let d = t.path().join(name);
+            std::fs::create_dir(&d).unwrap();
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).unwrap();
+            d
+        };
+        let good = dir("good", 0o750);
+        assert_eq!(problems(&good.join("m.sock"), None), Vec::<String>::new());
+        let open = dir("open", 0o755);
+        let p = problems(&open.join("m.sock"), None);
+        assert!(
+            p.len() == 1 && p[0].starts_with("--socket") && p[0].contains("too open"),
+            "{p:?}"
+        );
+        let p = problems(&good.join("m.sock"), Some(&open.join("m.ctl")));
+        assert!(
+            p.len() == 1 && p[0].starts_with("--control-socket") && p[0].contains("too open"),
+            "{p:?}"
+        );
+        if shm_ring::owned_dir::effective_uid() != 0 {
+            eprintln!("skipped the foreign-owner case: chown needs root");
+            return;
+        }
+        let foreign = dir("foreign", 0o750);
+        std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();
+        let p = problems(&foreign.join("m.sock"), None);
+        assert!(p.len() == 1 && p[0].contains("owned by uid 65534"), "{p:?}");
     }
 
     /// Issue 10: rings are only read from a directory the service owns; a world-writable
@@ -288,5 +393,28 @@ mod tests {
         std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();
         let p = problems(&foreign);
         assert!(p.len() == 1 && p[0].contains("owned by uid 65534"), "{p:?}");
+        assert!(p[0].contains("--trust-ring-uid 65534"), "{p:?}");
+        // Issue 25, gap 3: an outside writer's own directory, trusted by flag.
+        let trusted = |flag: &str| {
+            let c = parse(&[
+                "--model",
+                "m.onnx",
+                "--socket",
+                "/tmp/x.sock",
+                "--ring-dir",
+                foreign.to_str().unwrap(),
+                flag,
+                "65534",
+            ])
+            .unwrap();
+            validate(&c)
+                .unwrap_err()
+                .problems
+                .into_iter()
+                .filter(|p| p.starts_with("--ring-dir"))
+                .count()
+        };
+        assert_eq!(trusted("--trust-ring-uid"), 0);
+        assert_eq!(trusted("--trust-ring-gid"), 0);
     }
 }

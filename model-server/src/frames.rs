@@ -3,8 +3,12 @@
 //!
 //! Only rings this system owns can be named: the name must follow the ring name rule (no
 //! `/`, no `..`), the file is `<ring_dir>/<name>.ring` and is opened by `RingReader` with
-//! `O_NOFOLLOW` (a symlink is refused) and checked for owner (this process's uid or root),
-//! mode (not writable by group or others), the ring magic, version and size.
+//! `O_NOFOLLOW` (a symlink is refused) and checked for owner (this process's uid or root,
+//! or a uid or group trusted by `--trust-ring-uid`/`--trust-ring-gid`), mode (not
+//! writable by group or others), the ring magic, version and size. Owner and mode of an
+//! open ring are checked again (one `fstat` of its descriptor) at most once per
+//! [`RING_RECHECK_INTERVAL`], so a ring that was `chmod`ed or `chown`ed after the open
+//! is dropped and answered `unknown_ring`, as it would have been at the open.
 //! Opened readers are cached by name and dropped once the file under that name is no
 //! longer the one mapped (the writer removed or recreated the ring) or the file was found
 //! truncated (the read failed with `ReadError::Truncated`, answered `unknown_ring`), so a
@@ -15,15 +19,21 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use proto_schema::error::{ErrorBody, ErrorCode};
 use proto_schema::message::{FrameMeta, FrameRef};
 use proto_schema::pixel::FrameGeometry;
-use shm_ring::{self as ring, RingReader};
+use shm_ring::{self as ring, RingReader, RingTrust};
 
 /// Most rings kept open at once; opening one more evicts an arbitrary cached ring (it is
 /// reopened on its next request).
 pub const MAX_OPEN_RINGS: usize = 1024;
+
+/// How often, at most, the owner and mode of an open ring are checked again (one `fstat`
+/// per ring, on a request that names it): a `chmod 0666` or `chown` of a live ring is
+/// refused within this time (docs/ring-format.md §6.1).
+pub const RING_RECHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Why a frame reference was refused.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -103,20 +113,43 @@ pub struct ResolvedFrame {
     pub geometry: FrameGeometry,
 }
 
+/// An open ring and when its owner and mode were last checked.
+#[derive(Debug)]
+struct Cached {
+    reader: Arc<RingReader>,
+    checked: Instant,
+}
+
 /// Opens and caches rings of one directory.
 #[derive(Debug)]
 pub struct FrameResolver {
     dir: PathBuf,
-    cache: Mutex<HashMap<String, Arc<RingReader>>>,
+    trust: RingTrust,
+    recheck: Duration,
+    cache: Mutex<HashMap<String, Cached>>,
 }
 
 impl FrameResolver {
-    /// A resolver for rings in `dir`.
+    /// A resolver for rings in `dir` owned by this uid or root.
     pub fn new(dir: PathBuf) -> Self {
+        Self::with_trust(dir, RingTrust::new())
+    }
+
+    /// A resolver for rings in `dir` whose owners `trust` accepts, rechecked every
+    /// [`RING_RECHECK_INTERVAL`].
+    pub fn with_trust(dir: PathBuf, trust: RingTrust) -> Self {
         FrameResolver {
             dir,
+            trust,
+            recheck: RING_RECHECK_INTERVAL,
             cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same resolver with another recheck interval (tests).
+    pub fn recheck_every(mut self, interval: Duration) -> Self {
+        self.recheck = interval;
+        self
     }
 
     /// The ring directory.
@@ -129,16 +162,21 @@ impl FrameResolver {
         self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<RingReader>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cached>> {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn open(&self, name: &str) -> Result<Arc<RingReader>, FrameRefError> {
-        let reader = RingReader::open(&self.dir, name).map_err(|e| FrameRefError::UnknownRing {
+    fn unknown(&self, name: &str, e: ring::RingOpenError) -> FrameRefError {
+        FrameRefError::UnknownRing {
             ring: name.to_owned(),
             dir: self.dir.clone(),
             source: Arc::new(e),
-        })?;
+        }
+    }
+
+    fn open(&self, name: &str) -> Result<Arc<RingReader>, FrameRefError> {
+        let reader = RingReader::open_with(&self.dir, name, &self.trust)
+            .map_err(|e| self.unknown(name, e))?;
         let reader = Arc::new(reader);
         let mut cache = self.lock();
         if cache.len() >= MAX_OPEN_RINGS && !cache.contains_key(name) {
@@ -146,8 +184,37 @@ impl FrameResolver {
                 cache.remove(&victim);
             }
         }
-        cache.insert(name.to_owned(), Arc::clone(&reader));
+        let cached = Cached {
+            reader: Arc::clone(&reader),
+            checked: Instant::now(),
+        };
+        cache.insert(name.to_owned(), cached);
         Ok(reader)
+    }
+
+    /// The cached reader of `name`, its owner and mode checked again when the last
+    /// check is older than the recheck interval. A ring that is no longer trusted
+    /// leaves the cache and is refused with the error an open would give.
+    fn cached(&self, name: &str) -> Result<Option<Arc<RingReader>>, FrameRefError> {
+        let mut cache = self.lock();
+        let Some(entry) = cache.get_mut(name) else {
+            return Ok(None);
+        };
+        if entry.checked.elapsed() < self.recheck {
+            return Ok(Some(Arc::clone(&entry.reader)));
+        }
+        match entry.reader.check_trust(&self.trust) {
+            Ok(()) => {
+                entry.checked = Instant::now();
+                Ok(Some(Arc::clone(&entry.reader)))
+            }
+            Err(e) => {
+                cache.remove(name);
+                drop(cache);
+                tracing::warn!(ring = name, error = %e, "open ring no longer trusted; dropped");
+                Err(self.unknown(name, e))
+            }
+        }
     }
 
     /// Validates `frame` and `meta` and returns the open ring. Does not read the slot.
@@ -162,7 +229,7 @@ impl FrameResolver {
                 ring: name.to_owned(),
             });
         }
-        let cached = self.lock().get(name).cloned();
+        let cached = self.cached(name)?;
         let mut reader = match cached {
             // A cached mapping of a file that was removed, replaced or truncated is
             // dropped (one `stat` per request), so dead rings do not pin memory.
@@ -297,6 +364,40 @@ mod tests {
             r.resolve(&f, &meta).unwrap_err().code(),
             ErrorCode::GeometryMismatch
         );
+    }
+
+    /// Issue 25, gap 6: a ring `chmod`ed writable by others after the open is refused
+    /// at the next recheck (at most one `fstat` per interval), leaves the cache, and
+    /// stays refused on reopen; restored, it is served again.
+    #[test]
+    fn rechecks_owner_and_mode_of_open_rings() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let w = writer(dir.path(), "cam");
+        let (f, m) = reference(&w, "cam");
+        let set_mode = |mode| {
+            std::fs::set_permissions(w.path(), std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        // A long interval: the chmod is not seen yet (the rate is bounded).
+        let slow =
+            FrameResolver::new(dir.path().to_path_buf()).recheck_every(Duration::from_secs(3600));
+        slow.resolve(&f, &m).unwrap();
+        // Every request rechecks.
+        let r = FrameResolver::new(dir.path().to_path_buf()).recheck_every(Duration::ZERO);
+        r.resolve(&f, &m).unwrap();
+        set_mode(0o666);
+        slow.resolve(&f, &m).unwrap();
+        let e = r.resolve(&f, &m).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::UnknownRing);
+        assert!(e.to_string().contains("writable by group or others"), "{e}");
+        assert_eq!(r.open_rings(), 0);
+        assert_eq!(
+            r.resolve(&f, &m).unwrap_err().code(),
+            ErrorCode::UnknownRing
+        );
+        set_mode(0o640);
+        r.resolve(&f, &m).unwrap();
+        assert_eq!(RING_RECHECK_INTERVAL, Duration::from_secs(1));
     }
 
     /// A recreated ring (new file, new generation) is picked up; the old generation is

@@ -12,7 +12,8 @@
 //!   close); an idle connection (no request, nothing in flight) is closed after
 //!   `idle_timeout`;
 //! - the control socket (optional) has its own limit of [`CONTROL_CONNECTIONS`] and serves
-//!   only control messages, so health checks never compete with data clients.
+//!   only control messages, so health checks never compete with data clients; `shutdown`
+//!   is honoured only there (the data socket is open to the whole service group).
 //! - a client that stops reading stalls only its own connection (its task stops reading
 //!   while a write is pending), and a write that cannot finish within `read_timeout`
 //!   closes it.
@@ -68,13 +69,19 @@ pub struct ModelDescription {
     pub calibration: Option<proto_schema::calibration::Calibration>,
 }
 
+/// The message of the `invalid_message` error that answers `shutdown` on the data
+/// socket (docs/protocol.md §5.5).
+pub const SHUTDOWN_ON_DATA_SOCKET: &str =
+    "shutdown is served only on the control socket (--control-socket); \
+     stop the server there or with SIGTERM";
+
 /// Connections the control socket accepts at once (the supervisor uses one at a time).
 pub const CONTROL_CONNECTIONS: usize = 4;
 
 /// Which socket a connection came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// The data socket: every message.
+    /// The data socket: every message but `shutdown` (answered `invalid_message`).
     Data,
     /// The control socket: `ping`, `get_status`, `get_stats`, `shutdown` only.
     Control,
@@ -119,13 +126,14 @@ impl Shared {
         model: ModelDescription,
         limits: Limits,
         ring_dir: PathBuf,
+        ring_trust: shm_ring::RingTrust,
         batcher: Arc<Batcher<Job>>,
         stats: Arc<Stats>,
     ) -> Self {
         Shared {
             model,
             limits,
-            resolver: FrameResolver::new(ring_dir),
+            resolver: FrameResolver::with_trust(ring_dir, ring_trust),
             batcher,
             stats,
             inflight: Arc::new(Semaphore::new(limits.max_inflight)),
@@ -528,6 +536,12 @@ impl Conn<'_> {
             Ok(Request::Ping { id, .. }) => Response::pong(id),
             Ok(Request::GetStatus { id, .. }) => Response::Status(shared.status(id)),
             Ok(Request::GetStats { id, .. }) => Response::Stats(shared.stats.report(id)),
+            // The data socket is the service group's (mode 0660): any member could stop
+            // the model for everyone. Stopping is the owner's, on the 0600 control socket.
+            Ok(Request::Shutdown { id, .. }) if self.role == Role::Data => Response::error(
+                Some(id),
+                ErrorBody::new(ErrorCode::InvalidMessage, SHUTDOWN_ON_DATA_SOCKET),
+            ),
             Ok(Request::Shutdown { id, .. }) => {
                 self.push(&Response::shutdown_ack(id));
                 shared.begin_shutdown();

@@ -496,3 +496,95 @@ fn many_bad_requests_do_not_leak_or_crash() {
     drop(c);
     f.assert_alive();
 }
+
+/// Issue 25, contract gap 1, pinned as docs/protocol.md §4, §6.6 and §7 now say: a
+/// connection over the limit gets one unprompted `error`, code `overloaded`, `id` null,
+/// whether or not it wrote a request (which is never answered), and is then closed; the
+/// control socket's own limit of 4 behaves the same; connections under the limit are
+/// untouched and a freed place is served again.
+#[test]
+fn a_connection_over_the_limit_gets_one_unprompted_overloaded_then_close() {
+    let Some(env) = Env::get() else { return };
+    let server =
+        Server::start_with_control(&env, &env.model("yolox_nano"), &["--max-connections", "2"]);
+    let control = server.control.clone().unwrap();
+    let over_limit = |path: &std::path::Path, limit: usize, write_first: bool| {
+        let mut c = common::Client::connect(path).unwrap();
+        if write_first {
+            // The server may already have closed it (EPIPE): never answered either way.
+            let bytes = proto_schema::framing::encode(&Request::ping(5), common::MAX_FRAME);
+            let _ = std::io::Write::write_all(&mut c.stream, &bytes.unwrap());
+        }
+        let r = c.recv().expect("the unprompted error");
+        let Response::Error { id, error, .. } = &r else {
+            panic!("expected the unprompted error, got {r:?}")
+        };
+        assert_eq!((*id, error.code), (None, ErrorCode::Overloaded), "{r:?}");
+        assert!(
+            error
+                .message
+                .contains(&format!("connection limit of {limit}")),
+            "{r:?}"
+        );
+        // Then closed: end of stream, or ECONNRESET when a request was left unread.
+        c.stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut b = [0u8; 1];
+        match c.stream.read(&mut b) {
+            Ok(0) => {}
+            Err(e) if write_first && e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("expected the close after the error, got {other:?}"),
+        }
+    };
+    let mut held = Vec::new();
+    for i in 0..2 {
+        let mut c = server.client();
+        assert!(matches!(c.call(&Request::ping(i)), Response::Pong { .. }));
+        held.push(c);
+    }
+    over_limit(&server.socket, 2, false);
+    over_limit(&server.socket, 2, true);
+    let mut ctl_held = Vec::new();
+    for i in 0..4 {
+        let mut c = common::Client::connect(&control).unwrap();
+        assert!(matches!(c.call(&Request::ping(i)), Response::Pong { .. }));
+        ctl_held.push(c);
+    }
+    over_limit(&control, 4, true);
+    // The held connections are untouched.
+    for (i, c) in held.iter_mut().chain(&mut ctl_held).enumerate() {
+        let id = 10 + i as u64;
+        assert!(matches!(c.call(&Request::ping(id)), Response::Pong { id: got, .. } if got == id));
+    }
+    // A freed place is served again (the permit returns when the task ends).
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut c = server.client();
+        // Refused connections get their error at once; an accepted one stays silent.
+        c.stream
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut b = [0u8; 1];
+        if matches!(c.stream.read(&mut b), Err(ref e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
+        {
+            c.stream
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            assert!(matches!(c.call(&Request::ping(20)), Response::Pong { .. }));
+            break;
+        }
+        assert!(Instant::now() < deadline, "a freed place was never served");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md"))
+        .unwrap();
+    for needle in [
+        "one unprompted `error` message with code `overloaded` and `id` `null`",
+        "Sent **unprompted**, with code `overloaded` and `id` `null`",
+        "| `overloaded` | 301 | `infer_result`, or `error` (unprompted, `id` `null`, then the connection is closed) |",
+    ] {
+        assert!(doc.contains(needle), "docs/protocol.md lacks {needle:?}");
+    }
+}

@@ -16,6 +16,8 @@ use proto_schema::message::{Request, Response};
 fn calibration_of(env: &Env, model: &Path, dir: &Path, cache: &Path) -> Calibration {
     let rings = dir.join("rings");
     shm_ring::owned_dir::ensure_owned_dir(&rings).unwrap();
+    // An owned socket directory, as the server requires.
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     let socket = dir.join("m.sock");
     let mut child = Command::new(env!("CARGO_BIN_EXE_model-server"))
         .arg("--model")

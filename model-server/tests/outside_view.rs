@@ -55,7 +55,8 @@ fn docs_python_examples_run_against_the_real_server() {
     if !python_with_numpy(&env) {
         return;
     }
-    let mut server = Server::start(&env, &env.model("yolox_nano"), &[]);
+    // The script stops the server on its control socket, `<socket>.ctl`.
+    let mut server = Server::start_with_control(&env, &env.model("yolox_nano"), &[]);
     let frame = decode_frame(&env, 100, "nv12");
     let mut ring = Ring::with_frame(&server.rings, "outside", PixelFormat::Nv12, &frame);
     assert_eq!(ring.writer.state(), RingState::Starting);
@@ -179,12 +180,13 @@ fn half_close_inside_a_frame_is_answered_as_documented() {
     assert!(doc.contains("the server answers `malformed_frame` with `id` `null`"));
 }
 
-/// §5.5: after `shutdown_ack` with nothing queued every connection reaches end of stream;
-/// an `infer` read together with the shutdown gets `shutting_down`.
+/// §5.5: `shutdown` is honoured on the control socket only; after `shutdown_ack` every
+/// connection reaches end of stream; an `infer` read with the shutdown on the control
+/// socket is answered (`invalid_message`: no inference there) before the close.
 #[test]
 fn shutdown_closes_connections_after_the_ack() {
     let Some(env) = Env::get() else { return };
-    let mut server = Server::start(&env, &env.model("yolox_nano"), &[]);
+    let mut server = Server::start_with_control(&env, &env.model("yolox_nano"), &[]);
     let ring = Ring::with_frame(
         &server.rings,
         "cam",
@@ -196,7 +198,7 @@ fn shutdown_closes_connections_after_the_ack() {
         idle.call(&Request::ping(1)),
         Response::Pong { .. }
     ));
-    let mut c = server.client();
+    let mut c = Client::connect(server.control.as_ref().unwrap()).unwrap();
     // One write: the infer is read with the shutdown, after the drain began.
     let mut bytes =
         proto_schema::framing::encode(&Request::shutdown(2), common::MAX_FRAME).unwrap();
@@ -216,7 +218,7 @@ fn shutdown_closes_connections_after_the_ack() {
         .recv()
         .expect("the infer read with the shutdown is answered");
     assert_eq!(r.id(), Some(3));
-    assert_eq!(error_code(&r), Some(ErrorCode::ShuttingDown));
+    assert_eq!(error_code(&r), Some(ErrorCode::InvalidMessage));
     assert!(c.recv().is_none(), "end of stream after the answers");
     assert!(
         idle.recv().is_none(),

@@ -8,7 +8,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::process::Command;
 use std::sync::Arc;
 
-use common::{decode_frame, Client, Env, Ring, Server};
+use common::{decode_frame, error_code, Client, Env, Ring, Server};
 use proto_schema::error::ErrorCode;
 use proto_schema::message::{Detection, Request, Response, ServerState};
 use proto_schema::pixel::PixelFormat;
@@ -248,6 +248,11 @@ fn cuda_request_falls_back_to_cpu() {
 fn stale_socket_is_replaced_and_foreign_files_are_not() {
     let Some(env) = Env::get() else { return };
     let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
     let rings = dir.path().join("rings");
     shm_ring::owned_dir::ensure_owned_dir(&rings).unwrap();
     let sock = dir.path().join("model.sock");
@@ -311,12 +316,13 @@ fn invalid_configuration_lists_every_problem() {
     }
 }
 
-/// A shutdown request is acknowledged, requests already queued are answered, new ones
-/// are not accepted, the process exits 0 and removes its socket.
+/// A shutdown request on the control socket is acknowledged, requests already queued
+/// are answered, new ones are not accepted, the process exits 0 and removes its sockets.
+/// On the data socket (issue 25) it is refused with `invalid_message` and changes nothing.
 #[test]
 fn shutdown_request_drains_then_exits() {
     let Some(env) = Env::get() else { return };
-    let mut server = Server::start(&env, &env.model("yolox_nano"), &[]);
+    let mut server = Server::start_with_control(&env, &env.model("yolox_nano"), &[]);
     let ring = Ring::with_frame(
         &server.rings,
         "cam",
@@ -330,7 +336,21 @@ fn shutdown_request_drains_then_exits() {
     // Make sure they are queued before the shutdown arrives.
     let first = busy.recv().unwrap();
     assert!(first.error_body().is_none());
-    let mut ctl = server.client();
+    let mut data = server.client();
+    for id in [70, 71] {
+        let r = data.call(&Request::shutdown(id));
+        assert_eq!(r.id(), Some(id), "{r:?}");
+        assert_eq!(error_code(&r), Some(ErrorCode::InvalidMessage), "{r:?}");
+        assert!(
+            format!("{r:?}").contains("only on the control socket"),
+            "{r:?}"
+        );
+    }
+    assert!(matches!(
+        data.call(&Request::ping(72)),
+        Response::Pong { id: 72, .. }
+    ));
+    let mut ctl = Client::connect(server.control.as_ref().unwrap()).unwrap();
     assert!(matches!(
         ctl.call(&Request::shutdown(77)),
         Response::ShutdownAck { id: 77, .. }
@@ -350,6 +370,10 @@ fn shutdown_request_drains_then_exits() {
     );
     assert!(server.wait_exit().success());
     assert!(!server.socket.exists(), "socket removed");
+    assert!(
+        !server.control.as_ref().unwrap().exists(),
+        "control socket removed"
+    );
     assert!(Client::connect(&server.socket).is_err());
 }
 

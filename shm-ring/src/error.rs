@@ -181,11 +181,13 @@ pub enum RingOpenError {
         path: PathBuf,
     },
     /// The file is owned by a uid the reader does not trust (neither this process's
-    /// effective uid, nor root, nor a uid allowed through [`super::RingTrust`]): another
-    /// local user may have planted it to feed or truncate the reader.
+    /// effective uid, nor root, nor a uid or group allowed through
+    /// [`super::RingTrust`]): another local user may have planted it to feed or
+    /// truncate the reader.
     #[error(
-        "ring {path}: owned by uid {owner}, trusted owners are uids {trusted:?}; refusing \
-         a ring another user could have created",
+        "ring {path}: owned by uid {owner} (group {group}), trusted owners are uids \
+         {trusted:?}{}; refusing a ring another user could have created",
+        groups_note(.trusted_gids),
         path = path.display()
     )]
     UntrustedOwner {
@@ -193,8 +195,12 @@ pub enum RingOpenError {
         path: PathBuf,
         /// The file's owner.
         owner: u32,
+        /// The file's group.
+        group: u32,
         /// The uids the reader trusts.
         trusted: Vec<u32>,
+        /// The groups the reader trusts (empty unless allowed explicitly).
+        trusted_gids: Vec<u32>,
     },
     /// The file is writable by its group or by others (`mode & 0o022 != 0`): someone
     /// besides the writer could rewrite or truncate it under the reader.
@@ -315,4 +321,14 @@ pub enum ReadError {
         /// Slot capacity.
         capacity: u64,
     },
+}
+
+/// `" and groups [..]"` when groups are trusted, else nothing (for
+/// [`RingOpenError::UntrustedOwner`]).
+fn groups_note(gids: &[u32]) -> String {
+    if gids.is_empty() {
+        String::new()
+    } else {
+        format!(" and groups {gids:?}")
+    }
 }

@@ -163,6 +163,17 @@ pub fn ensure_owned_dir_with_mode(path: &Path, mode: u32) -> Result<(), OwnedDir
 /// Checks that `path` is a directory this process can trust (see the module docs),
 /// without creating or changing anything.
 pub fn check_owned_dir(path: &Path) -> Result<(), OwnedDirError> {
+    check_owned_dir_trusting(path, |uid, _gid| is_trusted_owner(uid))
+}
+
+/// [`check_owned_dir`] where `trusted(uid, gid)` decides whether the directory's owner
+/// and group are acceptable (e.g. a ring directory of an outside writer the reader
+/// trusts, see `RingTrust::trusts_file`); every other check is the same. This
+/// process's effective uid and root should stay trusted.
+pub fn check_owned_dir_trusting(
+    path: &Path,
+    trusted: impl Fn(u32, u32) -> bool,
+) -> Result<(), OwnedDirError> {
     let path_buf = path.to_owned();
     let meta = fs::symlink_metadata(path).map_err(|source| OwnedDirError::Io {
         path: path_buf.clone(),
@@ -175,7 +186,7 @@ pub fn check_owned_dir(path: &Path) -> Result<(), OwnedDirError> {
     if !meta.is_dir() {
         return Err(OwnedDirError::NotADirectory { path: path_buf });
     }
-    if !is_trusted_owner(meta.uid()) {
+    if !trusted(meta.uid(), meta.gid()) {
         return Err(OwnedDirError::WrongOwner {
             path: path_buf,
             owner: meta.uid(),
@@ -285,5 +296,14 @@ mod tests {
             "{e}"
         );
         assert!(e.to_string().contains("another user"), "{e}");
+        // Trusted explicitly (an outside writer's own directory), by uid or by group.
+        check_owned_dir_trusting(&d, |uid, _| uid == 65534).unwrap();
+        check_owned_dir_trusting(&d, |_, gid| gid == 65534).unwrap();
+        let e = check_owned_dir_trusting(&d, |uid, _| uid == 1).unwrap_err();
+        assert!(matches!(e, OwnedDirError::WrongOwner { .. }), "{e}");
+        // The trusted owner does not loosen the mode rule.
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).unwrap();
+        let e = check_owned_dir_trusting(&d, |uid, _| uid == 65534).unwrap_err();
+        assert!(matches!(e, OwnedDirError::TooOpen { .. }), "{e}");
     }
 }

@@ -65,12 +65,18 @@ pub const FORBIDDEN_RING_MODE_BITS: u32 = 0o022;
 /// The default ([`RingTrust::new`]) trusts this process's effective uid and root, the
 /// owners [`crate::owned_dir::is_trusted_owner`] accepts: the frame kernel normally runs
 /// as the same service user as its readers. A writer running as another uid (a kernel
-/// started by another service account) must be allowed explicitly with
-/// [`RingTrust::allow_uid`]; any other owner is refused with
+/// started by another service account, an outside program writing its own frames) must
+/// be allowed explicitly, by uid with [`RingTrust::allow_uid`] or by the file's group
+/// with [`RingTrust::allow_gid`]; any other owner is refused with
 /// [`RingOpenError::UntrustedOwner`].
+///
+/// Trusting a group trusts every member of it: a user can give a file only a group it
+/// belongs to (`chown(2)` without `CAP_CHOWN`), so a ring whose group is `gid` was made
+/// by a member of that group (or by root).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RingTrust {
     extra_uids: Vec<u32>,
+    extra_gids: Vec<u32>,
 }
 
 impl RingTrust {
@@ -87,9 +93,23 @@ impl RingTrust {
         self
     }
 
-    /// Whether a ring owned by `uid` is accepted.
+    /// Also trusts rings whose group is `gid`, whoever owns them.
+    pub fn allow_gid(mut self, gid: u32) -> RingTrust {
+        if !self.extra_gids.contains(&gid) {
+            self.extra_gids.push(gid);
+        }
+        self
+    }
+
+    /// Whether a ring owned by `uid` is accepted (by its owner alone).
     pub fn trusts(&self, uid: u32) -> bool {
         is_trusted_owner(uid) || self.extra_uids.contains(&uid)
+    }
+
+    /// Whether a file owned by `uid` with group `gid` is accepted: a trusted owner, or
+    /// a trusted group.
+    pub fn trusts_file(&self, uid: u32, gid: u32) -> bool {
+        self.trusts(uid) || self.extra_gids.contains(&gid)
     }
 
     /// Every trusted uid, sorted (for error messages).
@@ -99,6 +119,35 @@ impl RingTrust {
         uids.sort_unstable();
         uids.dedup();
         uids
+    }
+
+    /// The trusted groups, sorted (empty by default).
+    pub fn trusted_gids(&self) -> Vec<u32> {
+        let mut gids = self.extra_gids.clone();
+        gids.sort_unstable();
+        gids
+    }
+
+    /// Checks the owner and mode of an open ring file (its `fstat`): a trusted owner or
+    /// group, not writable by group or others.
+    fn check_meta(&self, path: &Path, meta: &fs::Metadata) -> Result<(), RingOpenError> {
+        if !self.trusts_file(meta.uid(), meta.gid()) {
+            return Err(RingOpenError::UntrustedOwner {
+                path: path.to_path_buf(),
+                owner: meta.uid(),
+                group: meta.gid(),
+                trusted: self.trusted_uids(),
+                trusted_gids: self.trusted_gids(),
+            });
+        }
+        let mode = meta.mode() & 0o7777;
+        if mode & FORBIDDEN_RING_MODE_BITS != 0 {
+            return Err(RingOpenError::WritableByOthers {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -435,6 +484,20 @@ impl RingReader {
         }
     }
 
+    /// Checks the open file's owner and mode again (one `fstat` of the descriptor held
+    /// since the open): the same rules as [`RingReader::open_with`] with `trust`. The
+    /// checks at open do not cover a later `chmod` or `chown` of the live file; a
+    /// reader that keeps a ring open calls this now and then (model-server: at most
+    /// once a second per ring) and drops the ring on an error.
+    pub fn check_trust(&self, trust: &RingTrust) -> Result<(), RingOpenError> {
+        let meta = self.file.metadata().map_err(|source| RingOpenError::Io {
+            path: self.path.clone(),
+            op: "fstat",
+            source,
+        })?;
+        trust.check_meta(&self.path, &meta)
+    }
+
     /// Whether `<dir>/<name>.ring` still names the file this reader mapped. `false` once
     /// the writer unlinked it or a new ring replaced it (reopen to follow).
     pub fn is_current(&self) -> bool {
@@ -576,17 +639,7 @@ fn open_trusted(
     if !meta.is_file() {
         return Err(RingOpenError::NotARegularFile { path });
     }
-    if !trust.trusts(meta.uid()) {
-        return Err(RingOpenError::UntrustedOwner {
-            path,
-            owner: meta.uid(),
-            trusted: trust.trusted_uids(),
-        });
-    }
-    let mode = meta.mode() & 0o7777;
-    if mode & FORBIDDEN_RING_MODE_BITS != 0 {
-        return Err(RingOpenError::WritableByOthers { path, mode });
-    }
+    trust.check_meta(&path, &meta)?;
     if meta.len() < u64::from(HEADER_SIZE) {
         return Err(RingOpenError::TooSmall {
             path,

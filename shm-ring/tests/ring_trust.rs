@@ -347,6 +347,7 @@ fn ring_owned_by_another_user_is_refused_unless_allowed() {
             path: p,
             owner,
             trusted,
+            ..
         } => {
             assert_eq!((p, *owner), (&path, NOBODY));
             assert!(trusted.contains(&0));
@@ -358,6 +359,44 @@ fn ring_owned_by_another_user_is_refused_unless_allowed() {
     let trust = RingTrust::new().allow_uid(NOBODY);
     assert!(trust.trusts(NOBODY) && !RingTrust::new().trusts(NOBODY));
     RingReader::open_with(dir.path(), "foreign", &trust).unwrap();
+    // Or its group: every member of it is trusted.
+    let by_group = RingTrust::new().allow_gid(NOBODY);
+    assert!(!by_group.trusts(NOBODY) && by_group.trusts_file(NOBODY, NOBODY));
+    RingReader::open_with(dir.path(), "foreign", &by_group).unwrap();
+    let e =
+        RingReader::open_with(dir.path(), "foreign", &RingTrust::new().allow_gid(1)).unwrap_err();
+    assert!(e.to_string().contains("groups [1]"), "{e}");
+}
+
+/// Issue 25, gap 6: the checks of the open cover the file as it was then; after a
+/// `chmod` or `chown` of the live ring, `check_trust` (one `fstat` of the open
+/// descriptor) refuses it with the same errors as an open would.
+#[test]
+fn check_trust_sees_a_chmod_or_chown_after_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = planted_ring(dir.path(), "later");
+    let reader = RingReader::open(dir.path(), "later").unwrap();
+    let trust = RingTrust::new();
+    reader.check_trust(&trust).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).unwrap();
+    assert!(matches!(
+        reader.check_trust(&trust),
+        Err(RingOpenError::WritableByOthers { mode: 0o666, .. })
+    ));
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+    reader.check_trust(&trust).unwrap();
+    if !is_root() {
+        eprintln!("chown case skipped: chown to uid {NOBODY} needs root (CI runs as root)");
+        return;
+    }
+    chown(&path, Some(NOBODY), Some(NOBODY)).unwrap();
+    assert!(matches!(
+        reader.check_trust(&trust),
+        Err(RingOpenError::UntrustedOwner { owner: NOBODY, .. })
+    ));
+    reader
+        .check_trust(&RingTrust::new().allow_uid(NOBODY))
+        .unwrap();
 }
 
 /// A temp dir the attacker can traverse, holding a world-writable sticky `shm` dir like

@@ -102,7 +102,11 @@ pub fn run(
         // An owned 0700 ring dir: frame-kernel and model-server refuse looser ones.
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .tempdir_in("/dev/shm")?;
-    let work = tempfile::Builder::new().prefix("fb-bench-ipc-").tempdir()?;
+    // The sockets' directory: owned 0700, as model-server requires.
+    let work = tempfile::Builder::new()
+        .prefix("fb-bench-ipc-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()?;
     let (w, h) = assets::video_size(video)?;
     let nv12 = assets::decode_frame(video, p.frame_index, "nv12")?;
     let g = FrameGeometry::packed(w, h, PixelFormat::Nv12)

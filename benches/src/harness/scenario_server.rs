@@ -598,7 +598,10 @@ impl ServerProc {
         threads: usize,
         instances: usize,
     ) -> Result<Self> {
-        let dir = tempfile::tempdir()?;
+        // 0700: model-server requires an owned socket directory.
+        let dir = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()?;
         let rings = dir.path().join("rings");
         // An owned 0750 ring dir, as the server requires (a plain mkdir follows the umask).
         shm_ring::owned_dir::ensure_owned_dir(&rings)?;

@@ -420,7 +420,7 @@ class ServerTest(unittest.TestCase):
         cls.server = subprocess.Popen(
             [str(BIN / "model-server"), "--model", str(MODEL), "--model-id", "det",
              "--socket", cls.sock, "--ring-dir", cls.rings, "--ort-dylib", str(ORT),
-             "--threads", "1"],
+             "--control-socket", cls.sock + ".ctl", "--threads", "1"],
             stdin=subprocess.DEVNULL, env=dict(os.environ, RUST_LOG="warn"))
         deadline = time.monotonic() + 120
         while True:
@@ -559,8 +559,13 @@ class ServerTest(unittest.TestCase):
             framebus.Client(self.sock, timeout_s=30, server_pid=self.server.pid + 1)
 
     def test_z_shutdown(self) -> None:
-        """Last (alphabetical order): shutdown drains and the server exits 0."""
+        """Last (alphabetical order): shutdown drains and the server exits 0. Only on the
+        control socket: the data socket refuses it (protocol.md §5.5)."""
         with framebus.Client(self.sock, timeout_s=30) as c:
+            with self.assertRaises(errors.InvalidMessage):
+                c.shutdown()
+            c.ping()
+        with framebus.Client(self.sock + ".ctl", timeout_s=30) as c:
             c.shutdown()
             self.assertIsNone(c.recv(timeout_s=30))
         self.assertEqual(self.server.wait(timeout=60), 0)

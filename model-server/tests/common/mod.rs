@@ -124,6 +124,8 @@ pub struct Server {
     pub child: ChildGuard,
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
+    /// The control socket (`<socket>.ctl`), when started with one.
+    pub control: Option<PathBuf>,
     pub rings: PathBuf,
     pub model_id: String,
 }
@@ -139,6 +141,14 @@ impl Server {
         Self::start_in(env, model, extra, dir, rings)
     }
 
+    /// [`Server::start`] with a control socket at `<socket>.ctl` (what core-agent passes).
+    pub fn start_with_control(env: &Env, model: &Path, extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let rings = dir.path().join("rings");
+        shm_ring::owned_dir::ensure_owned_dir(&rings).unwrap();
+        Self::launch(env, model, extra, dir, rings, true)
+    }
+
     pub fn start_in(
         env: &Env,
         model: &Path,
@@ -146,9 +156,29 @@ impl Server {
         dir: tempfile::TempDir,
         rings: PathBuf,
     ) -> Server {
+        Self::launch(env, model, extra, dir, rings, false)
+    }
+
+    fn launch(
+        env: &Env,
+        model: &Path,
+        extra: &[&str],
+        dir: tempfile::TempDir,
+        rings: PathBuf,
+        with_control: bool,
+    ) -> Server {
+        // The socket directory must be one the service owns (0700 here; tempdir makes it
+        // 0755 under the usual umask, which the server refuses).
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
         let socket = dir.path().join("model.sock");
+        let control = with_control.then(|| dir.path().join("model.sock.ctl"));
         let model_id = "det".to_owned();
-        let child = Command::new(env!("CARGO_BIN_EXE_model-server"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_model-server"));
+        if let Some(c) = &control {
+            cmd.arg("--control-socket").arg(c);
+        }
+        let child = cmd
             .arg("--model")
             .arg(model)
             .args(["--model-id", &model_id, "--socket"])
@@ -167,6 +197,7 @@ impl Server {
             child: ChildGuard::new(child).grace(Duration::from_secs(10)),
             dir,
             socket,
+            control,
             rings,
             model_id,
         };
