@@ -16,6 +16,7 @@ use crate::clock::SystemClock;
 use crate::config::{Config, OutputConfig};
 use crate::metrics::Metrics;
 use crate::results::{Dispatcher, JsonlSink, ResultQueue, Sink, SinkError, StdoutSink};
+use crate::sinks::SinkHealth;
 use crate::supervisor::child::kill_all_groups;
 use crate::system::{ensure_dir, remove_files, Binaries, Shared, StartError, System};
 use crate::{api, status, table};
@@ -64,13 +65,16 @@ pub struct Summary {
     pub models: Vec<status::ModelStatus>,
 }
 
-fn open_sinks(outputs: &[OutputConfig]) -> Result<Vec<Box<dyn Sink>>, SinkError> {
+fn open_sinks(
+    outputs: &[OutputConfig],
+    health: &SinkHealth,
+) -> Result<Vec<Box<dyn Sink>>, SinkError> {
     outputs
         .iter()
         .map(|o| -> Result<Box<dyn Sink>, SinkError> {
             Ok(match o {
-                OutputConfig::Jsonl { path } => Box::new(JsonlSink::create(path)?),
-                OutputConfig::Stdout => Box::new(StdoutSink),
+                OutputConfig::Jsonl { path } => Box::new(JsonlSink::create(path, health)?),
+                OutputConfig::Stdout => Box::new(StdoutSink::new(health)),
             })
         })
         .collect()
@@ -82,12 +86,13 @@ fn start_analytics(
     config: &Config,
     recent: &Arc<crate::web::RecentEvents>,
     brokers: &crate::outputs::Brokers,
+    health: &SinkHealth,
 ) -> Result<(Arc<AnalyticsShared>, Writer), RunError> {
     let a = &config.analytics;
     let shared = AnalyticsShared::new(a.clone(), AnalyticsShared::rules_of(config));
     let mut sinks: Vec<Box<dyn EventSink>> = Vec::new();
     if let Some(path) = a.events_file(&config.outputs) {
-        sinks.push(Box::new(JsonlEventSink::create(&path)?));
+        sinks.push(Box::new(JsonlEventSink::create(&path, health)?));
     }
     // The dashboard's recent events (`GET /events`, `/events/stream`).
     sinks.push(Box::new(crate::web::RecentSink(recent.clone())));
@@ -98,7 +103,7 @@ fn start_analytics(
                 path: dir.clone(),
                 source,
             })?;
-            Some(CsvWriter::new(&dir))
+            Some(CsvWriter::new(&dir, health))
         }
         None => None,
     };
@@ -186,14 +191,17 @@ pub async fn run(
     let queue = ResultQueue::new(config.limits.result_queue);
     let recent = crate::web::RecentEvents::new(config.dashboard.recent_events);
     let brokers = crate::outputs::Brokers::start(&config.brokers)?;
-    let (analytics, analytics_writer) = start_analytics(&config, &recent, &brokers)?;
-    let clips = crate::clips::Clips::new(config.clips.clone())?;
+    // Before the sinks: each file sink reports to its register (`metrics.sinks`).
+    let metrics = Arc::new(Metrics::default());
+    let (analytics, analytics_writer) =
+        start_analytics(&config, &recent, &brokers, &metrics.sinks)?;
+    let clips = crate::clips::Clips::new(config.clips.clone(), &metrics.sinks)?;
     let recorder = match &clips {
         Some(c) => Some(crate::clips::Recorder::start(c.clone()).map_err(RunError::Thread)?),
         None => None,
     };
     let live = crate::live::LiveShared::new(config.live.clone(), config.agent.ring_dir.clone());
-    let mut sinks = open_sinks(&config.outputs)?;
+    let mut sinks = open_sinks(&config.outputs, &metrics.sinks)?;
     sinks.push(Box::new(crate::live::store::LiveSink::new(
         live.store.clone(),
     )));
@@ -221,7 +229,7 @@ pub async fn run(
         })?;
     let api_addr = listener.local_addr().unwrap_or(config.agent.api_addr);
     let shared = Arc::new(Shared {
-        metrics: Arc::new(Metrics::default()),
+        metrics,
         results: queue,
         analytics,
         live,
