@@ -57,7 +57,7 @@ pub enum RunError {
 pub struct Summary {
     /// Result records written to the sinks.
     pub written: u64,
-    /// Records dropped by the full queue.
+    /// Records dropped by the full queue or not written by a sink (disk full).
     pub dropped: u64,
     /// The final camera reports.
     pub cameras: Vec<status::CameraStatus>,
@@ -320,7 +320,11 @@ pub async fn run(
     .unwrap_or(0);
     Ok(Summary {
         written,
-        dropped: shared.results.dropped(),
+        dropped: shared.results.dropped()
+            + shared
+                .metrics
+                .sinks
+                .lost_of(crate::sinks::SinkKind::Results),
         cameras: status::cameras(&shared),
         models: status::models(&shared),
     })

@@ -64,14 +64,14 @@ impl LineFileError {
 
 /// What a [`LineFile`] writes into: a file opened for appending, or a fake in tests.
 pub trait AppendTarget: Write {
-    /// The current length in bytes.
-    fn len(&mut self) -> std::io::Result<u64>;
+    /// The current size in bytes.
+    fn size(&mut self) -> std::io::Result<u64>;
     /// Cuts the target back to `len` bytes.
     fn truncate(&mut self, len: u64) -> std::io::Result<()>;
 }
 
 impl AppendTarget for File {
-    fn len(&mut self) -> std::io::Result<u64> {
+    fn size(&mut self) -> std::io::Result<u64> {
         Ok(self.metadata()?.len())
     }
     fn truncate(&mut self, len: u64) -> std::io::Result<()> {
@@ -287,7 +287,7 @@ impl<F: AppendTarget> LineFile<F> {
             self.out.truncate(len).map_err(|e| (0, e))?;
             self.cut_to = None;
         }
-        let before = self.out.len().map_err(|e| (0, e))?;
+        let before = self.out.size().map_err(|e| (0, e))?;
         let header = match &self.header {
             Some(h) if before == 0 => format!("{h}\n").into_bytes(),
             _ => Vec::new(),
@@ -376,7 +376,7 @@ mod tests {
     }
 
     impl AppendTarget for FullDisk {
-        fn len(&mut self) -> std::io::Result<u64> {
+        fn size(&mut self) -> std::io::Result<u64> {
             Ok(self.data.len() as u64)
         }
         fn truncate(&mut self, len: u64) -> std::io::Result<()> {
