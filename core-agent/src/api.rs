@@ -2,7 +2,7 @@
 //!
 //! | method and path | answer |
 //! | --- | --- |
-//! | `GET /health` | 200 while the process runs |
+//! | `GET /health` | 200 while the process runs: `status` (`ok`, `degraded` while a broker is away or a file sink cannot write, `stopping`), `brokers`, `sinks` (each file sink: `sink`, `kind`, `state`, `reason` and `since_unix_ms` while degraded, `written`, `lost`, `failures`; see [`crate::sinks`]), `uptime_s`, `failed`, `clips` |
 //! | `GET /ready` | 200 when every running kernel and every model server is ready, else 503 with the list |
 //! | `GET /cameras`, `GET /cameras/{id}` | state, fps decoded and inferred, missed, stale, latency per subscription |
 //! | `POST /cameras` | add a camera: `{"camera": {...}, "subscriptions": [{"model", "fps", "classes"}]}`, validated like the config file; 201, 400 with every problem, 409 if the id exists |
@@ -118,10 +118,13 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 async fn health(State(st): State<AppState>) -> Response {
     let stopping = st.shared.shutting_down.load(Ordering::Relaxed);
     // A broker away degrades, never fails, the agent: still 200 (see crate::outputs).
-    let degraded = !st.shared.brokers.all_connected();
+    // So does a file sink that cannot write (disk full): each says why (crate::sinks).
+    let sinks = st.shared.metrics.sinks.reports();
+    let degraded = !st.shared.brokers.all_connected() || sinks.iter().any(|s| s.state != "ok");
     Json(json!({
         "status": if stopping { "stopping" } else if degraded { "degraded" } else { "ok" },
         "brokers": st.shared.brokers.reports(),
+        "sinks": sinks,
         "uptime_s": st.shared.metrics.uptime().as_secs(),
         // Processes given up on, and when each is tried again.
         "failed": status::failed(&st.shared),

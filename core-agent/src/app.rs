@@ -16,6 +16,7 @@ use crate::clock::SystemClock;
 use crate::config::{Config, OutputConfig};
 use crate::metrics::Metrics;
 use crate::results::{Dispatcher, JsonlSink, ResultQueue, Sink, SinkError, StdoutSink};
+use crate::sinks::SinkHealth;
 use crate::supervisor::child::kill_all_groups;
 use crate::system::{ensure_dir, remove_files, Binaries, Shared, StartError, System};
 use crate::{api, status, table};
@@ -59,7 +60,7 @@ pub enum RunError {
 pub struct Summary {
     /// Result records written to the sinks.
     pub written: u64,
-    /// Records dropped by the full queue.
+    /// Records dropped by the full queue or not written by a sink (disk full).
     pub dropped: u64,
     /// The final camera reports.
     pub cameras: Vec<status::CameraStatus>,
@@ -67,13 +68,16 @@ pub struct Summary {
     pub models: Vec<status::ModelStatus>,
 }
 
-fn open_sinks(outputs: &[OutputConfig]) -> Result<Vec<Box<dyn Sink>>, SinkError> {
+fn open_sinks(
+    outputs: &[OutputConfig],
+    health: &SinkHealth,
+) -> Result<Vec<Box<dyn Sink>>, SinkError> {
     outputs
         .iter()
         .map(|o| -> Result<Box<dyn Sink>, SinkError> {
             Ok(match o {
-                OutputConfig::Jsonl { path } => Box::new(JsonlSink::create(path)?),
-                OutputConfig::Stdout => Box::new(StdoutSink),
+                OutputConfig::Jsonl { path } => Box::new(JsonlSink::create(path, health)?),
+                OutputConfig::Stdout => Box::new(StdoutSink::new(health)),
             })
         })
         .collect()
@@ -85,12 +89,13 @@ fn start_analytics(
     config: &Config,
     recent: &Arc<crate::web::RecentEvents>,
     brokers: &crate::outputs::Brokers,
+    health: &SinkHealth,
 ) -> Result<(Arc<AnalyticsShared>, Writer), RunError> {
     let a = &config.analytics;
     let shared = AnalyticsShared::new(a.clone(), AnalyticsShared::rules_of(config));
     let mut sinks: Vec<Box<dyn EventSink>> = Vec::new();
     if let Some(path) = a.events_file(&config.outputs) {
-        sinks.push(Box::new(JsonlEventSink::create(&path)?));
+        sinks.push(Box::new(JsonlEventSink::create(&path, health)?));
     }
     // The dashboard's recent events (`GET /events`, `/events/stream`).
     sinks.push(Box::new(crate::web::RecentSink(recent.clone())));
@@ -101,7 +106,7 @@ fn start_analytics(
                 path: dir.clone(),
                 source,
             })?;
-            Some(CsvWriter::new(&dir))
+            Some(CsvWriter::new(&dir, health))
         }
         None => None,
     };
@@ -201,14 +206,17 @@ pub async fn run(
     let queue = ResultQueue::new(config.limits.result_queue);
     let recent = crate::web::RecentEvents::new(config.dashboard.recent_events);
     let brokers = crate::outputs::Brokers::start(&config.brokers)?;
-    let (analytics, analytics_writer) = start_analytics(&config, &recent, &brokers)?;
-    let clips = crate::clips::Clips::new(config.clips.clone())?;
+    // Before the sinks: each file sink reports to its register (`metrics.sinks`).
+    let metrics = Arc::new(Metrics::default());
+    let (analytics, analytics_writer) =
+        start_analytics(&config, &recent, &brokers, &metrics.sinks)?;
+    let clips = crate::clips::Clips::new(config.clips.clone(), &metrics.sinks)?;
     let recorder = match &clips {
         Some(c) => Some(crate::clips::Recorder::start(c.clone()).map_err(RunError::Thread)?),
         None => None,
     };
     let live = crate::live::LiveShared::new(config.live.clone(), config.agent.ring_dir.clone());
-    let mut sinks = open_sinks(&config.outputs)?;
+    let mut sinks = open_sinks(&config.outputs, &metrics.sinks)?;
     sinks.push(Box::new(crate::live::store::LiveSink::new(
         live.store.clone(),
     )));
@@ -236,7 +244,7 @@ pub async fn run(
         })?;
     let api_addr = listener.local_addr().unwrap_or(config.agent.api_addr);
     let shared = Arc::new(Shared {
-        metrics: Arc::new(Metrics::default()),
+        metrics,
         results: queue,
         analytics,
         live,
@@ -330,7 +338,11 @@ pub async fn run(
     .unwrap_or(0);
     Ok(Summary {
         written,
-        dropped: shared.results.dropped(),
+        dropped: shared.results.dropped()
+            + shared
+                .metrics
+                .sinks
+                .lost_of(crate::sinks::SinkKind::Results),
         cameras: status::cameras(&shared),
         models: status::models(&shared),
     })

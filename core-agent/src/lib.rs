@@ -28,6 +28,7 @@ pub mod peer;
 pub mod queue;
 pub mod results;
 pub mod shard;
+pub mod sinks;
 pub mod status;
 pub mod supervisor;
 pub mod system;

@@ -224,6 +224,8 @@ pub struct Metrics {
     started: Instant,
     cameras: RwLock<BTreeMap<String, Arc<CameraMetrics>>>,
     models: RwLock<BTreeMap<String, Arc<ModelMetrics>>>,
+    /// The file sinks' health: written, lost, degraded (`/health`, `/metrics`).
+    pub sinks: Arc<crate::sinks::SinkHealth>,
 }
 
 impl Default for Metrics {
@@ -232,6 +234,7 @@ impl Default for Metrics {
             started: Instant::now(),
             cameras: RwLock::default(),
             models: RwLock::default(),
+            sinks: Arc::default(),
         }
     }
 }

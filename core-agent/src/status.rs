@@ -305,12 +305,16 @@ pub fn prometheus(shared: &Shared) -> String {
         &mut out,
         "framebus_results_dropped_total",
         "counter",
-        "Result records dropped because the queue was full (oldest first).",
+        "Result records lost: dropped by the full queue (oldest first), or not written by a sink (disk full; per sink in framebus_sink_dropped_total, summed here).",
     );
     let _ = writeln!(
         out,
         "framebus_results_dropped_total {}",
         shared.results.dropped()
+            + shared
+                .metrics
+                .sinks
+                .lost_of(crate::sinks::SinkKind::Results)
     );
 
     family(
@@ -636,6 +640,7 @@ pub fn prometheus(shared: &Shared) -> String {
         c.prometheus(&mut out);
     }
     shared.brokers.prometheus(&mut out);
+    shared.metrics.sinks.prometheus(&mut out);
     out
 }
 

@@ -10,16 +10,17 @@
 //! CSV (`counts-YYYY-MM-DD.csv`, UTC day of the interval start), header:
 //! `interval_start_unix_ms,interval_start_utc,interval_s,camera,model,rule,kind,class,in,out,occupancy_peak,occupancy_mean,frames`.
 //! Files are opened for append; the header is written only into an empty file, so a
-//! restart continues the same day's file. `occupancy_*` are empty for lines.
+//! restart continues the same day's file. `occupancy_*` are empty for lines. Rows are
+//! whole lines or absent: a torn last line (a crash) is cut off at open, a row that
+//! cannot be written (disk full) is dropped and counted (see [`crate::sinks`]).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::line::Direction;
+use crate::sinks::{LineFile, LineFileError, LossReason, SinkHandle, SinkHealth, SinkKind};
 
 /// The CSV header line (without newline).
 pub const CSV_HEADER: &str = "interval_start_unix_ms,interval_start_utc,interval_s,camera,model,rule,kind,class,in,out,occupancy_peak,occupancy_mean,frames";
@@ -271,19 +272,23 @@ pub enum CsvError {
     },
 }
 
-/// Appends rows to `counts-YYYY-MM-DD.csv` in one directory.
+/// Appends rows to `counts-YYYY-MM-DD.csv` in one directory, whole lines only (see
+/// [`crate::sinks`]): a row that cannot be written is dropped and counted, never left
+/// half in the file.
 #[derive(Debug)]
 pub struct CsvWriter {
     dir: PathBuf,
-    open: Option<(String, PathBuf, BufWriter<File>)>,
+    open: Option<(String, LineFile)>,
+    health: SinkHandle,
 }
 
 impl CsvWriter {
-    /// Writes into `dir` (which must exist).
-    pub fn new(dir: &Path) -> Self {
+    /// Writes into `dir` (which must exist), reporting to `health` as `counts:<dir>`.
+    pub fn new(dir: &Path, health: &SinkHealth) -> Self {
         Self {
             dir: dir.to_path_buf(),
             open: None,
+            health: health.register(SinkKind::Counts, format!("counts:{}", dir.display())),
         }
     }
 
@@ -292,60 +297,54 @@ impl CsvWriter {
         dir.join(format!("counts-{date}.csv"))
     }
 
-    fn file(&mut self, date: &str) -> Result<&mut BufWriter<File>, CsvError> {
-        if self.open.as_ref().map(|o| o.0.as_str()) != Some(date) {
-            self.flush()?;
-            let path = Self::path_of(&self.dir, date);
-            let io = |source| CsvError::Io {
-                path: path.clone(),
-                source,
-            };
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o640)
-                .open(&path)
-                .map_err(io)?;
-            let len = f.metadata().map_err(io)?.len();
-            if len == 0 {
-                writeln!(f, "{CSV_HEADER}").map_err(io)?;
-            } else {
-                // A line torn by a crash: end it so the next row starts clean.
-                use std::io::{Read, Seek, SeekFrom};
-                let mut r = File::open(&path).map_err(io)?;
-                r.seek(SeekFrom::End(-1)).map_err(io)?;
-                let mut last = [0u8; 1];
-                r.read_exact(&mut last).map_err(io)?;
-                if last[0] != b'\n' {
-                    f.write_all(b"\n").map_err(io)?;
-                }
-            }
-            self.open = Some((date.to_owned(), path, BufWriter::new(f)));
-        }
-        Ok(&mut self.open.as_mut().expect("opened above").2)
-    }
-
-    /// Appends one row (buffered until [`Self::flush`]).
+    /// Appends one row (buffered until [`Self::flush`]). A new day's file is opened
+    /// when the row's day changes (the previous day's rows are written first; their
+    /// failure is returned after this row was queued).
     pub fn write(&mut self, row: &CountRow) -> Result<(), CsvError> {
         let date = utc_date(row.start_ms);
-        let line = csv_line(row);
-        let f = self.file(&date)?;
-        writeln!(f, "{line}").map_err(|source| CsvError::Io {
-            path: PathBuf::from(&date),
-            source,
-        })
+        let mut earlier = Ok(());
+        if self.open.as_ref().map(|o| o.0.as_str()) != Some(date.as_str()) {
+            earlier = self.flush();
+            self.open = None;
+            let path = Self::path_of(&self.dir, &date);
+            // The header goes into the file whenever it is empty, in the same write as
+            // the first row, so a file is never a header short.
+            match LineFile::open(&path, Some(CSV_HEADER), self.health.clone()) {
+                Ok(f) => self.open = Some((date, f)),
+                Err(e) => {
+                    // Not even open: this row is lost.
+                    let reason = e.io().map_or(LossReason::Io, LossReason::of);
+                    let e = CsvError::from_lines(&path, e);
+                    self.health.failed(0, 1, reason, &e.to_string());
+                    return Err(e);
+                }
+            }
+        }
+        if let Some((_, f)) = self.open.as_mut() {
+            f.push(csv_line(row).as_bytes())
+                .map_err(|e| CsvError::from_lines(f.path(), e))?;
+        }
+        earlier
     }
 
     /// Writes buffered rows out.
     pub fn flush(&mut self) -> Result<(), CsvError> {
-        if let Some((_, path, f)) = self.open.as_mut() {
-            f.flush().map_err(|source| CsvError::Io {
-                path: path.clone(),
-                source,
-            })?;
+        match self.open.as_mut() {
+            Some((_, f)) => f.flush().map_err(|e| CsvError::from_lines(f.path(), e)),
+            None => Ok(()),
         }
-        Ok(())
+    }
+}
+
+impl CsvError {
+    fn from_lines(path: &Path, e: LineFileError) -> CsvError {
+        CsvError::Io {
+            path: path.to_path_buf(),
+            source: match e {
+                LineFileError::Open { source, .. } | LineFileError::Write { source, .. } => source,
+                LineFileError::Encode { source, .. } => std::io::Error::other(source),
+            },
+        }
     }
 }
 
@@ -543,20 +542,22 @@ mod tests {
             occupancy_mean: None,
             frames: 300,
         };
+        let health = SinkHealth::default();
         for start in [0, 60_000] {
-            let mut w = CsvWriter::new(dir.path());
+            let mut w = CsvWriter::new(dir.path(), &health);
             w.write(&row(start)).unwrap();
             w.flush().unwrap();
         }
         let path = CsvWriter::path_of(dir.path(), "1970-01-01");
-        // A torn line from a crash is ended before the next row.
+        // A torn line from a crash is cut off before the next row.
+        use std::io::Write;
         std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
             .unwrap()
             .write_all(b"12,")
             .unwrap();
-        let mut w = CsvWriter::new(dir.path());
+        let mut w = CsvWriter::new(dir.path(), &health);
         w.write(&row(120_000)).unwrap();
         w.write(&row(86_400_000)).unwrap();
         w.flush().unwrap();
@@ -568,8 +569,9 @@ mod tests {
             lines[1],
             "0,1970-01-01T00:00:00Z,60,cam,m,door,line,*,3,1,,,300"
         );
-        assert_eq!(lines.len(), 5);
-        assert!(lines[4].starts_with("120000,"));
+        assert_eq!(lines.len(), 4);
+        assert!(lines[3].starts_with("120000,"));
+        assert!(!text.contains("12,\n"), "{text}");
         assert!(CsvWriter::path_of(dir.path(), "1970-01-02").exists());
     }
 

@@ -7,9 +7,11 @@
 //! same policy as the result queue: the stage never waits on a slow disk or broker.
 //! Counts are never lost to this queue for `GET /counts` and `/metrics` (they are
 //! updated before it); only the CSV row or event line would be.
+//!
+//! Write failures (disk full): `events.jsonl` and the CSV keep whole lines only; the
+//! lines of a failed write are dropped and counted per sink, and `/health` is degraded
+//! while it lasts (see [`crate::sinks`]).
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use std::time::Duration;
 use super::counts::{CountRow, CsvWriter};
 use super::events::Event;
 use crate::results::SinkError;
+use crate::sinks::{LineFile, LineFileError, SinkHealth, SinkKind};
 
 /// Where events go. Called from one thread; writes may buffer until `flush`.
 pub trait EventSink: Send {
@@ -35,54 +38,35 @@ pub trait EventSink: Send {
     }
 }
 
-/// Appends one JSON object per event to a file (`events.jsonl`).
+/// Appends one JSON object per event to a file (`events.jsonl`), whole lines only
+/// (see [`crate::sinks`]).
 #[derive(Debug)]
 pub struct JsonlEventSink {
-    name: String,
-    out: BufWriter<File>,
+    file: LineFile,
 }
 
 impl JsonlEventSink {
-    /// Opens `path` for appending (created with mode 0640 if missing).
-    pub fn create(path: &Path) -> Result<Self, SinkError> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o640)
-            .open(path)
-            .map_err(|source| SinkError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        Ok(Self {
-            name: format!("events:{}", path.display()),
-            out: BufWriter::new(file),
-        })
+    /// Opens `path` for appending (created with mode 0640 if missing; a torn last line
+    /// is cut off), reporting to `health` as `events:<path>`.
+    pub fn create(path: &Path, health: &SinkHealth) -> Result<Self, SinkError> {
+        let h = health.register(SinkKind::Events, format!("events:{}", path.display()));
+        let file = LineFile::open(path, None, h).map_err(|e| match e {
+            LineFileError::Open { path, source, .. } => SinkError::Open { path, source },
+            other => SinkError::Lines(other),
+        })?;
+        Ok(Self { file })
     }
 }
 
 impl EventSink for JsonlEventSink {
     fn name(&self) -> &str {
-        &self.name
+        self.file.health().name()
     }
     fn write(&mut self, event: &Event) -> Result<(), SinkError> {
-        serde_json::to_writer(&mut self.out, event).map_err(|source| SinkError::Encode {
-            sink: self.name.clone(),
-            source,
-        })?;
-        self.out
-            .write_all(b"\n")
-            .map_err(|source| SinkError::Write {
-                sink: self.name.clone(),
-                source,
-            })
+        Ok(self.file.push_json(event)?)
     }
     fn flush(&mut self) -> Result<(), SinkError> {
-        self.out.flush().map_err(|source| SinkError::Write {
-            sink: self.name.clone(),
-            source,
-        })
+        Ok(self.file.flush()?)
     }
 }
 

@@ -410,10 +410,14 @@ mod tests {
             BTreeMap::from([("cam".to_owned(), rules)]),
         );
         let events = dir.path().join("events.jsonl");
+        let health = crate::sinks::SinkHealth::default();
         let writer = Writer::start(
             shared.queue.clone(),
-            vec![Box::new(JsonlEventSink::create(&events).unwrap())],
-            Some(crate::analytics::counts::CsvWriter::new(dir.path())),
+            vec![Box::new(JsonlEventSink::create(&events, &health).unwrap())],
+            Some(crate::analytics::counts::CsvWriter::new(
+                dir.path(),
+                &health,
+            )),
             shared.write_errors.clone(),
         )
         .unwrap();
@@ -421,7 +425,9 @@ mod tests {
         let q = ResultQueue::new(100);
         let d = Dispatcher::start_with(
             q.clone(),
-            vec![Box::new(crate::results::JsonlSink::create(&out).unwrap())],
+            vec![Box::new(
+                crate::results::JsonlSink::create(&out, &health).unwrap(),
+            )],
             Some(Box::new(AnalyticsStage::new(shared.clone()))),
         )
         .unwrap();

@@ -18,6 +18,10 @@
 //! - A clip whose camera sends nothing ends [`GIVE_UP`] after its end, with what it
 //!   has. Errors (disk full, a write error, no footage) never stop anything else: they
 //!   are counted per camera in `/metrics` and the last one is shown in `/health`.
+//!   A clip that fails is whole or absent: its `.part` is removed. One that failed for
+//!   its output (disk full, an I/O error; not missing footage) also marks the clips
+//!   sink degraded in `/health` and is counted in `framebus_sink_dropped_total`, until
+//!   the next clip is written or the folder has space again (see [`crate::sinks`]).
 //! - Retention ([`retention`]) runs after every clip and every minute.
 
 pub mod cursor;
@@ -37,6 +41,7 @@ use serde::Serialize;
 
 use crate::analytics::events::Event;
 use crate::config::clips::ClipsSettings;
+use crate::sinks::{LossReason, SinkHandle, SinkHealth, SinkKind};
 use cursor::{Cursor, TimedPacket};
 use mux::{Mp4Writer, MuxError};
 
@@ -107,6 +112,33 @@ pub enum ClipError {
 }
 
 impl ClipError {
+    /// Why the clip file could not be written (disk full, an I/O error), or `None`
+    /// when the failure is not the output's (no footage, unreadable segments, a codec
+    /// a clip does not carry).
+    pub fn write_failure(&self) -> Option<LossReason> {
+        match self {
+            ClipError::Create { source, .. } | ClipError::Rename { source, .. } => {
+                Some(LossReason::of(source))
+            }
+            ClipError::Mux {
+                source:
+                    MuxError::Open { error, .. }
+                    | MuxError::Write { error, .. }
+                    | MuxError::Finish { error, .. },
+                ..
+            } => Some(match error {
+                ffmpeg_next::Error::Other { errno } => LossReason::of_errno(Some(*errno)),
+                _ => LossReason::Io,
+            }),
+            ClipError::Mux {
+                source: MuxError::Codec { .. },
+                ..
+            }
+            | ClipError::Read { .. }
+            | ClipError::NoFootage { .. } => None,
+        }
+    }
+
     fn camera(&self) -> &str {
         match self {
             ClipError::Create { camera, .. }
@@ -229,6 +261,9 @@ pub struct Clips {
     refused: AtomicU64,
     delays: Mutex<DelayTotals>,
     unix_ns: fn() -> u64,
+    /// The clips as a sink: a clip that cannot be written (disk full) degrades
+    /// `/health` until the next one is (see [`crate::sinks`]).
+    health: SinkHandle,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -299,15 +334,31 @@ pub fn valid_id(id: &str) -> bool {
 
 impl Clips {
     /// Clips under `settings`; `None` when no camera records clips. Creates the clips
-    /// and buffer folders (0750).
-    pub fn new(settings: ClipsSettings) -> Result<Option<Arc<Self>>, ClipError> {
-        Self::with_clock(settings, || crate::clock::UnixNanos::now().get())
+    /// and buffer folders (0750). Reports to `health` as `clips:<dir>`.
+    pub fn new(
+        settings: ClipsSettings,
+        health: &SinkHealth,
+    ) -> Result<Option<Arc<Self>>, ClipError> {
+        if !settings.any() {
+            return Ok(None);
+        }
+        let h = health.register(SinkKind::Clips, format!("clips:{}", settings.dir.display()));
+        Self::build(settings, || crate::clock::UnixNanos::now().get(), h)
     }
 
-    /// [`Clips::new`] on a given Unix clock.
+    /// [`Clips::new`] on a given Unix clock, reporting to no register.
     pub fn with_clock(
         settings: ClipsSettings,
         unix_ns: fn() -> u64,
+    ) -> Result<Option<Arc<Self>>, ClipError> {
+        let h = SinkHandle::detached(SinkKind::Clips, format!("clips:{}", settings.dir.display()));
+        Self::build(settings, unix_ns, h)
+    }
+
+    fn build(
+        settings: ClipsSettings,
+        unix_ns: fn() -> u64,
+        health: SinkHandle,
     ) -> Result<Option<Arc<Self>>, ClipError> {
         if !settings.any() {
             return Ok(None);
@@ -331,6 +382,7 @@ impl Clips {
             refused: AtomicU64::new(0),
             delays: Mutex::default(),
             unix_ns,
+            health,
         })))
     }
 
@@ -513,6 +565,7 @@ impl Clips {
         }
         match result {
             Ok(_) => {
+                self.health.wrote(1);
                 self.written.fetch_add(1, Ordering::Relaxed);
                 if let Some(a) = active {
                     for id in ids.iter().chain(&joined) {
@@ -527,6 +580,9 @@ impl Clips {
                 }
             }
             Err(e) => {
+                if let Some(reason) = e.write_failure() {
+                    self.health.failed(0, 1, reason, &e.to_string());
+                }
                 *st.errors.entry(e.camera().to_owned()).or_insert(0) += 1;
                 st.last_error = Some((
                     e.camera().to_owned(),
@@ -897,6 +953,9 @@ fn run(clips: &Clips) {
                     .filter(|n| !n.starts_with('.')),
             );
         }
+        // A quiet clips folder that ran out of space is healthy again once it has
+        // room (probed at most once a second).
+        clips.health.recover_if_space(&clips.settings.dir);
         retention.sort();
         retention.dedup();
         for cam in retention {

@@ -46,7 +46,12 @@ fn event(id: &str, camera: &str, kind: EventKind, track: u64, at: u64) -> Event 
 #[test]
 fn off_when_no_camera_records_and_folders_are_0750() {
     let d = tempfile::tempdir().unwrap();
-    assert!(Clips::new(ClipsSettings::default()).unwrap().is_none());
+    assert!(Clips::new(
+        ClipsSettings::default(),
+        &crate::sinks::SinkHealth::default()
+    )
+    .unwrap()
+    .is_none());
     let _c = clips(d.path(), 4);
     use std::os::unix::fs::PermissionsExt;
     for p in [d.path().join("clips"), d.path().join("clips/.buffer")] {
@@ -201,4 +206,59 @@ fn leading_frames_of_a_restart_are_left_out() {
     assert!(!super::leading_of_earlier_time(320, Some(300)));
     // The clip's first keyframe has nothing before it.
     assert!(!super::leading_of_earlier_time(0, None));
+}
+
+#[test]
+fn a_clip_that_cannot_be_written_degrades_the_sink_until_one_is() {
+    let d = tempfile::tempdir().unwrap();
+    let health = crate::sinks::SinkHealth::default();
+    let c = Clips::new(
+        ClipsSettings {
+            cameras: vec!["door".into()],
+            dir: d.path().join("clips"),
+            ..Default::default()
+        },
+        &health,
+    )
+    .unwrap()
+    .unwrap();
+    let mut e = event("a1", "door", EventKind::LineCrossed, 1, T0);
+    c.claim(&mut e);
+    // No footage is not the output's failure: counted as a clip error only.
+    let none = ClipError::NoFootage {
+        camera: "door".into(),
+        id: "a1".into(),
+    };
+    assert_eq!(none.write_failure(), None);
+    c.finished(&["a1".into()], &Err(none), "a1");
+    assert!(!health.any_degraded());
+    // The muxer's ENOSPC (FFmpeg's AVERROR(ENOSPC)) degrades, naming the sink.
+    let full = ClipError::Mux {
+        camera: "door".into(),
+        source: MuxError::Write {
+            path: d.path().join("clips/door/x.mp4"),
+            error: ffmpeg_next::Error::from(-libc::ENOSPC),
+        },
+    };
+    assert_eq!(full.write_failure(), Some(LossReason::NoSpace));
+    c.finished(&["b2".into()], &Err(full), "b2");
+    let r = &health.reports()[0];
+    assert_eq!((r.kind, r.state, r.lost), (SinkKind::Clips, "degraded", 1));
+    assert!(r.sink.starts_with("clips:"), "{r:?}");
+    assert!(
+        r.reason
+            .as_deref()
+            .unwrap()
+            .contains("No space left on device"),
+        "{r:?}"
+    );
+    let gone = ClipError::Create {
+        camera: "door".into(),
+        path: d.path().join("clips/door"),
+        source: std::io::Error::from_raw_os_error(libc::EIO),
+    };
+    assert_eq!(gone.write_failure(), Some(LossReason::Io));
+    // The next clip written clears it.
+    c.finished(&["c3".into()], &Ok(d.path().join("c3.mp4")), "c3");
+    assert!(!health.any_degraded());
 }

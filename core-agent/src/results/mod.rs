@@ -3,7 +3,9 @@
 //! Stream agents turn each answer into a [`ResultRecord`] and push it into the bounded
 //! [`ResultQueue`]; one dispatcher thread hands records to every [`Sink`]. Overflow
 //! policy: when the queue is full the **oldest** record is dropped and counted (fresh
-//! results matter more than old ones; agents never wait on slow sinks).
+//! results matter more than old ones; agents never wait on slow sinks). A sink that
+//! cannot write (disk full) drops the batch's records whole and counts them per sink
+//! ([`crate::sinks`]); `framebus_results_dropped_total` counts both losses.
 
 mod sink;
 
@@ -142,8 +144,13 @@ impl Dispatcher {
                             }
                         }
                         if let Err(err) = sink.flush() {
-                            e.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(sink = sink.name(), "flush: {err}");
+                            // A failing disk fails every batch: the sink's health says
+                            // so once (crate::sinks); here the same throttle as above.
+                            let n = e.fetch_add(1, Ordering::Relaxed);
+                            if n == logged {
+                                tracing::warn!(sink = sink.name(), "flush: {err}");
+                                logged = n + 1000;
+                            }
                         }
                     }
                     w.fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -261,8 +268,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.jsonl");
         let q = ResultQueue::new(100);
-        let d = Dispatcher::start(q.clone(), vec![Box::new(JsonlSink::create(&path).unwrap())])
-            .unwrap();
+        let d = Dispatcher::start(
+            q.clone(),
+            vec![Box::new(
+                JsonlSink::create(&path, &crate::sinks::SinkHealth::default()).unwrap(),
+            )],
+        )
+        .unwrap();
         for i in 0..50 {
             q.push(record(i));
         }

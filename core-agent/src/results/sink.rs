@@ -1,11 +1,12 @@
 //! The sink interface and the two sinks that exist: a JSON Lines file and standard
-//! output. A broker sink implements the same two methods.
+//! output. A broker sink implements the same two methods. Both write whole lines only
+//! and report what they wrote and lost to the [`SinkHealth`] register.
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::ResultRecord;
+use crate::sinks::{LineFile, LineFileError, LossReason, SinkHandle, SinkHealth, SinkKind};
 
 /// Why a sink could not take a record.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +27,9 @@ pub enum SinkError {
         /// Underlying error.
         source: std::io::Error,
     },
+    /// A file sink could not take or write lines (it names the sink and the file).
+    #[error(transparent)]
+    Lines(#[from] LineFileError),
     /// The record could not be encoded.
     #[error("{sink}: cannot encode record: {source}")]
     Encode {
@@ -46,81 +50,106 @@ pub trait Sink: Send {
     fn flush(&mut self) -> Result<(), SinkError>;
 }
 
-fn write_json_line(
-    out: &mut impl Write,
-    name: &str,
-    record: &ResultRecord,
-) -> Result<(), SinkError> {
-    serde_json::to_writer(&mut *out, record).map_err(|source| SinkError::Encode {
-        sink: name.to_owned(),
-        source,
-    })?;
-    out.write_all(b"\n").map_err(|source| SinkError::Write {
-        sink: name.to_owned(),
-        source,
-    })
-}
-
-/// Appends one JSON object per line to a file.
+/// Appends one JSON object per line to a file, whole lines only (see
+/// [`crate::sinks`]).
 #[derive(Debug)]
 pub struct JsonlSink {
-    name: String,
-    out: BufWriter<File>,
+    file: LineFile,
 }
 
 impl JsonlSink {
-    /// Opens `path` for appending (created with mode 0640 if missing).
-    pub fn create(path: &Path) -> Result<Self, SinkError> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o640)
-            .open(path)
-            .map_err(|source| SinkError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        Ok(Self {
-            name: format!("jsonl:{}", path.display()),
-            out: BufWriter::new(file),
-        })
+    /// Opens `path` for appending (created with mode 0640 if missing; a torn last line
+    /// is cut off), reporting to `health` as `jsonl:<path>`.
+    pub fn create(path: &Path, health: &SinkHealth) -> Result<Self, SinkError> {
+        let h = health.register(SinkKind::Results, format!("jsonl:{}", path.display()));
+        let file = LineFile::open(path, None, h).map_err(|e| match e {
+            LineFileError::Open { path, source, .. } => SinkError::Open { path, source },
+            other => SinkError::Lines(other),
+        })?;
+        Ok(Self { file })
     }
 }
 
 impl Sink for JsonlSink {
     fn name(&self) -> &str {
-        &self.name
+        self.file.health().name()
     }
     fn write(&mut self, record: &ResultRecord) -> Result<(), SinkError> {
-        write_json_line(&mut self.out, &self.name, record)
+        Ok(self.file.push_json(record)?)
     }
     fn flush(&mut self) -> Result<(), SinkError> {
-        self.out.flush().map_err(|source| SinkError::Write {
-            sink: self.name.clone(),
-            source,
-        })
+        Ok(self.file.flush()?)
     }
 }
 
-/// Writes one JSON object per line to standard output.
-#[derive(Debug, Default)]
-pub struct StdoutSink;
+/// Writes one JSON object per line to standard output. Each batch goes out in one
+/// `write_all` of whole lines; a pipe cannot be cut back, so a failed write may end
+/// in a partial line there (counted and reported like a file's).
+#[derive(Debug)]
+pub struct StdoutSink {
+    buf: Vec<u8>,
+    lines: u64,
+    health: SinkHandle,
+}
+
+impl StdoutSink {
+    /// Standard output, reporting to `health` as `stdout`.
+    pub fn new(health: &SinkHealth) -> Self {
+        Self {
+            buf: Vec::new(),
+            lines: 0,
+            health: health.register(SinkKind::Results, "stdout"),
+        }
+    }
+}
 
 impl Sink for StdoutSink {
     fn name(&self) -> &str {
         "stdout"
     }
     fn write(&mut self, record: &ResultRecord) -> Result<(), SinkError> {
-        write_json_line(&mut std::io::stdout().lock(), "stdout", record)
-    }
-    fn flush(&mut self) -> Result<(), SinkError> {
-        std::io::stdout()
-            .flush()
-            .map_err(|source| SinkError::Write {
+        let start = self.buf.len();
+        if let Err(source) = serde_json::to_writer(&mut self.buf, record) {
+            self.buf.truncate(start);
+            self.health
+                .failed(0, 1, LossReason::Encode, &source.to_string());
+            return Err(SinkError::Encode {
                 sink: "stdout".into(),
                 source,
-            })
+            });
+        }
+        self.buf.push(b'\n');
+        self.lines += 1;
+        if self.buf.len() >= crate::sinks::line_file::FLUSH_AT {
+            return self.flush();
+        }
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), SinkError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let lines = std::mem::take(&mut self.lines);
+        let result = {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&self.buf).and_then(|()| out.flush())
+        };
+        self.buf.clear();
+        match result {
+            Ok(()) => {
+                self.health.wrote(lines);
+                Ok(())
+            }
+            Err(source) => {
+                let reason = LossReason::of(&source);
+                let err = SinkError::Write {
+                    sink: "stdout".into(),
+                    source,
+                };
+                self.health.failed(0, lines, reason, &err.to_string());
+                Err(err)
+            }
+        }
     }
 }
 
@@ -133,7 +162,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.jsonl");
         for id in [1, 2] {
-            let mut s = JsonlSink::create(&path).unwrap();
+            let mut s = JsonlSink::create(&path, &SinkHealth::default()).unwrap();
             s.write(&crate::results::tests::record(id)).unwrap();
             s.flush().unwrap();
         }
@@ -142,7 +171,11 @@ mod tests {
 
     #[test]
     fn unopenable_path_is_a_typed_error() {
-        let err = JsonlSink::create(Path::new("/proc/no/such/dir/r.jsonl")).unwrap_err();
+        let err = JsonlSink::create(
+            Path::new("/proc/no/such/dir/r.jsonl"),
+            &SinkHealth::default(),
+        )
+        .unwrap_err();
         assert!(matches!(err, SinkError::Open { .. }), "{err}");
     }
 }
