@@ -177,6 +177,8 @@ pub struct CameraMetrics {
     pub ring_reopens: AtomicU64,
     /// Per model id.
     pub subs: RwLock<BTreeMap<String, Arc<SubMetrics>>>,
+    /// The last warning or error its frame kernel logged (any run of it).
+    pub kernel_log: Arc<crate::supervisor::child::LastProblem>,
 }
 
 impl CameraMetrics {

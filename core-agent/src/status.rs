@@ -25,6 +25,13 @@ pub struct CameraStatus {
     pub running: bool,
     /// The kernel process.
     pub kernel: Option<ProcStatus>,
+    /// The last warning or error line its frame kernel logged, e.g. `WARN camera
+    /// unreachable; retrying reason=... Connection refused`: why a camera does not come
+    /// up, seen within a second instead of after the readiness timeout. Credentials
+    /// scrubbed; kept after the camera recovered (see `last_error_unix_ms`).
+    pub last_error: Option<String>,
+    /// When the kernel logged `last_error`, Unix ms.
+    pub last_error_unix_ms: Option<u64>,
     /// The ring as last read.
     pub ring: RingView,
     /// Decoded frames per second.
@@ -87,6 +94,14 @@ pub fn cameras(shared: &Shared) -> Vec<CameraStatus> {
                 Some(_) if ring.state.is_empty() => "starting".to_owned(),
                 Some(_) => ring.state.clone(),
             };
+            let logged = m.kernel_log.get();
+            let last_error = logged.as_ref().map(|p| {
+                let line = scrub(&p.line, &c.config.source);
+                match &c.config.record_source {
+                    Some(r) => scrub(&line, r),
+                    None => line,
+                }
+            });
             let subscriptions: Vec<SubSnapshot> = view
                 .subscriptions
                 .iter()
@@ -104,6 +119,8 @@ pub fn cameras(shared: &Shared) -> Vec<CameraStatus> {
                     0.0
                 },
                 kernel,
+                last_error,
+                last_error_unix_ms: logged.map(|p| p.unix_ms),
                 ring,
                 frames_seen: m.frames_seen.load(Ordering::Relaxed),
                 wakeups: m.wakeups.load(Ordering::Relaxed),

@@ -106,6 +106,8 @@ mod tests {
             state: "live".into(),
             running: true,
             kernel: None,
+            last_error: None,
+            last_error_unix_ms: None,
             ring: RingView::default(),
             fps_decoded: 25.0,
             frames_seen: 100,

@@ -199,6 +199,33 @@ fn a_source_with_a_control_character_is_refused() {
     assert!(!stderr.contains("hunter22"), "{stderr}");
 }
 
+/// Issue 25, item 4: a bidi override (TOML `\u202E`) or a zero-width space in a source
+/// or record source is refused like a control character, named, never echoed.
+#[test]
+fn a_source_with_a_bidi_or_format_character_is_refused() {
+    let dirs = Dirs::new();
+    let config = format!(
+        "{}[[cameras]]\nid = \"cam1\"\nsource = \"rtsp://admin:hunter22@127.0.0.1:1/x\\u202E\"\n\n\
+         [[cameras]]\nid = \"cam2\"\nsource = \"rtsp://127.0.0.1:1/\\u200Bsub\"\nrecord_source = \"rtsp://127.0.0.1:1/main\\u2066\"\n",
+        dirs.agent_table()
+    );
+    let out = check(&dirs, &config);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for needle in [
+        "camera \"cam1\": source \"rtsp://***@127.0.0.1:1/x\\u{202e}\" contains 1 control character(s), the first (U+202E, a bidi control) at byte 35",
+        "camera \"cam2\": source \"rtsp://127.0.0.1:1/\\u{200b}sub\" contains 1 control character(s), the first (U+200B, an invisible format character)",
+        "camera \"cam2\": record_source \"rtsp://127.0.0.1:1/main\\u{2066}\" contains control or invisible format characters",
+    ] {
+        assert!(stderr.contains(needle), "{needle}\nnot in\n{stderr}");
+    }
+    assert!(!stderr.contains("hunter22"), "{stderr}");
+    assert!(
+        !stderr.contains(['\u{202e}', '\u{200b}', '\u{2066}']),
+        "the message carries the characters themselves: {stderr:?}"
+    );
+}
+
 /// `--check` refuses a model file that is not ONNX, naming the model and the file.
 #[test]
 fn check_refuses_a_model_file_that_is_not_onnx() {

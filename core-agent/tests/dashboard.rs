@@ -691,6 +691,26 @@ fn dashboard_in_a_real_browser() {
         "unexpected console errors: {errors:#?}"
     );
 
+    // A camera that refuses connections: within seconds its card says why, with the
+    // kernel's own last error (issue 25, item 5c), set as text.
+    let body = json!({"camera": {"id": "closed", "source": format!("rtsp://127.0.0.1:{}/x", free_port())}})
+        .to_string();
+    assert_eq!(agent.http("POST", "/cameras", Some(&body)).0, 201);
+    wait_for(
+        Duration::from_secs(20),
+        "the closed camera's reason on its card",
+        || {
+            let text = b.js(&format!(
+                "const r = document.querySelector('{} .reason'); return r ? r.textContent : ''",
+                cam_css("closed").replace('\'', "\\'")
+            ));
+            text.as_str()
+                .filter(|t| t.contains("Connection refused"))
+                .map(str::to_owned)
+        },
+    );
+    assert!(agent.http("DELETE", "/cameras/closed", None).0 < 300);
+
     // The System panel reads the model server and the processes.
     b.wait_css(
         "#models-table tr[data-model=\"yolox\"]",

@@ -3,7 +3,8 @@
 //! and a subscriber. Checks: every event of `events.jsonl` arrives, in order, on
 //! `framebus/<camera>/events`; the broker stopped and started mid-run loses nothing
 //! within the buffer bound while results keep coming; a broker that is never there
-//! leaves the system running with `/health` saying so.
+//! leaves the system running with `/health` saying so; each camera's retained status
+//! is back after a broker restart that lost it, and a removed camera's is cleared.
 
 mod common;
 mod outputs_support;
@@ -14,7 +15,9 @@ use common::{assets, bin_dir, serial, wait_for, Agent, Dirs};
 use core_agent::analytics::counts::CountRow;
 use core_agent::analytics::events::Event;
 use core_agent::outputs::payload::CameraStatusMessage;
-use outputs_support::{free_port, health, jsonl_event_ids, pipeline_config, Mosquitto, Subscriber};
+use outputs_support::{
+    free_port, health, jsonl_event_ids, pipeline_config, retained_now, Mosquitto, Subscriber,
+};
 
 fn mqtt_table(url: &str) -> String {
     format!(
@@ -156,4 +159,69 @@ fn broker_never_reachable_leaves_the_system_running_and_health_says_so() {
     // Shutdown does not wait for a broker that is not there.
     let status = agent.stop(Duration::from_secs(30));
     assert!(status.success(), "{status}");
+}
+
+/// The retained `framebus/<camera>/status` payloads a new subscriber gets now.
+fn retained_statuses(port: u16) -> std::collections::BTreeMap<String, CameraStatusMessage> {
+    retained_now(port, "framebus/#", "framebus/zz-test/marker")
+        .into_iter()
+        .filter_map(|(topic, payload)| {
+            let camera = topic.strip_prefix("framebus/")?.strip_suffix("/status")?;
+            let status = serde_json::from_str(&payload).ok()?;
+            Some((camera.to_owned(), status))
+        })
+        .collect()
+}
+
+/// Issue 25, item 5b: a broker restarted without persistence has lost the retained
+/// camera statuses; the agent publishes them again when it reconnects (the states did
+/// not change, so before the fix nothing was sent). A removed camera's retained status
+/// is cleared (it stayed `live` forever).
+#[test]
+fn camera_status_is_retained_again_after_a_forgetful_broker_and_cleared_on_removal() {
+    let _serial = serial();
+    bin_dir();
+    let mut broker = Mosquitto::start_forgetful();
+    let dirs = Dirs::new();
+    let mut config = dirs.agent_table();
+    for id in ["door", "gate"] {
+        config += &format!(
+            "[[cameras]]\nid = \"{id}\"\nsource = \"rtsp://127.0.0.1:1/{id}\"\nenabled = false\n\n"
+        );
+    }
+    config += &mqtt_table(&broker.url());
+    let agent = Agent::start(dirs, &config, &[]);
+    let port = broker.port;
+    wait_for(Duration::from_secs(30), "both statuses retained", || {
+        let s = retained_statuses(port);
+        (s.len() == 2 && s.values().all(|m| m.state == "stopped")).then_some(())
+    });
+
+    // The broker forgets everything; the agent reconnects and says it again.
+    broker.stop();
+    broker.restart();
+    let s = wait_for(
+        Duration::from_secs(30),
+        "both statuses retained again after the broker restart",
+        || {
+            let s = retained_statuses(port);
+            (s.len() == 2).then_some(s)
+        },
+    );
+    assert_eq!(s["door"].camera, "door");
+    assert_eq!(s["gate"].state, "stopped");
+    let (_, h) = health(&agent);
+    assert_eq!(h["brokers"][0]["state"], "connected", "{h}");
+
+    // Removed: a new subscriber gets no retained status for it, the other one stays.
+    let (code, body) = agent.http("DELETE", "/cameras/gate", None);
+    assert!((200..300).contains(&code), "{code} {body}");
+    wait_for(
+        Duration::from_secs(10),
+        "gate's retained status cleared",
+        || {
+            let s = retained_statuses(port);
+            (!s.contains_key("gate") && s.contains_key("door")).then_some(())
+        },
+    );
 }

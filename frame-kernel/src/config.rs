@@ -275,6 +275,23 @@ pub enum ConfigProblem {
         /// Why.
         reason: String,
     },
+    /// A source or record source holding a control character or an invisible Unicode
+    /// format character (a bidi override, a zero-width space, ...): it could forge log
+    /// lines or display as another source ([`proto_schema::text`]). Core-agent refuses
+    /// them first; this is the kernel's own check when started alone.
+    #[error("{option} {given:?}: contains {count} control or format character(s), the first ({code}) at byte {at}")]
+    HiddenCharacter {
+        /// `--source` or `--record-source` (also for the `-fd` forms).
+        option: &'static str,
+        /// The value (redacted; shown escaped).
+        given: String,
+        /// How many such characters it holds.
+        count: usize,
+        /// The first one, as `U+202E, a bidi control`.
+        code: String,
+        /// Byte offset of the first one.
+        at: usize,
+    },
     /// A record source that is not an `rtsp://` / `rtsps://` URL with a host.
     #[error("--record-source {given}: must be an rtsp:// or rtsps:// URL with a host")]
     RecordSourceNotRtsp {
@@ -337,6 +354,9 @@ impl Config {
         }
 
         let (given, record_given) = read_sources(&args, &mut problems);
+        let given = given.filter(|g| no_hidden_chars("--source", g, &mut problems));
+        let record_given =
+            record_given.filter(|g| no_hidden_chars("--record-source", g, &mut problems));
         let source = given.and_then(|given| parse_source(&given, args.transport, &mut problems));
         let record_source = record_given.and_then(|given| {
             let mut scratch = Vec::new();
@@ -630,6 +650,22 @@ fn parse_source(
     }
 }
 
+/// Whether `given` is free of control and format characters; reports it otherwise.
+fn no_hidden_chars(option: &'static str, given: &str, problems: &mut Vec<ConfigProblem>) -> bool {
+    let hidden: Vec<(usize, char)> = proto_schema::text::hidden_chars(given).collect();
+    let Some(&(at, c)) = hidden.first() else {
+        return true;
+    };
+    problems.push(ConfigProblem::HiddenCharacter {
+        option,
+        given: redact_url(given),
+        count: hidden.len(),
+        code: proto_schema::text::describe(c),
+        at,
+    });
+    false
+}
+
 fn check_file(path: PathBuf, problems: &mut Vec<ConfigProblem>) -> Option<Source> {
     let problem = |reason: String| ConfigProblem::UnreadableFile {
         path: path.clone(),
@@ -808,6 +844,58 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
         d
+    }
+
+    /// Issue 25, item 4: the kernel's own check refuses control and invisible format
+    /// characters in the source and the record source, redacted and escaped.
+    #[test]
+    fn control_and_format_characters_in_sources_are_refused() {
+        let d = tmpdir();
+        let dir = d.path().to_str().unwrap();
+        for (flag, bad, code) in [
+            (
+                "--source",
+                "rtsp://u:secret@127.0.0.1:1/x\u{202e}",
+                "U+202E, a bidi control",
+            ),
+            (
+                "--source",
+                "rtsp://127.0.0.1:1/\u{200b}x",
+                "U+200B, an invisible format character",
+            ),
+            ("--source", "rtsp://127.0.0.1:1/x\nINFO forged", "U+000A"),
+            (
+                "--record-source",
+                "rtsp://u:secret@127.0.0.1:1/\u{2066}main",
+                "U+2066, a bidi control",
+            ),
+        ] {
+            let mut a = vec!["--camera-id", "cam1", "--ring-dir", dir];
+            if flag == "--source" {
+                a.extend(["--source", bad]);
+            } else {
+                a.extend([
+                    "--source",
+                    "rtsp://127.0.0.1:1/sub",
+                    "--record-source",
+                    bad,
+                    "--clip-dir",
+                    dir,
+                ]);
+            }
+            let e = Config::from_args(args(&a)).unwrap_err();
+            assert!(
+                matches!(&e.problems[..], [ConfigProblem::HiddenCharacter { option, code: c, .. }] if *option == flag && c == code),
+                "{bad:?}: {e}"
+            );
+            let text = e.to_string();
+            assert!(!text.contains("secret"), "{text}");
+            assert!(
+                text.chars()
+                    .all(|c| !proto_schema::text::is_hidden(c) || c == '\n'),
+                "{text:?}"
+            );
+        }
     }
 
     #[test]

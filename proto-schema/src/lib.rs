@@ -17,6 +17,7 @@ pub mod onnx_sniff;
 pub mod pixel;
 pub mod redact;
 pub mod segment;
+pub mod text;
 pub mod time;
 
 /// Version of the wire protocol carried in every message as `"v"`.

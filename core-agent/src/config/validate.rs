@@ -6,6 +6,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use proto_schema::pixel::FrameGeometry;
+use proto_schema::text::hidden_chars;
 use shm_ring::validate_ring_name;
 
 use super::{CameraConfig, Config, OutputConfig};
@@ -171,16 +172,18 @@ pub enum ConfigError {
         path: PathBuf,
     },
     /// A camera source with a control character (newline, CR, NUL, DEL, ...): it
-    /// could forge log lines or smuggle arguments. The source is shown redacted.
+    /// could forge log lines or smuggle arguments; or with an invisible format
+    /// character (a bidi override, a zero-width space, ...; [`proto_schema::text`]):
+    /// it makes the source display as something else. The source is shown redacted.
     #[error("camera {camera:?}: source {redacted:?} contains {count} control character(s), the first ({code}) at byte {at}")]
     ControlCharacter {
         /// Camera id.
         camera: String,
         /// The source, credentials redacted.
         redacted: String,
-        /// How many control characters it holds.
+        /// How many control and format characters it holds.
         count: usize,
-        /// The first one, as `U+000A`.
+        /// The first one, as `U+000A` or `U+202E, a bidi control`.
         code: String,
         /// Byte offset of the first one.
         at: usize,
@@ -225,7 +228,8 @@ pub enum ConfigError {
         /// The entry.
         path: PathBuf,
     },
-    /// A camera's `record_source` that is empty, holds control characters, or is not an
+    /// A camera's `record_source` that is empty, holds control or format characters
+    /// ([`proto_schema::text::is_hidden`]), or is not an
     /// `rtsp://` / `rtsps://` URL. Shown redacted.
     #[error("camera {camera:?}: record_source {redacted:?} {reason}")]
     RecordSource {
@@ -541,17 +545,14 @@ pub fn check_camera(cam: &CameraConfig, check_files: bool, errs: &mut Vec<Config
     if let Some(ring) = &cam.ring {
         check_id("ring", ring, errs);
     }
-    let controls: Vec<(usize, char)> = cam
-        .source
-        .char_indices()
-        .filter(|(_, c)| c.is_control())
-        .collect();
+    // The one place a source's characters are checked (file, reload, --check, API).
+    let controls: Vec<(usize, char)> = hidden_chars(&cam.source).collect();
     if let Some(&(at, c)) = controls.first() {
         errs.push(ConfigError::ControlCharacter {
             camera: cam.id.clone(),
             redacted: proto_schema::redact::redact_url(&cam.source).into_owned(),
             count: controls.len(),
-            code: format!("U+{:04X}", c as u32),
+            code: proto_schema::text::describe(c),
             at,
         });
     } else if cam.source.trim().is_empty() {
@@ -685,8 +686,8 @@ fn check_decode(cam: &CameraConfig, errs: &mut Vec<ConfigError>) {
         let scheme_ok = rs.split_once("://").is_some_and(|(s, rest)| {
             API_SCHEMES.iter().any(|a| s.eq_ignore_ascii_case(a)) && !rest.is_empty()
         });
-        let reason = if rs.chars().any(char::is_control) {
-            Some("contains control characters")
+        let reason = if hidden_chars(rs).next().is_some() {
+            Some("contains control or invisible format characters")
         } else if rs.trim().is_empty() {
             Some("is empty")
         } else if !scheme_ok {
@@ -733,7 +734,7 @@ pub fn check_api_source(
     }
     // Reported by check_camera; the string checks below still run, the file is not
     // looked at.
-    let has_control = src.chars().any(char::is_control);
+    let has_control = hidden_chars(&src).next().is_some();
     if let Some((scheme, _)) = src.split_once("://") {
         if API_SCHEMES.iter().any(|s| scheme.eq_ignore_ascii_case(s)) {
             return !has_control;
@@ -1202,6 +1203,34 @@ mod tests {
             }
         }
 
+        /// A source is refused with `ControlCharacter` exactly when it holds a control
+        /// or format character (wherever it is), and the first one is named.
+        #[test]
+        fn a_source_is_refused_exactly_when_it_holds_a_hidden_character(
+            head in "(rtsp://[a-z0-9.:@]{1,12}/|/v/)\\PC{0,16}",
+            hidden in proptest::option::of(proptest::sample::select(vec![
+                '\u{202a}', '\u{202e}', '\u{2066}', '\u{2069}', '\u{200b}', '\u{200e}',
+                '\u{feff}', '\u{61c}', '\u{ad}', '\u{2028}', '\u{e0041}', '\n', '\u{1b}',
+            ])),
+            tail in "\\PC{0,16}",
+        ) {
+            let src = match hidden {
+                Some(h) => format!("{head}{h}{tail}"),
+                None => format!("{head}{tail}"),
+            };
+            let mut errs = Vec::new();
+            check_camera(&camera(&src), false, &mut errs);
+            let refused = errs.iter().find_map(|e| match e {
+                ConfigError::ControlCharacter { at, .. } => Some(*at),
+                _ => None,
+            });
+            let first = src.char_indices().find(|&(_, c)| proto_schema::text::is_hidden(c));
+            proptest::prop_assert_eq!(refused, first.map(|(at, _)| at));
+            if hidden.is_some() {
+                proptest::prop_assert!(refused.is_some_and(|at| at <= head.len()));
+            }
+        }
+
         /// Arbitrary text never panics the parser.
         #[test]
         fn parsing_is_total(text in "\\PC{0,200}") {
@@ -1270,6 +1299,112 @@ mod tests {
                 "{bad:?}: {errs:?}"
             );
             assert!(!errs[0].to_string().contains("hunter22"), "{}", errs[0]);
+        }
+    }
+
+    /// Issue 25, item 4: `rtsp://127.0.0.1:1/x\u{202e}` was accepted. Bidi controls and
+    /// other invisible format characters are refused like control characters, in the
+    /// source, the record source and an API source, and named without being echoed.
+    #[test]
+    fn format_and_bidi_characters_are_refused_in_sources_and_named() {
+        for (bad, code) in [
+            ("rtsp://127.0.0.1:1/x\u{202e}", "U+202E, a bidi control"),
+            ("rtsp://u:hunter22@h/\u{2066}x", "U+2066, a bidi control"),
+            (
+                "rtsp://h/a\u{200b}b",
+                "U+200B, an invisible format character",
+            ),
+            ("\u{feff}/v/a.mp4", "U+FEFF, an invisible format character"),
+            ("/v/\u{61c}a.mp4", "U+061C, a bidi control"),
+            (
+                "/v/soft\u{ad}hyphen.mp4",
+                "U+00AD, an invisible format character",
+            ),
+            (
+                "rtsp://h/\u{2028}x",
+                "U+2028, a line or paragraph separator",
+            ),
+        ] {
+            let mut errs = Vec::new();
+            check_camera(&camera(bad), false, &mut errs);
+            assert!(
+                matches!(&errs[..], [ConfigError::ControlCharacter { code: c, .. }] if c == code),
+                "{bad:?}: {errs:?}"
+            );
+            let text = errs[0].to_string();
+            assert!(text.contains(code), "{text}");
+            assert!(!text.contains("hunter22"), "{text}");
+            // Shown escaped, never the character itself.
+            assert!(
+                text.chars().all(|c| !proto_schema::text::is_hidden(c)),
+                "{text:?}"
+            );
+            // The API's own source check does not let such an rtsp:// source pass to
+            // the file checks either (check_camera above names it).
+            if bad.starts_with("rtsp") {
+                assert!(
+                    !check_api_source(&mut camera(bad), &[], &mut Vec::new()),
+                    "{bad:?}"
+                );
+            }
+            let mut c = parse(GOOD);
+            let hidden: String = bad
+                .chars()
+                .filter(|&c| proto_schema::text::is_hidden(c))
+                .collect();
+            c.cameras[1].record_source = Some(format!("rtsp://h/main{hidden}"));
+            let rec = validate(&c, false).unwrap_err().0;
+            assert!(
+                rec.iter().any(|e| matches!(e, ConfigError::RecordSource { reason, .. } if reason.contains("format"))),
+                "{bad:?}: {rec:?}"
+            );
+        }
+        // Ordinary non-ASCII text stays allowed in a source.
+        let mut errs = Vec::new();
+        check_camera(&camera("/vidéos/über 中.mp4"), false, &mut errs);
+        assert!(errs.is_empty(), "{errs:?}");
+    }
+
+    /// Ids and rule names keep to the ASCII name rule, so no format character gets in.
+    #[test]
+    fn format_characters_in_ids_and_rule_names_are_refused() {
+        for id in ["cam\u{202e}1", "\u{200b}cam", "cam\u{feff}"] {
+            let mut c = parse(GOOD);
+            c.cameras[0].id = id.to_owned();
+            c.models[0].id = id.to_owned();
+            let errs = validate(&c, false).unwrap_err().0;
+            for kind in ["camera", "model"] {
+                assert!(
+                    errs.iter().any(|e| matches!(e, ConfigError::InvalidId { kind: k, id: i, .. } if *k == kind && i == id)),
+                    "{kind} {id:?}: {errs:?}"
+                );
+            }
+        }
+        for name in ["in\u{202e}", "\u{2066}queue"] {
+            let text = format!(
+                r#"
+                [[cameras]]
+                id = "door"
+                source = "rtsp://h/x"
+                [cameras.analytics]
+                [[cameras.analytics.lines]]
+                name = "{name}"
+                from = [0.1, 0.5]
+                to = [0.9, 0.5]
+                [[cameras.analytics.zones]]
+                name = "{name}"
+                polygon = [[0.1, 0.1], [0.4, 0.1], [0.4, 0.4]]
+                "#
+            );
+            let errs = validate(&parse(&text), false).unwrap_err().0;
+            for key in ["lines[0].name", "zones[0].name"] {
+                assert!(
+                    errs.iter().any(
+                        |e| matches!(e, ConfigError::InvalidRule { key: k, .. } if k.ends_with(key))
+                    ),
+                    "{key} {name:?}: {errs:?}"
+                );
+            }
         }
     }
 

@@ -68,6 +68,10 @@ pub struct BrokerLink {
     reconnects: AtomicU64,
     /// Items awaiting delivery.
     pub buffer: DeliveryBuffer<Item>,
+    /// The latest retained item per camera (its MQTT status), published again by the
+    /// worker after every (re)connect: a broker restarted without persistence has lost
+    /// it, and the state may not change again for hours.
+    retained: Mutex<std::collections::BTreeMap<Arc<str>, Item>>,
 }
 
 /// One sink's state as `/health` shows it.
@@ -108,7 +112,30 @@ impl BrokerLink {
             connected: AtomicBool::new(false),
             reconnects: AtomicU64::new(0),
             buffer: DeliveryBuffer::new(capacity),
+            retained: Mutex::default(),
         })
+    }
+
+    /// Sends `item` and keeps it as its camera's retained state (see [`Self::retained`]).
+    pub fn push_retained(&self, item: Item) {
+        let mut kept = self.retained.lock().unwrap_or_else(|e| e.into_inner());
+        kept.insert(item.camera.clone(), item.clone());
+        self.buffer.push(item);
+    }
+
+    /// Forgets `camera`'s retained state and sends an empty retained status, which
+    /// clears it on the broker (a removed camera must not stay `live` there).
+    pub fn clear_retained(&self, camera: &str) {
+        let mut kept = self.retained.lock().unwrap_or_else(|e| e.into_inner());
+        kept.remove(camera);
+        self.buffer.push(Item::status_cleared(camera));
+    }
+
+    /// Every camera's retained item, for the worker to publish after a connect (before
+    /// the buffer, which may hold newer ones: those then win).
+    pub fn retained(&self) -> Vec<Item> {
+        let kept = self.retained.lock().unwrap_or_else(|e| e.into_inner());
+        kept.values().cloned().collect()
     }
 
     fn set(&self, state: LinkState, error: Option<String>) {
@@ -431,7 +458,8 @@ impl Sink for DetectionsSink {
 }
 
 /// Pushes each camera's state to the MQTT link (retained `<camera>/status`) when it
-/// changed, checked every `every`, until `shutdown`.
+/// changed, checked every `every`, until `shutdown`; a camera gone from the system gets
+/// its retained status cleared.
 pub fn spawn_status(
     shared: Arc<crate::system::Shared>,
     link: Arc<BrokerLink>,
@@ -446,7 +474,15 @@ pub fn spawn_status(
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
             }
-            for c in crate::status::cameras(&shared) {
+            let cameras = crate::status::cameras(&shared);
+            last.retain(|id, _| {
+                let here = cameras.iter().any(|c| &c.id == id);
+                if !here {
+                    link.clear_retained(id);
+                }
+                here
+            });
+            for c in cameras {
                 let now = (c.state.clone(), c.running);
                 if last.get(&c.id) == Some(&now) {
                     continue;
@@ -458,7 +494,7 @@ pub fn spawn_status(
                     unix_ms: unix_now_ms(),
                 };
                 if let Ok(item) = Item::status(&msg) {
-                    link.buffer.push(item);
+                    link.push_retained(item);
                 }
                 last.insert(c.id, now);
             }
@@ -500,6 +536,48 @@ mod tests {
         assert!(s.admit("a", 11_000));
         // A clock step back re-arms instead of muting the camera.
         assert!(s.admit("a", 5_000));
+    }
+
+    /// Issue 25, item 5b: what the worker republishes after a connect is each camera's
+    /// latest status, and a cleared camera is not among them (its empty retained
+    /// message goes out through the buffer).
+    #[test]
+    fn the_retained_status_is_the_latest_per_camera_until_cleared() {
+        let link = BrokerLink::new("mqtt", "x:1".into(), 10);
+        let status = |camera: &str, state: &str| {
+            Item::status(&payload::CameraStatusMessage {
+                camera: camera.into(),
+                state: state.into(),
+                running: true,
+                unix_ms: 1,
+            })
+            .unwrap()
+        };
+        link.push_retained(status("a", "starting"));
+        link.push_retained(status("b", "live"));
+        link.push_retained(status("a", "live"));
+        let kept: Vec<(String, String)> = link
+            .retained()
+            .iter()
+            .map(|i| (i.camera.to_string(), i.json.to_string()))
+            .collect();
+        assert_eq!(kept.len(), 2);
+        assert!(
+            kept[0].0 == "a" && kept[0].1.contains("\"live\""),
+            "{kept:?}"
+        );
+        link.clear_retained("b");
+        let kept = link.retained();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(&*kept[0].camera, "a");
+        // Everything went through the buffer, the clearing last: empty and retained.
+        assert_eq!(link.buffer.len(), 4);
+        let last = link.buffer.peek_from(0, 4).pop().unwrap().1;
+        assert_eq!(
+            (last.kind, &*last.camera, &*last.json),
+            (ItemKind::Status, "b", "")
+        );
+        assert_eq!(last.topic("framebus/"), "framebus/b/status");
     }
 
     #[test]

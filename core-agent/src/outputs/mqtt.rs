@@ -5,8 +5,9 @@
 //! Each connection starts clean (`clean_session`), publishes `<prefix>available` =
 //! `online` (retained; the last will is a retained `offline`), then sends the buffer
 //! from its front: every item not yet confirmed, in order, at most `inflight` at a
-//! time. QoS 1 items (events, counts, status) leave the buffer on their `PUBACK`,
-//! QoS 0 items (detections) once written. A lost connection drops the client; the
+//! time, after every camera's retained status again (a broker restarted without
+//! persistence lost it). QoS 1 items (events, counts, status) leave the buffer on
+//! their `PUBACK`, QoS 0 items (detections) once written. A lost connection drops the client; the
 //! next one resends what was not confirmed (at-least-once: a subscriber de-duplicates
 //! by event id). Attempts are spaced by [`Backoff`].
 
@@ -217,9 +218,24 @@ impl Worker {
         }
         sent.push_back((NOT_AN_ITEM, false));
         let mut offline_sent = false;
+        // Each camera's retained status goes out again first; newer ones in the buffer
+        // follow and win.
+        let mut republish: VecDeque<super::Item> = self.link.retained().into();
         loop {
             // Fill the window.
-            let room = self.inflight.saturating_sub(sent.len() + unacked.len());
+            let mut room = self.inflight.saturating_sub(sent.len() + unacked.len());
+            while room > 0 && !offline_sent {
+                let Some(item) = republish.pop_front() else {
+                    break;
+                };
+                let topic = item.topic(&self.prefix);
+                let payload = item.json.as_bytes().to_vec();
+                if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, true, payload) {
+                    return End::Lost(e.to_string());
+                }
+                sent.push_back((NOT_AN_ITEM, false));
+                room -= 1;
+            }
             if room > 0 && !offline_sent {
                 for (seq, item) in buf.peek_from(cursor, room) {
                     cursor = seq + 1;

@@ -81,6 +81,16 @@ impl Item {
         })
     }
 
+    /// An empty status of `camera`: published retained, it clears the retained one.
+    pub fn status_cleared(camera: &str) -> Self {
+        Self {
+            kind: ItemKind::Status,
+            camera: camera.into(),
+            event: None,
+            json: "".into(),
+        }
+    }
+
     /// A result record's detections.
     pub fn detections(r: &ResultRecord) -> Result<Self, serde_json::Error> {
         Ok(Self {

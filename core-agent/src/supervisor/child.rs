@@ -70,6 +70,106 @@ pub struct ChildSpec {
     /// Written into a pipe that becomes the child's stdin, closed before the child
     /// starts (so it reads the bytes, then end of file). `None`: stdin is `/dev/null`.
     pub stdin: Option<StdinSecret>,
+    /// Where the last warning or error line the child logs is kept (shared by its
+    /// runs, so it outlives a restart); `None`: not kept.
+    pub last_problem: Option<Arc<LastProblem>>,
+}
+
+/// Longest [`LoggedProblem::line`] kept, in characters.
+pub const MAX_PROBLEM_CHARS: usize = 400;
+
+/// The last warning or error line a process logged, e.g. a kernel's `camera
+/// unreachable; retrying reason=... Connection refused`: the real reason a camera does
+/// not come up, which the supervisor alone cannot tell.
+#[derive(Debug, Default)]
+pub struct LastProblem(Mutex<Option<LoggedProblem>>);
+
+/// One kept log line.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LoggedProblem {
+    /// `WARN ...` / `ERROR ...`: the level and the message with its fields, without
+    /// the timestamp and target; control and format characters dropped, at most
+    /// [`MAX_PROBLEM_CHARS`]. Not redacted: the reader scrubs credentials.
+    pub line: String,
+    /// When it was logged (read), Unix ms.
+    pub unix_ms: u64,
+}
+
+impl LastProblem {
+    /// The last one, if any.
+    pub fn get(&self) -> Option<LoggedProblem> {
+        lock(&self.0).clone()
+    }
+
+    /// Keeps `line` when it is a warning or an error.
+    pub fn offer(&self, line: &str) {
+        if let Some(line) = problem_of(line) {
+            let unix_ms = crate::clock::UnixNanos::now().get() / 1_000_000;
+            *lock(&self.0) = Some(LoggedProblem { line, unix_ms });
+        }
+    }
+}
+
+/// `LEVEL message fields` of a warning or error log line (the binaries' text or JSON
+/// format, or a panic); `None` for any other line.
+pub fn problem_of(raw: &str) -> Option<String> {
+    let t = raw.trim();
+    let text = if t.starts_with('{') {
+        let v: serde_json::Value = serde_json::from_str(t).ok()?;
+        let level = v.get("level")?.as_str()?;
+        if level != "WARN" && level != "ERROR" {
+            return None;
+        }
+        let fields = v.get("fields")?.as_object()?;
+        let mut out = format!("{level} ");
+        if let Some(m) = fields.get("message").and_then(|m| m.as_str()) {
+            out.push_str(m);
+        }
+        for (k, val) in fields.iter().filter(|(k, _)| *k != "message") {
+            match val.as_str() {
+                Some(s) => out.push_str(&format!(" {k}={s}")),
+                None => out.push_str(&format!(" {k}={val}")),
+            }
+        }
+        out
+    } else if t.contains("panicked") {
+        format!("ERROR {t}")
+    } else {
+        // `2026-01-01T00:00:00.000000Z  WARN span{..}: target: message fields`.
+        let mut words = t.split_whitespace();
+        let (_, level) = (words.next()?, words.next()?);
+        if level != "WARN" && level != "ERROR" {
+            return None;
+        }
+        let mut rest = t[t.find(level)? + level.len()..].trim_start();
+        let ident = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+        };
+        // Drop the spans (`name{fields}: `) and the target (`crate::module: `).
+        loop {
+            let span = rest
+                .split_once('{')
+                .filter(|(name, _)| ident(name))
+                .and_then(|_| rest.split_once("}: "));
+            if let Some((_, tail)) = span {
+                rest = tail;
+                continue;
+            }
+            if let Some((_, tail)) = rest.split_once(": ").filter(|(head, _)| ident(head)) {
+                rest = tail;
+            }
+            break;
+        }
+        format!("{level} {rest}")
+    };
+    let clean: String = text
+        .chars()
+        .filter(|&c| !proto_schema::text::is_hidden(c))
+        .take(MAX_PROBLEM_CHARS)
+        .collect();
+    Some(clean)
 }
 
 /// Why a child could not be started.
@@ -184,6 +284,7 @@ pub fn spawn(spec: &ChildSpec) -> Result<RunningChild, SpawnError> {
             spec.name.clone(),
             spec.log_format,
             tail.clone(),
+            spec.last_problem.clone(),
         ));
     }
     if let Some(err) = child.stderr.take() {
@@ -192,6 +293,7 @@ pub fn spawn(spec: &ChildSpec) -> Result<RunningChild, SpawnError> {
             spec.name.clone(),
             spec.log_format,
             tail.clone(),
+            spec.last_problem.clone(),
         ));
     }
     Ok(RunningChild {
@@ -347,13 +449,15 @@ async fn forward(
     name: String,
     format: LogFormat,
     tail: Arc<Mutex<VecDeque<String>>>,
+    problem: Option<Arc<LastProblem>>,
 ) {
+    let problem = problem.as_deref();
     let mut reader = BufReader::new(stream);
     let mut line: Vec<u8> = Vec::new();
     while let Ok(buf) = reader.fill_buf().await {
         if buf.is_empty() {
             if !line.is_empty() {
-                emit(&name, format, &tail, &line);
+                emit(&name, format, &tail, problem, &line);
             }
             break;
         }
@@ -365,15 +469,24 @@ async fn forward(
         line.extend_from_slice(&chunk[..chunk.len().min(room)]);
         reader.consume(used);
         if done {
-            emit(&name, format, &tail, &line);
+            emit(&name, format, &tail, problem, &line);
             line.clear();
         }
     }
 }
 
-fn emit(name: &str, format: LogFormat, tail: &Mutex<VecDeque<String>>, raw: &[u8]) {
+fn emit(
+    name: &str,
+    format: LogFormat,
+    tail: &Mutex<VecDeque<String>>,
+    problem: Option<&LastProblem>,
+    raw: &[u8],
+) {
     let text = String::from_utf8_lossy(raw);
     let text = text.trim_end_matches('\r');
+    if let Some(p) = problem {
+        p.offer(text);
+    }
     match format {
         LogFormat::Text => {
             let mut err = std::io::stderr().lock();
@@ -401,6 +514,7 @@ mod tests {
             cpu_affinity: None,
             log_format: LogFormat::Text,
             stdin: None,
+            last_problem: None,
         }
     }
 
@@ -523,5 +637,67 @@ mod tests {
             None
         );
         assert_eq!(last_error_line(&[]), None);
+    }
+
+    #[test]
+    fn warning_and_error_lines_are_kept_without_timestamp_and_target() {
+        let text = "2026-12-07T23:10:00.123456Z  WARN kernel{camera=\"door\"}: frame_kernel::kernel: camera unreachable; retrying reason=cannot open input: Connection refused retry_in_ms=200 attempt=1";
+        assert_eq!(
+            problem_of(text).as_deref(),
+            Some("WARN camera unreachable; retrying reason=cannot open input: Connection refused retry_in_ms=200 attempt=1")
+        );
+        assert_eq!(
+            problem_of("2026-12-07T23:10:00Z ERROR frame_kernel: fatal error=404 Not Found")
+                .as_deref(),
+            Some("ERROR fatal error=404 Not Found")
+        );
+        let json = r#"{"timestamp":"2026-12-07T23:10:00Z","level":"WARN","fields":{"message":"camera unreachable; retrying","reason":"Connection refused","attempt":1},"target":"frame_kernel::kernel"}"#;
+        assert_eq!(
+            problem_of(json).as_deref(),
+            Some("WARN camera unreachable; retrying attempt=1 reason=Connection refused")
+        );
+        assert_eq!(
+            problem_of("thread 'main' panicked at src/x.rs:1:1").as_deref(),
+            Some("ERROR thread 'main' panicked at src/x.rs:1:1")
+        );
+        for quiet in [
+            "2026-12-07T23:10:00Z  INFO frame_kernel: ready",
+            r#"{"level":"INFO","fields":{"message":"ready"}}"#,
+            "WARN",
+            "",
+            "plain output",
+        ] {
+            assert_eq!(problem_of(quiet), None, "{quiet:?}");
+        }
+        // Bounded, and no control or format character survives (the page shows it).
+        let long = format!("2026Z ERROR x: {}\u{202e}\u{1b}[31m", "a".repeat(5000));
+        let kept = problem_of(&long).unwrap();
+        assert_eq!(kept.chars().count(), MAX_PROBLEM_CHARS);
+        let odd = problem_of("2026Z ERROR x: a\u{202e}b\u{1b}[31m").unwrap();
+        assert_eq!(odd, "ERROR ab[31m");
+    }
+
+    #[tokio::test]
+    async fn the_last_problem_outlives_the_run_that_logged_it() {
+        let slot = Arc::new(LastProblem::default());
+        let mut s = spec(
+            "/bin/sh",
+            &["-c", "echo '2026Z  WARN k: first' >&2; echo '2026Z  INFO k: fine' >&2; echo '2026Z ERROR k: Connection refused' >&2"],
+        );
+        s.last_problem = Some(slot.clone());
+        let mut c = spawn(&s).unwrap();
+        c.wait().await.unwrap();
+        for _ in 0..200 {
+            if slot.get().is_some_and(|p| p.line.contains("refused")) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(slot.get().unwrap().line, "ERROR Connection refused");
+        drop(c);
+        // A later run that logs nothing wrong keeps it.
+        s.args = vec!["-c".into(), "echo fine".into()];
+        spawn(&s).unwrap().wait().await.unwrap();
+        assert_eq!(slot.get().unwrap().line, "ERROR Connection refused");
     }
 }

@@ -787,6 +787,7 @@ mod tests {
                 cpu_affinity: None,
                 log_format: LogFormat::Text,
                 stdin: None,
+                last_problem: None,
             },
             // The fake server runs in this test process, not in the spawned `sleep`.
             readiness: Readiness::Server {

@@ -103,6 +103,18 @@ pub fn admit_camera(
     Ok((candidate, camera))
 }
 
+/// Removes camera `id` from the running config with everything that names it: its
+/// subscriptions and its entry in `[clips] cameras`. The config left behind validates
+/// as it did before the camera was added: the next camera added through the API is
+/// checked against it, and a `clips.cameras` entry naming a removed camera would refuse
+/// every later add (issue 25). A camera added again with the same id starts afresh, as
+/// it does for its subscriptions; `"*"` keeps covering every camera.
+pub fn forget_camera(config: &mut Config, id: &str) {
+    config.cameras.retain(|c| c.id != id);
+    config.subscriptions.retain(|s| s.camera != id);
+    config.clips.cameras.retain(|c| c != id);
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -208,5 +220,34 @@ path = "/m/yolox_nano.onnx"
                 .any(|e| matches!(e, ConfigError::MissingSourceFile { .. })),
             "not probed: {errs:?}"
         );
+    }
+
+    /// Issue 25, item 5a: removing a camera that `[clips] cameras` names left a config
+    /// that refused every later add with `clips.cameras: no camera "door"`.
+    #[test]
+    fn a_removed_clips_camera_does_not_block_the_next_add() {
+        let mut base = running();
+        base.clips.cameras = vec!["lobby".into()];
+        let (mut next, _) = admit_camera(
+            &base,
+            camera("door", "rtsp://h/door"),
+            vec![sub("door", "yolox")],
+        )
+        .unwrap();
+        next.clips.cameras.push("door".into());
+        crate::config::validate(&next, false).unwrap();
+        forget_camera(&mut next, "lobby");
+        assert_eq!(next.clips.cameras, ["door"]);
+        assert!(next.camera("lobby").is_none());
+        crate::config::validate(&next, false).unwrap();
+        forget_camera(&mut next, "door");
+        assert!(next.clips.cameras.is_empty() && next.subscriptions.is_empty());
+        let (after, _) = admit_camera(&next, camera("yard", "rtsp://h/yard"), vec![]).unwrap();
+        assert!(after.camera("yard").is_some());
+        // "*" is nobody's entry: it stays.
+        let mut all = running();
+        all.clips.cameras = vec!["*".into()];
+        forget_camera(&mut all, "lobby");
+        assert_eq!(all.clips.cameras, ["*"]);
     }
 }

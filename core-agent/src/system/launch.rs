@@ -171,6 +171,7 @@ pub fn server_spec(config: &Config, bins: &Binaries, m: &ModelConfig) -> Process
             cpu_affinity: m.cpu_affinity.clone(),
             log_format: config.agent.log_format,
             stdin: None,
+            last_problem: None,
         },
         // Health checks go to the control socket: data clients cannot exhaust it.
         readiness: Readiness::Server {
@@ -207,6 +208,8 @@ pub fn kernel_spec(config: &Config, bins: &Binaries, c: &CameraConfig) -> Proces
             cpu_affinity: c.cpu_affinity.clone(),
             log_format: config.agent.log_format,
             stdin: Some(StdinSecret::new(kernel_stdin(&launch, c).as_bytes())),
+            // The system hands the camera's slot in (`System::kernel_spec`).
+            last_problem: None,
         },
         readiness: Readiness::Ring {
             dir: dir.clone(),

@@ -95,7 +95,10 @@ impl System {
     }
 
     fn kernel_spec(&self, c: &CameraConfig) -> ProcessSpec {
-        launch::kernel_spec(&self.config, &self.bins, c)
+        let mut spec = launch::kernel_spec(&self.config, &self.bins, c);
+        // Kept with the camera's metrics: shown by the API, gone with the camera.
+        spec.child.last_problem = Some(self.shared.metrics.camera(&c.id).kernel_log.clone());
+        spec
     }
 
     fn publish_view(&self) {
@@ -256,8 +259,7 @@ impl System {
                     None => Err(ControlError::NotFound(id)),
                     Some(_) => {
                         self.stop_camera(&id).await;
-                        self.config.cameras.retain(|c| c.id != id);
-                        self.config.subscriptions.retain(|s| s.camera != id);
+                        control::forget_camera(&mut self.config, &id);
                         self.api_cameras.remove(&id);
                         self.shared.metrics.remove_camera(&id);
                         self.publish_view();

@@ -40,10 +40,20 @@ pub struct Mosquitto {
     pub port: u16,
     pub dir: tempfile::TempDir,
     child: Option<Child>,
+    persistence: bool,
 }
 
 impl Mosquitto {
     pub fn start() -> Mosquitto {
+        Mosquitto::start_with(true)
+    }
+
+    /// One without persistence: a restart loses every retained message and session.
+    pub fn start_forgetful() -> Mosquitto {
+        Mosquitto::start_with(false)
+    }
+
+    fn start_with(persistence: bool) -> Mosquitto {
         let dir = tempfile::Builder::new()
             .prefix("framebus-mqtt")
             .tempdir()
@@ -52,6 +62,7 @@ impl Mosquitto {
             port: free_port(),
             dir,
             child: None,
+            persistence,
         };
         m.restart();
         m
@@ -67,8 +78,9 @@ impl Mosquitto {
         std::fs::write(
             self.conf(),
             format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\npersistence_location {}/\nmax_queued_messages 100000\nmax_inflight_messages 100\n",
+                "listener {} 127.0.0.1\nallow_anonymous true\nuser root\npersistence {}\npersistence_location {}/\nmax_queued_messages 100000\nmax_inflight_messages 100\n",
                 self.port,
+                self.persistence,
                 self.dir.path().display()
             ),
         )
@@ -235,6 +247,58 @@ impl Drop for Subscriber {
             let _ = t.join();
         }
     }
+}
+
+/// The retained messages a new subscriber to `filter` gets now: (topic, payload) in
+/// arrival order. A fresh clean session subscribes, then publishes a marker under the
+/// filter; the broker delivers the retained messages before the marker, so all of them
+/// are in once the marker arrives (no fixed wait).
+pub fn retained_now(port: u16, filter: &str, marker_topic: &str) -> Vec<(String, String)> {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let id = format!(
+        "framebus-test-retained-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+    opts.set_clean_session(true)
+        .set_keep_alive(Duration::from_secs(5));
+    let (client, mut conn) = Client::new(opts, 16);
+    let marker = format!(
+        "marker-{}",
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    for ev in conn.iter() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no marker back from the broker"
+        );
+        match ev {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                client.try_subscribe(filter, QoS::AtLeastOnce).unwrap();
+            }
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                client
+                    .try_publish(marker_topic, QoS::AtLeastOnce, false, marker.clone())
+                    .unwrap();
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let payload = String::from_utf8_lossy(&p.payload).into_owned();
+                if p.topic == marker_topic && payload == marker {
+                    break;
+                }
+                if p.retain {
+                    got.push((p.topic.clone(), payload));
+                }
+            }
+            Ok(_) => {}
+            Err(e) => panic!("retained subscriber: {e}"),
+        }
+    }
+    let _ = client.disconnect();
+    got
 }
 
 /// Event ids of `events.jsonl` in `dir`, in file order.

@@ -256,8 +256,13 @@ function renderCameras(cameras) {
     // Sources come redacted from the API (credentials as ***).
     card.querySelector('.src').textContent = c.source;
     const bad = c.state !== 'live' && c.state !== 'stopped';
-    const reason = bad && c.kernel && c.kernel.last_error ? c.kernel.last_error : '';
-    card.querySelector('.reason').textContent = reason;
+    // Why it is not live: the kernel's own last warning ("Connection refused", "404 Not
+    // Found"), then the supervisor's reason when it says something else.
+    const reasons = [];
+    if (bad && c.last_error) reasons.push(c.last_error);
+    const sup = c.kernel && c.kernel.last_error;
+    if (bad && sup && !reasons.some((r) => sup.includes(r))) reasons.push(sup);
+    card.querySelector('.reason').textContent = reasons.join(' · ');
     const subs = c.subscriptions || [];
     const dl = card.querySelector('.stats');
     dl.replaceChildren();
