@@ -9,18 +9,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 
-use common::{bin_dir, children_of, serial, wait_for, Agent, Answer, Dirs};
+use common::{bin_dir, children_of, closed_port, serial, wait_for, Agent, Answer, Dirs};
 
 const SECRET: &str = "s3cretpass";
-
-/// A loopback port nobody listens on (bound, then released).
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The `[agent]` table of `dirs` with `media_dirs` and a live table every second.
 fn config(dirs: &Dirs, media: &Path, cameras: &str) -> String {

@@ -17,19 +17,10 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{agent_bin, bin_dir, serial, wait_for, Agent, Dirs};
+use common::{agent_bin, bin_dir, closed_port, serial, wait_for, Agent, Dirs};
 use serde_json::Value;
 
 const SECRET: &str = "s3cretpass";
-
-/// A loopback port nobody listens on (bound, then released).
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn camera_ids(agent: &Agent) -> Vec<String> {
     let (code, body) = agent.http("GET", "/cameras", None);

@@ -138,6 +138,11 @@ impl FakeCamera {
     }
 }
 
+/// A loopback port nobody listens on (bound, then released): a camera that refuses.
+pub fn closed_port() -> u16 {
+    framebus_testkit::net::free_port().expect("a free loopback port")
+}
+
 /// The API token the harness hands to `core-agent` through `FRAMEBUS_API_TOKEN`.
 pub const TEST_TOKEN: &str = "test-token-0123456789abcdef";
 
