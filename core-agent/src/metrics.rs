@@ -19,6 +19,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A Prometheus label value escaped for the text exposition (backslash, quote, newline).
+pub fn prom_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 /// The last [`WINDOW`] latency samples, in milliseconds.
 #[derive(Debug, Default)]
 pub struct LatencyWindow {

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use proto_schema::redact::{redact_url, REDACTED};
 use serde::Serialize;
 
+use crate::metrics::prom_label as label;
 use crate::metrics::{locked, ModelCounters, RingView, SubSnapshot};
 use crate::supervisor::{ProcState, ProcStatus};
 use crate::system::Shared;
@@ -242,12 +243,6 @@ pub fn readiness(shared: &Shared) -> (bool, Vec<String>) {
 
 /// A per-subscription counter family: name, help, getter.
 type Counter = (&'static str, &'static str, fn(&SubSnapshot) -> u64);
-
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
 
 /// The Prometheus text exposition (format 0.0.4).
 pub fn prometheus(shared: &Shared) -> String {

@@ -145,11 +145,7 @@ impl AnalyticsShared {
     /// Appends the analytics families to a Prometheus text exposition.
     pub fn prometheus(&self, out: &mut String) {
         use std::fmt::Write;
-        let l = |v: &str| {
-            v.replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('\n', "\\n")
-        };
+        let l = crate::metrics::prom_label;
         let _ = writeln!(out, "# HELP framebus_line_crossings_total Line crossings counted.\n# TYPE framebus_line_crossings_total counter");
         for ((cam, rule, dir, class), n) in self.crossings() {
             let _ = writeln!(

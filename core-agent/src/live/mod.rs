@@ -241,11 +241,7 @@ impl LiveShared {
     /// Appends the live view families to a Prometheus text exposition.
     pub fn prometheus(&self, out: &mut String) {
         use std::fmt::Write;
-        let l = |v: &str| {
-            v.replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('\n', "\\n")
-        };
+        let l = crate::metrics::prom_label;
         let _ = writeln!(out, "# HELP framebus_live_frames_encoded_total Live view JPEG frames encoded (snapshots and MJPEG).\n# TYPE framebus_live_frames_encoded_total counter");
         for (cam, n) in lock(&self.encoded).iter() {
             let _ = writeln!(

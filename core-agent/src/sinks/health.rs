@@ -330,11 +330,7 @@ impl SinkHealth {
     pub fn prometheus(&self, out: &mut String) {
         use std::fmt::Write;
         let handles = self.handles();
-        let l = |v: &str| {
-            v.replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('\n', "\\n")
-        };
+        let l = crate::metrics::prom_label;
         let _ = writeln!(out, "# HELP framebus_sink_written_total Items written by a file sink (lines; clips for clips).\n# TYPE framebus_sink_written_total counter");
         for h in &handles {
             let _ = writeln!(
