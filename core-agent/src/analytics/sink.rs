@@ -21,7 +21,7 @@ use std::time::Duration;
 use super::counts::{CountRow, CsvWriter};
 use super::events::Event;
 use crate::results::SinkError;
-use crate::sinks::{LineFile, LineFileError, SinkHealth, SinkKind};
+use crate::sinks::{LineFile, SinkHealth, SinkKind};
 
 /// Where events go. Called from one thread; writes may buffer until `flush`.
 pub trait EventSink: Send {
@@ -50,11 +50,9 @@ impl JsonlEventSink {
     /// is cut off), reporting to `health` as `events:<path>`.
     pub fn create(path: &Path, health: &SinkHealth) -> Result<Self, SinkError> {
         let h = health.register(SinkKind::Events, format!("events:{}", path.display()));
-        let file = LineFile::open(path, None, h).map_err(|e| match e {
-            LineFileError::Open { path, source, .. } => SinkError::Open { path, source },
-            other => SinkError::Lines(other),
-        })?;
-        Ok(Self { file })
+        Ok(Self {
+            file: LineFile::open(path, None, h)?,
+        })
     }
 }
 

@@ -29,7 +29,7 @@ pub enum SinkError {
     },
     /// A file sink could not take or write lines (it names the sink and the file).
     #[error(transparent)]
-    Lines(#[from] LineFileError),
+    Lines(LineFileError),
     /// The record could not be encoded.
     #[error("{sink}: cannot encode record: {source}")]
     Encode {
@@ -38,6 +38,17 @@ pub enum SinkError {
         /// Underlying error.
         source: serde_json::Error,
     },
+}
+
+/// A file that cannot be opened is the sink's `Open` error, as for every sink; any other
+/// failure of its lines is `Lines`.
+impl From<LineFileError> for SinkError {
+    fn from(e: LineFileError) -> Self {
+        match e {
+            LineFileError::Open { path, source, .. } => SinkError::Open { path, source },
+            other => SinkError::Lines(other),
+        }
+    }
 }
 
 /// Where result records go. Called from one thread; writes may buffer until `flush`.
@@ -62,11 +73,9 @@ impl JsonlSink {
     /// is cut off), reporting to `health` as `jsonl:<path>`.
     pub fn create(path: &Path, health: &SinkHealth) -> Result<Self, SinkError> {
         let h = health.register(SinkKind::Results, format!("jsonl:{}", path.display()));
-        let file = LineFile::open(path, None, h).map_err(|e| match e {
-            LineFileError::Open { path, source, .. } => SinkError::Open { path, source },
-            other => SinkError::Lines(other),
-        })?;
-        Ok(Self { file })
+        Ok(Self {
+            file: LineFile::open(path, None, h)?,
+        })
     }
 }
 
